@@ -1,0 +1,61 @@
+"""Fields every task shares: optimisation, schedule, logging, checkpoints, fusion, data plumbing.
+
+Task files (video.py, text.py, sensor.py) import this `get_config()` and fill in `task`, `model` and
+`dataset`. Every field can be overridden on the command line, e.g. `--config.batch_size=64`.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  """Shared fields; `variant='smoke'` shrinks the run to seconds (tests and CI)."""
+  config = ml_collections.ConfigDict()
+  config.task = ''  # 'video' | 'text' | 'sensor'; set by the task file.
+  config.seed = 0  # Seeds parameters, dropout and data order: same seed, same numbers.
+
+  # Optimisation (the reference compiles with Keras Adam defaults).
+  config.batch_size = 32  # Global batch: split evenly over all devices of all processes.
+  config.eval_batch_size = 128  # Global eval batch; the last one is padded and masked.
+  config.num_train_steps = 2_000  # Length of a run, in optimizer steps.
+  config.learning_rate = 1e-3  # Peak learning rate (Keras Adam default 1e-3).
+  config.lr_schedule = 'constant'  # 'constant' | 'warmup_cosine'.
+  config.warmup_steps = 0  # Linear warmup steps (used by 'warmup_cosine').
+  config.grad_clip_norm = 0.0  # Clip gradients to this global norm; 0 turns clipping off.
+  config.weight_decay = 0.0  # Decoupled weight decay (AdamW) when > 0; plain Adam at 0.
+
+  # Logging, evaluation, checkpoints.
+  config.log_every_steps = 50  # Train metrics and the progress line, every N steps.
+  config.eval_every_steps = 500  # Evaluate on the eval split every N steps and at the end.
+  config.checkpoint_every_steps = 500  # Save every N steps and at the end.
+  config.keep_checkpoints = 3  # Keep the last K checkpoints (and the best one).
+  config.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
+  config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': accuracy / mae.
+  config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
+  config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
+
+  # Model switches shared by all tasks (the task file adds its layer sizes).
+  config.model = ml_collections.ConfigDict()
+  config.model.branches = 'both'  # 'both' | 'cnn' | 'lstm': which branches feed the head.
+  config.model.fusion = 'concat'  # 'concat' | 'gated' | 'projected_sum' (used when branches='both').
+  config.model.fusion_dim = 128  # Width of the learned fusions' projections.
+  config.model.dropout_rate = 0.0  # Dropout on the fused vector before the head (reference: none).
+  config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
+
+  # Data.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = ''  # A shipped builder or a TFDS catalog name; set by the task file.
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS's default dir.
+  config.dataset.train_split = 'train'  # Split trained on.
+  config.dataset.eval_split = 'test'  # Split evaluated (every example exactly once).
+  config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
+
+  if variant == 'smoke':  # A seconds-long run on the same data: few steps, small batches.
+    config.batch_size = 8
+    config.eval_batch_size = 16
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 2
+  elif variant:
+    raise ValueError(f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
+  return config

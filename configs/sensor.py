@@ -1,0 +1,25 @@
+"""Sensor: multi-station time-series regression (shipped dataset: weather_stations).
+
+Windows shaped (time, sensors, features) are reshaped to (time, sensors*features) -> Conv1D64-k3 ->
+MaxPool2 -> Flatten, and an LSTM(32) reads the same sequence -> concat -> Dense(1), trained with MSE
+and reported with MAE.
+
+  python -m hybrid_jax.main --config=configs/sensor.py
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  config = common.get_config(variant)
+  config.task = 'sensor'
+  config.dataset.name = 'weather_stations'
+
+  config.model.window_shape = (24, 3, 5)  # (time steps, sensors, features per sensor) of a window.
+  config.model.conv_features = (64,)  # Filters of the Conv1D layers, each followed by MaxPool2.
+  config.model.kernel_size = 3  # Conv1D kernel size.
+  config.model.lstm_units = 32  # LSTM hidden size.
+
+  return config

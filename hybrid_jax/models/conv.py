@@ -1,0 +1,87 @@
+"""The convolutional branches: a 2-D frame CNN and two 1-D sequence CNNs (text, sensor).
+
+All convolutions use 'SAME' padding and ReLU, as the reference Keras models.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class FrameCNN(nn.Module):
+  """[batch, height, width, channels] -> [batch, features]: (Conv k×k -> ReLU -> MaxPool2)* -> Flatten.
+
+  Defaults reproduce the reference: Conv32-3x3 -> MaxPool2 -> Conv64-3x3 -> MaxPool2 -> Flatten.
+  """
+  conv_features: Sequence[int] = (32, 64)
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, frames_BHWC: Array) -> Array:
+    x = frames_BHWC
+    for i, features in enumerate(self.conv_features):
+      x = nn.Conv(features, (self.kernel_size, self.kernel_size), padding='SAME',
+                  dtype=self.dtype, name=f'conv_{i}')(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    return x.reshape(x.shape[0], -1)
+
+
+class SensorCNN(nn.Module):
+  """[batch, time, channels] -> [batch, features]: (Conv1D -> ReLU -> MaxPool2)* -> Flatten.
+
+  Defaults reproduce the reference: Conv1D64-k3 -> MaxPool2 -> Flatten.
+  """
+  conv_features: Sequence[int] = (64,)
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, series_BTC: Array) -> Array:
+    x = series_BTC
+    for i, features in enumerate(self.conv_features):
+      x = nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype, name=f'conv_{i}')(x)
+      x = nn.max_pool(nn.relu(x), (2,), strides=(2,))
+    return x.reshape(x.shape[0], -1)
+
+
+class TextCNN(nn.Module):
+  """[batch, length, embed] -> [batch, features]: Conv1D -> MaxPool2 -> ... -> Conv1D -> GlobalMaxPool.
+
+  Defaults reproduce the reference: Conv1D128-k3 -> MaxPool2 -> Conv1D128-k3 -> GlobalMaxPool.
+  Padding is invisible: positions at or past `lengths_B` are zeroed before every convolution (so a
+  'SAME' convolution sees the same zeros at a sequence's end whether padding follows or not) and left
+  out of the global max. Pooling keeps a trailing odd position (ceil(length / 2) outputs), so a
+  sequence's last token is never dropped; for even padded lengths (the reference's 50) the output
+  size equals Keras's 'valid' pooling.
+  """
+  conv_features: Sequence[int] = (128, 128)
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, embedded_BLD: Array, lengths_B: Array | None = None) -> Array:
+    batch, length = embedded_BLD.shape[:2]
+    if lengths_B is None:
+      lengths_B = jnp.full((batch,), length, jnp.int32)
+    valid_BL1 = _valid_mask(lengths_B, length)
+    x = jnp.where(valid_BL1, embedded_BLD, 0)
+    for i, features in enumerate(self.conv_features):
+      if i > 0:  # Invalid positions hold zeros here, and ReLU outputs are >= 0: the max ignores them.
+        x = nn.max_pool(x, (2,), strides=(2,), padding='SAME')
+        lengths_B = (lengths_B + 1) // 2
+        valid_BL1 = _valid_mask(lengths_B, x.shape[1])
+      x = nn.relu(nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
+                          name=f'conv_{i}')(x))
+      x = jnp.where(valid_BL1, x, 0)
+    pooled_BF = jnp.max(jnp.where(valid_BL1, x, -jnp.inf), axis=1)
+    return jnp.where(lengths_B[:, None] > 0, pooled_BF, 0).astype(x.dtype)
+
+
+def _valid_mask(lengths_B: Array, length: int) -> Array:
+  """[batch, length, 1] booleans: True where the position is before the example's length."""
+  return (jnp.arange(length)[None, :] < lengths_B[:, None])[..., None]

@@ -1,0 +1,77 @@
+"""Fusion of the branch outputs, and the task heads.
+
+The question the project studies is whether naive concatenation of CNN and LSTM features is worth
+it; the learned fusions here are the alternatives an ablation compares it with.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+BRANCHES = ('both', 'cnn', 'lstm')
+FUSIONS = ('concat', 'gated', 'projected_sum')
+
+
+class Fusion(nn.Module):
+  """Joins branch features [batch, d_i] into one vector [batch, d].
+
+  - 'concat': [cnn, lstm] (the reference; d = sum of d_i, no parameters).
+  - 'gated': each branch projected to `dim`; a sigmoid gate computed from all branches picks, per
+    unit, a convex mix: g * proj(cnn) + (1 - g) * proj(lstm).
+  - 'projected_sum': ReLU(sum of per-branch projections to `dim`).
+  A single branch passes through unchanged, whatever `kind` says.
+  """
+  kind: str = 'concat'
+  dim: int = 128
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, branch_features: Sequence[Array]) -> Array:
+    if len(branch_features) == 1:
+      return branch_features[0]
+    if self.kind == 'concat':
+      return jnp.concatenate(branch_features, axis=-1)
+    projected = [nn.Dense(self.dim, dtype=self.dtype, name=f'proj_{i}')(f)
+                 for i, f in enumerate(branch_features)]
+    if self.kind == 'projected_sum':
+      return nn.relu(sum(projected))
+    if self.kind == 'gated':
+      if len(projected) != 2:
+        raise ValueError(f"fusion='gated' mixes exactly 2 branches, got {len(projected)}.")
+      gate = nn.sigmoid(nn.Dense(self.dim, dtype=self.dtype, name='gate')(
+          jnp.concatenate(branch_features, axis=-1)))
+      return gate * projected[0] + (1 - gate) * projected[1]
+    raise ValueError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
+
+
+class FusionHead(nn.Module):
+  """Branch features -> fusion -> dropout -> Dense head.
+
+  Returns logits float32 [batch, num_outputs], or float32 [batch] when `num_outputs` is 1 and
+  `regression` is set (the reference's Dense(1)).
+  """
+  num_outputs: int
+  regression: bool = False
+  fusion: str = 'concat'
+  fusion_dim: int = 128
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, branch_features: Sequence[Array], *, train: bool) -> Array:
+    fused_BF = Fusion(self.fusion, self.fusion_dim, self.dtype, name='fusion')(branch_features)
+    fused_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(fused_BF)
+    out_BO = nn.Dense(self.num_outputs, dtype=self.dtype, name='output')(fused_BF).astype(jnp.float32)
+    return out_BO[:, 0] if self.regression else out_BO
+
+
+def check_switches(branches: str, fusion: str) -> None:
+  """One-line errors for unknown branch or fusion switches."""
+  if branches not in BRANCHES:
+    raise ValueError(f'Unknown config.model.branches={branches!r}: use one of {BRANCHES}.')
+  if fusion not in FUSIONS:
+    raise ValueError(f'Unknown config.model.fusion={fusion!r}: use one of {FUSIONS}.')

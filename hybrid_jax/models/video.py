@@ -1,0 +1,72 @@
+"""The video model: a shared frame CNN for the key frame and, per frame, for an LSTM."""
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hybrid_jax.models import conv, fusion, lstm
+
+Array = jax.Array
+
+
+class VideoModel(nn.Module):
+  """[CNN(key frame), LSTM(CNN(frame_t) for t in clip)] -> fusion -> Dense softmax logits.
+
+  The frame CNN is one module with one set of parameters, called on the key frame and on every
+  frame of the clip (the reference's TimeDistributed wrapper of the same CNN). When the key frame is
+  a clip frame, its features are taken from the per-frame pass rather than computed twice.
+
+  Batch keys read:
+    'clip': [batch, time, height, width, channels], uint8 (scaled by 1/255) or float.
+    'frame': optional [batch, height, width, channels] key frame; else clip[:, key_frame_index].
+    'length': optional [batch] valid frames per clip (the LSTM stops there).
+  Returns logits float32 [batch, num_classes].
+  """
+  num_classes: int
+  frame_shape: Sequence[int] = (64, 64, 3)
+  key_frame_index: int = 0
+  conv_features: Sequence[int] = (32, 64)
+  kernel_size: int = 3
+  lstm_units: int = 64
+  branches: str = 'both'
+  fusion: str = 'concat'
+  fusion_dim: int = 128
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
+    clip_BTHWC = _as_float(batch['clip'], self.dtype)
+    batch_size, time = clip_BTHWC.shape[:2]
+    if tuple(clip_BTHWC.shape[2:]) != tuple(self.frame_shape):
+      raise ValueError(
+          f'Clip frames are {tuple(clip_BTHWC.shape[2:])} but config.model.frame_shape='
+          f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.')
+    frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name='frame_cnn')
+    features = []
+    frame_features_BTF = None
+    if self.branches in ('both', 'lstm'):
+      frame_features_BTF = frame_cnn(
+          clip_BTHWC.reshape(batch_size * time, *clip_BTHWC.shape[2:])).reshape(batch_size, time, -1)
+    if self.branches in ('both', 'cnn'):
+      if 'frame' in batch:
+        features.append(frame_cnn(_as_float(batch['frame'], self.dtype)))
+      elif frame_features_BTF is not None:
+        features.append(frame_features_BTF[:, self.key_frame_index])
+      else:
+        features.append(frame_cnn(clip_BTHWC[:, self.key_frame_index]))
+    if frame_features_BTF is not None:
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(
+          frame_features_BTF, batch.get('length')))
+    return fusion.FusionHead(
+        self.num_classes, fusion=self.fusion, fusion_dim=self.fusion_dim,
+        dropout_rate=self.dropout_rate, dtype=self.dtype, name='head')(features, train=train)
+
+
+def _as_float(images: Array, dtype: Any) -> Array:
+  """uint8 pixels -> [0, 1] in `dtype`; float input is only cast."""
+  if images.dtype == jnp.uint8:
+    return images.astype(dtype) / 255.0
+  return images.astype(dtype)
