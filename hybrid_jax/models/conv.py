@@ -12,41 +12,42 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-class FrameCNN(nn.Module):
-  """[batch, height, width, channels] -> [batch, features]: (Conv k×k -> ReLU -> MaxPool2)* -> Flatten.
+class ConvPoolFlatten(nn.Module):
+  """[batch, *spatial, channels] -> [batch, features]: (Conv -> ReLU -> MaxPool2)* -> Flatten.
 
-  Defaults reproduce the reference: Conv32-3x3 -> MaxPool2 -> Conv64-3x3 -> MaxPool2 -> Flatten.
-  """
-  conv_features: Sequence[int] = (32, 64)
-  kernel_size: int = 3
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, frames_BHWC: Array) -> Array:
-    x = frames_BHWC
-    for i, features in enumerate(self.conv_features):
-      x = nn.Conv(features, (self.kernel_size, self.kernel_size), padding='SAME',
-                  dtype=self.dtype, name=f'conv_{i}')(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    return x.reshape(x.shape[0], -1)
-
-
-class SensorCNN(nn.Module):
-  """[batch, time, channels] -> [batch, features]: (Conv1D -> ReLU -> MaxPool2)* -> Flatten.
-
-  Defaults reproduce the reference: Conv1D64-k3 -> MaxPool2 -> Flatten.
+  `spatial_dims` is 2 for images, 1 for sequences; kernels and pools span every spatial axis.
   """
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   dtype: Any = jnp.float32
+  spatial_dims: int = 1
 
   @nn.compact
-  def __call__(self, series_BTC: Array) -> Array:
-    x = series_BTC
+  def __call__(self, x: Array) -> Array:
+    window = (2,) * self.spatial_dims
     for i, features in enumerate(self.conv_features):
-      x = nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype, name=f'conv_{i}')(x)
-      x = nn.max_pool(nn.relu(x), (2,), strides=(2,))
+      x = nn.Conv(features, (self.kernel_size,) * self.spatial_dims, padding='SAME', dtype=self.dtype,
+                  name=f'conv_{i}')(x)
+      x = nn.max_pool(nn.relu(x), window, strides=window)
     return x.reshape(x.shape[0], -1)
+
+
+class FrameCNN(ConvPoolFlatten):
+  """[batch, height, width, channels] -> [batch, features].
+
+  Defaults reproduce the reference: Conv32-3x3 -> MaxPool2 -> Conv64-3x3 -> MaxPool2 -> Flatten.
+  """
+  conv_features: Sequence[int] = (32, 64)
+  spatial_dims: int = 2
+
+
+class SensorCNN(ConvPoolFlatten):
+  """[batch, time, channels] -> [batch, features].
+
+  Defaults reproduce the reference: Conv1D64-k3 -> MaxPool2 -> Flatten.
+  """
+  conv_features: Sequence[int] = (64,)
+  spatial_dims: int = 1
 
 
 class TextCNN(nn.Module):

@@ -69,6 +69,27 @@ class FusionHead(nn.Module):
     return out_BO[:, 0] if self.regression else out_BO
 
 
+class HybridModel(nn.Module):
+  """The fields every task model shares: branch sizes, the ablation/fusion switches, the dtype."""
+  conv_features: Sequence[int] = (64,)
+  kernel_size: int = 3
+  lstm_units: int = 64
+  branches: str = 'both'
+  fusion: str = 'concat'
+  fusion_dim: int = 128
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  def uses(self, branch: str) -> bool:
+    """Whether the 'cnn' or 'lstm' branch feeds the head."""
+    return self.branches in ('both', branch)
+
+  def head_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments of `FusionHead` that come from the shared switches."""
+    return dict(fusion=self.fusion, fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate,
+                dtype=self.dtype)
+
+
 def check_switches(branches: str, fusion: str) -> None:
   """One-line errors for unknown branch or fusion switches."""
   if branches not in BRANCHES:

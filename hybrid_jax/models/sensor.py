@@ -1,6 +1,6 @@
 """The sensor model: windows (time, sensors, features) read by a 1-D CNN and an LSTM."""
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -11,7 +11,7 @@ from hybrid_jax.models import conv, fusion, lstm
 Array = jax.Array
 
 
-class SensorModel(nn.Module):
+class SensorModel(fusion.HybridModel):
   """Reshape to (time, sensors·features) -> [SensorCNN, LSTM] -> fusion -> Dense(1).
 
   Batch keys read:
@@ -20,13 +20,7 @@ class SensorModel(nn.Module):
   """
   window_shape: Sequence[int] = (20, 4, 1)
   conv_features: Sequence[int] = (64,)
-  kernel_size: int = 3
   lstm_units: int = 32
-  branches: str = 'both'
-  fusion: str = 'concat'
-  fusion_dim: int = 128
-  dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
@@ -38,11 +32,10 @@ class SensorModel(nn.Module):
     batch_size, time = window_BTSF.shape[:2]
     series_BTC = window_BTSF.reshape(batch_size, time, -1).astype(self.dtype)
     features = []
-    if self.branches in ('both', 'cnn'):
+    if self.uses('cnn'):
       features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype, name='cnn')(
           series_BTC))
-    if self.branches in ('both', 'lstm'):
+    if self.uses('lstm'):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(series_BTC))
     return fusion.FusionHead(
-        1, regression=True, fusion=self.fusion, fusion_dim=self.fusion_dim,
-        dropout_rate=self.dropout_rate, dtype=self.dtype, name='head')(features, train=train)
+        1, regression=True, **self.head_kwargs(), name='head')(features, train=train)

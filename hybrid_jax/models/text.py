@@ -1,6 +1,6 @@
 """The text model: one embedding read by a 1-D CNN branch and an LSTM branch."""
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -11,7 +11,7 @@ from hybrid_jax.models import conv, fusion, lstm
 Array = jax.Array
 
 
-class TextModel(nn.Module):
+class TextModel(fusion.HybridModel):
   """Embedding -> [TextCNN, LSTM] -> fusion -> Dense softmax logits.
 
   Padding never changes an example's output: the CNN masks positions past the length out of its
@@ -22,17 +22,10 @@ class TextModel(nn.Module):
     'length': optional int [batch] valid tokens per example (None: all positions are valid).
   Returns logits float32 [batch, num_classes].
   """
-  num_classes: int
+  num_classes: int = 5
   vocab_size: int = 10_000
   embed_dim: int = 100
   conv_features: Sequence[int] = (128, 128)
-  kernel_size: int = 3
-  lstm_units: int = 64
-  branches: str = 'both'
-  fusion: str = 'concat'
-  fusion_dim: int = 128
-  dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
@@ -40,11 +33,10 @@ class TextModel(nn.Module):
     lengths_B = batch.get('length')
     embedded_BLD = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name='embed')(tokens_BL)
     features = []
-    if self.branches in ('both', 'cnn'):
+    if self.uses('cnn'):
       features.append(conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name='cnn')(
           embedded_BLD, lengths_B))
-    if self.branches in ('both', 'lstm'):
+    if self.uses('lstm'):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(embedded_BLD, lengths_B))
     return fusion.FusionHead(
-        self.num_classes, fusion=self.fusion, fusion_dim=self.fusion_dim,
-        dropout_rate=self.dropout_rate, dtype=self.dtype, name='head')(features, train=train)
+        self.num_classes, **self.head_kwargs(), name='head')(features, train=train)

@@ -11,7 +11,7 @@ from hybrid_jax.models import conv, fusion, lstm
 Array = jax.Array
 
 
-class VideoModel(nn.Module):
+class VideoModel(fusion.HybridModel):
   """[CNN(key frame), LSTM(CNN(frame_t) for t in clip)] -> fusion -> Dense softmax logits.
 
   The frame CNN is one module with one set of parameters, called on the key frame and on every
@@ -24,17 +24,10 @@ class VideoModel(nn.Module):
     'length': optional [batch] valid frames per clip (the LSTM stops there).
   Returns logits float32 [batch, num_classes].
   """
-  num_classes: int
+  num_classes: int = 10
   frame_shape: Sequence[int] = (64, 64, 3)
   key_frame_index: int = 0
   conv_features: Sequence[int] = (32, 64)
-  kernel_size: int = 3
-  lstm_units: int = 64
-  branches: str = 'both'
-  fusion: str = 'concat'
-  fusion_dim: int = 128
-  dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
@@ -47,10 +40,10 @@ class VideoModel(nn.Module):
     frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name='frame_cnn')
     features = []
     frame_features_BTF = None
-    if self.branches in ('both', 'lstm'):
+    if self.uses('lstm'):
       frame_features_BTF = frame_cnn(
           clip_BTHWC.reshape(batch_size * time, *clip_BTHWC.shape[2:])).reshape(batch_size, time, -1)
-    if self.branches in ('both', 'cnn'):
+    if self.uses('cnn'):
       if 'frame' in batch:
         features.append(frame_cnn(_as_float(batch['frame'], self.dtype)))
       elif frame_features_BTF is not None:
@@ -61,8 +54,7 @@ class VideoModel(nn.Module):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(
           frame_features_BTF, batch.get('length')))
     return fusion.FusionHead(
-        self.num_classes, fusion=self.fusion, fusion_dim=self.fusion_dim,
-        dropout_rate=self.dropout_rate, dtype=self.dtype, name='head')(features, train=train)
+        self.num_classes, **self.head_kwargs(), name='head')(features, train=train)
 
 
 def _as_float(images: Array, dtype: Any) -> Array:
