@@ -1,5 +1,6 @@
 """The branches: module shapes, LSTM numerics, padding invariance, shared video CNN, gradients."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,3 +161,13 @@ def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
   assert np.isfinite(float(loss))
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+
+
+@pytest.mark.parametrize('shape,spatial_dims,keep_odd', [
+    ((2, 8, 6, 3), 2, False), ((2, 7, 5, 3), 2, False), ((3, 9, 4), 1, False), ((3, 9, 4), 1, True),
+    ((3, 10, 4), 1, True)])
+def test_max_pool2_equals_flax_max_pool(shape, spatial_dims, keep_odd):
+  x = jax.random.normal(jax.random.key(0), shape)
+  window = (2,) * spatial_dims
+  expected = nn.max_pool(x, window, strides=window, padding='SAME' if keep_odd else 'VALID')
+  np.testing.assert_array_equal(conv.max_pool2(x, spatial_dims, keep_odd), expected)
