@@ -24,6 +24,6 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.conv_features = (32, 64)  # Filters of the 3x3 conv layers, each followed by MaxPool2.
   config.model.kernel_size = 3  # Conv kernel size (square).
   config.model.lstm_units = 64  # LSTM hidden size.
-  config.model.num_classes = 10  # Classes of the softmax head.
+  config.model.num_classes = 20  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
 
   return config

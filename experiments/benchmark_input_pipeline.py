@@ -1,0 +1,119 @@
+"""Input-pipeline throughput per shipped dataset, beside the train step it feeds.
+
+  python experiments/benchmark_input_pipeline.py [--data_dir=DIR] [--workers=0,2] [--out=FILE]
+
+For each dataset (full build, prepared on first use): examples/s of the train iterator alone
+(config batch size, after a warm-up), and examples/s of one jitted train step of the task's default
+model (Adam, forward + backward, same batch) on this machine. The pipeline must be >= 3x faster.
+Writes a markdown table to --out (default experiments/benchmark_input_pipeline_results.md).
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from configs import sensor
+from configs import text
+from configs import video
+import hybrid_jax.data as data
+from hybrid_jax import models
+
+DATASETS = (('moving_digits', video), ('bbc_news', text), ('tweet_sentiment', text), ('weather_stations', sensor))
+
+
+def pipeline_rate(config, seconds: float) -> float:
+  iterator = data.create_train_iterator(config, process_index=0, process_count=1)
+  for _ in range(3):  # Warm-up: opens files, starts workers.
+    next(iterator)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    count += next(iterator)[next(iter(_keys(config)))].shape[0]
+  return count / (time.perf_counter() - start)
+
+
+def _keys(config):
+  return {'video': ('clip',), 'text': ('tokens',), 'sensor': ('window',)}[config.task]
+
+
+def train_step_rate(config, seconds: float) -> float:
+  """examples/s of a jitted Adam step of the default model on one fixed batch (single device)."""
+  batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
+  model = models.create_model(config)
+  key = jax.random.key(0)
+  params = model.init({'params': key, 'dropout': key}, batch, train=False)['params']
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+  regression = models.is_regression(config)
+
+  def loss_fn(p, b):
+    out = model.apply({'params': p}, b, train=True, rngs={'dropout': key})
+    if regression:
+      return jnp.mean((out - b['target']) ** 2)
+    return optax.softmax_cross_entropy_with_integer_labels(out, b['label']).mean()
+
+  @jax.jit
+  def step(p, o, b):
+    loss, grads = jax.value_and_grad(loss_fn)(p, b)
+    updates, o = tx.update(grads, o, p)
+    return optax.apply_updates(p, updates), o, loss
+
+  params, opt_state, loss = step(params, opt_state, batch)
+  loss.block_until_ready()
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    params, opt_state, loss = step(params, opt_state, batch)
+    loss.block_until_ready()
+    count += len(next(iter(batch.values())))
+  return count / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data_dir', default=None, help='TFDS data_dir (default: TFDS default).')
+  parser.add_argument('--workers', default='0,2', help='Comma-separated grain worker counts.')
+  parser.add_argument('--seconds', type=float, default=5.0, help='Timing window per measurement.')
+  parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'benchmark_input_pipeline_results.md'))
+  args = parser.parse_args()
+  workers = [int(w) for w in args.workers.split(',')]
+  rows = []
+  for name, module in DATASETS:
+    config = module.get_config()
+    config.dataset.name, config.dataset.data_dir = name, args.data_dir
+    config.model.num_classes = None  # Taken from the data.
+    info = data.load_info(config)
+    rates = {}
+    for w in workers:
+      config.dataset.num_workers = w
+      rates[w] = pipeline_rate(config, args.seconds)
+    config.dataset.num_workers = 0
+    step = train_step_rate(config, args.seconds)
+    best = max(rates.values())
+    rows.append((name, info.num_train_examples, config.batch_size, rates, step, best / step))
+    print(f'{name}: pipeline {rates} ex/s, train step {step:.0f} ex/s, ratio {best / step:.1f}x', flush=True)
+  header = ('| dataset | train examples | batch | ' + ' | '.join(f'pipeline ex/s ({w} workers)' for w in workers)
+            + ' | train step ex/s | pipeline / step |')
+  lines = [
+      '# Input pipeline benchmark', '',
+      f'`python experiments/benchmark_input_pipeline.py --workers={args.workers} --seconds={args.seconds:g}` on '
+      f'{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} backend {jax.default_backend()}; '
+      'default configs (train step: jitted Adam step of the default model, one device).', '',
+      header, '|' + '---|' * (5 + len(workers))]
+  for name, n, batch, rates, step, ratio in rows:
+    lines.append(f'| {name} | {n:,} | {batch} | ' + ' | '.join(f'{rates[w]:,.0f}' for w in workers)
+                 + f' | {step:,.0f} | {ratio:.1f}x |')
+  with open(args.out, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,92 @@
+"""Base class of the shipped text-classification builders (bbc_news, tweet_sentiment).
+
+A subclass supplies `_load()`: (text, label name) pairs read from its package file. This base:
+  * splits them train / test by the md5 of the text (20% test; duplicate texts share a split),
+  * tokenizes with `text_vocab.tokenize` and builds the vocabulary from the train split only,
+  * stores full-length token ids (int32 [num_tokens], PAD=0, OOV=1) and the vocabulary in the
+    dataset's metadata, so train and eval tokenize identically for any vocab_size / max_length.
+"""
+
+import abc
+import collections
+from typing import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hybrid_jax.data import text_vocab
+
+
+class TextConfig(tfds.core.BuilderConfig):
+  """`per_class`: keep only the first N train and N/2 test texts of each class (None: all)."""
+
+  def __init__(self, *, per_class: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    self.per_class = per_class
+
+
+TEXT_CONFIGS = [
+    TextConfig(name='full', description='Every text.'),
+    TextConfig(name='tiny', description='8 train / 4 test texts per class, for tests.', per_class=8),
+]
+
+
+class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared generation logic; subclasses set LABEL_NAMES, HOMEPAGE, and implement `_load`."""
+
+  LABEL_NAMES: Sequence[str] = ()
+  HOMEPAGE = ''
+
+  @abc.abstractmethod
+  def _load(self) -> list[tuple[str, str, str]]:
+    """All (key, text, label name) triples, in a machine-independent order."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            'tokens': tfds.features.Tensor(shape=(None,), dtype=np.int32,
+                                           doc='[num_tokens] ids of the train-only vocabulary'),
+            'label': tfds.features.ClassLabel(names=self.LABEL_NAMES),
+        }),
+        supervised_keys=('tokens', 'label'),
+        homepage=self.HOMEPAGE,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Everything comes from an installed package.
+    by_split = {'train': [], 'test': []}
+    for key, text, label in self._load():
+      by_split[text_vocab.split_of(text)].append((key, text_vocab.tokenize(text), label))
+    per_class = self.builder_config.per_class
+    if per_class is not None:
+      by_split = {s: _first_per_class(rows, per_class if s == 'train' else per_class // 2)
+                  for s, rows in by_split.items()}
+    vocab = text_vocab.build_vocab(tokens for _, tokens, _ in by_split['train'])
+    word_to_id = {w: i for i, w in enumerate(vocab)}
+    lengths = np.array([max(len(t), 1) for _, t, _ in by_split['train']])
+    train_labels = collections.Counter(label for _, _, label in by_split['train'])
+    majority = max(self.LABEL_NAMES, key=lambda n: (train_labels[n], -self.LABEL_NAMES.index(n)))
+    self.info.metadata['vocab'] = vocab
+    self.info.metadata['train_length_percentiles'] = {
+        str(p): int(np.percentile(lengths, p)) for p in (50, 90, 95, 100)}
+    self.info.metadata['baselines'] = {
+        s: {'chance_accuracy': 1 / len(self.LABEL_NAMES),
+            'majority_class_accuracy': float(np.mean([l == majority for _, _, l in rows]))}
+        for s, rows in by_split.items()}
+    return {s: self._generate_examples(rows, word_to_id) for s, rows in by_split.items()}
+
+  def _generate_examples(self, rows, word_to_id):
+    for key, tokens, label in rows:
+      yield key, {'tokens': text_vocab.encode(tokens, word_to_id), 'label': label}
+
+
+def _first_per_class(rows, n):
+  counts = collections.Counter()
+  kept = []
+  for row in sorted(rows, key=lambda r: r[0]):
+    if counts[row[2]] < n:
+      counts[row[2]] += 1
+      kept.append(row)
+  return kept

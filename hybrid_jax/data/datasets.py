@@ -1,0 +1,216 @@
+"""Dataset resolution: name -> prepared TFDS builder, DataInfo, and the config checked against the data.
+
+`config.dataset.name` is a shipped builder ('moving_digits', 'bbc_news', 'tweet_sentiment',
+'weather_stations', each optionally '/tiny' or ':version') or a TFDS catalog name prepared in
+`data_dir` (see `catalog`). Shipped builders are prepared on first use, offline, into `data_dir`
+(TFDS's default when None) under a file lock so that concurrent processes build once.
+Config model fields that are None are filled from the data; explicit values that disagree with the
+data fail here with one line naming the override to use.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import sys
+import time
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from hybrid_jax.data import builders  # Registers the shipped builders.
+from hybrid_jax.data import catalog
+
+SHIPPED = {
+    'moving_digits': 'video',
+    'bbc_news': 'text',
+    'tweet_sentiment': 'text',
+    'weather_stations': 'sensor',
+}
+TASK_CONFIG = {'video': 'configs/video.py', 'text': 'configs/text.py', 'sensor': 'configs/sensor.py'}
+del builders
+
+
+class DataError(ValueError):
+  """A dataset or config problem the user fixes by changing a config value or preparing data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the model and the training loop need to know about a dataset.
+
+  Attributes:
+    name: config.dataset.name as given.
+    task: 'video' | 'text' | 'sensor'.
+    num_train_examples, num_eval_examples: sizes of config.dataset.train_split / eval_split.
+    num_classes: classification classes (None for regression).
+    target_mean, target_std: regression only; batches carry (target - mean) / std, so an MAE in
+      original units is the normalized MAE times target_std.
+    baselines: naive scores on the eval split, e.g. {'chance_accuracy': 0.05} or
+      {'persistence_mae': 4.6, 'train_mean_mae': 12.7} (regression: original units).
+    label_names: class names by label id (classification).
+    data_shapes: the model config fields the data determines, e.g. {'num_frames': 10, ...}.
+  """
+  name: str
+  task: str
+  num_train_examples: int
+  num_eval_examples: int
+  num_classes: int | None
+  target_mean: float | None
+  target_std: float | None
+  baselines: dict[str, float]
+  label_names: tuple[str, ...] = ()
+  data_shapes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A resolved dataset: the prepared builder and how its examples map onto model inputs."""
+  builder: tfds.core.DatasetBuilder
+  info: DataInfo
+  adapter: Any  # catalog.CatalogAdapter for catalog datasets, None for shipped ones.
+
+
+def base_name(name: str) -> str:
+  return name.split('/')[0].split(':')[0]
+
+
+def resolve(config) -> Source:
+  """Prepares (shipped, first use) and opens the dataset, validates `config` and fills its None fields."""
+  name = config.dataset.name
+  if not name:
+    raise DataError(f"config.dataset.name is empty: set --config.dataset.name to one of {', '.join(SHIPPED)}.")
+  data_dir = config.dataset.data_dir or None
+  if base_name(name) in SHIPPED:
+    builder = _shipped_builder(name, data_dir)
+    adapter = None
+  else:
+    builder, adapter = catalog.open_builder(name, data_dir, DataError)
+  task = SHIPPED.get(base_name(name)) or adapter.task
+  if config.task and config.task != task:
+    raise DataError(f"{name} is a {task} dataset but config.task={config.task!r}: "
+                    f'use --config={TASK_CONFIG[task]} (or pick a {config.task} dataset).')
+  splits = builder.info.splits  # Empty only under tfds.testing.mock_data.
+  for field in ('train_split', 'eval_split'):
+    split = config.dataset[field]
+    if splits and base_split(split) not in splits:
+      raise DataError(f"{name} has no split {split!r}: set --config.dataset.{field} to one of {sorted(splits)}.")
+  info = _data_info(config, builder, task, adapter)
+  if adapter is not None:
+    adapter.fill_defaults(config)
+  _check_and_fill(config, info, task)
+  return Source(builder=builder, info=info, adapter=adapter)
+
+
+def base_split(split: str) -> str:
+  return split.split('[')[0]
+
+
+def prepare_shipped(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """Prepares a shipped builder (e.g. 'bbc_news/tiny') if needed; returns it opened for reading."""
+  if base_name(name) not in SHIPPED:
+    raise DataError(f"{name!r} is not a shipped dataset: use one of {', '.join(SHIPPED)}.")
+  return _shipped_builder(name, data_dir)
+
+
+def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+    raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): configs are '
+                    f"{base_name(name)}, {base_name(name)}/tiny.") from None
+  if not builder.is_prepared():
+    os.makedirs(builder.data_dir_root, exist_ok=True)
+    with _file_lock(os.path.join(builder.data_dir_root, f'.{base_name(name)}.lock')):
+      builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+      if not builder.is_prepared():
+        start = time.time()
+        print(f'Preparing {builder.info.full_name} into {builder.data_dir_root} (first use, offline; '
+              'later runs reuse it)...', file=sys.stderr, flush=True)
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        print(f'Prepared {builder.info.full_name} in {time.time() - start:.0f}s.', file=sys.stderr, flush=True)
+    builder = tfds.builder(name, data_dir=data_dir)
+  return builder
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+  with open(path, 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _data_info(config, builder, task: str, adapter) -> DataInfo:
+  num_train = len(builder.as_data_source(split=config.dataset.train_split))
+  num_eval = len(builder.as_data_source(split=config.dataset.eval_split))
+  if adapter is not None:
+    return adapter.data_info(config, num_train, num_eval, DataInfo)
+  meta = builder.info.metadata or {}
+  eval_base = base_split(config.dataset.eval_split)
+  baselines = meta.get('baselines', {})
+  baselines = baselines.get(eval_base, baselines)  # Per-split baselines, or split-independent ones.
+  baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
+  if task == 'sensor':
+    return DataInfo(
+        name=config.dataset.name, task=task, num_train_examples=num_train, num_eval_examples=num_eval,
+        num_classes=None, target_mean=float(meta['target_mean']), target_std=float(meta['target_std']),
+        baselines=baselines, data_shapes={'window_shape': tuple(meta['window_shape'])})
+  label_names = tuple(builder.info.features['label'].names)
+  if task == 'video':
+    shapes = {'frame_shape': tuple(meta['frame_shape']), 'num_frames': int(meta['num_frames'])}
+  else:
+    shapes = {'vocab_size': len(meta['vocab']),
+              'max_length': int(meta['train_length_percentiles']['95'])}
+  return DataInfo(
+      name=config.dataset.name, task=task, num_train_examples=num_train, num_eval_examples=num_eval,
+      num_classes=len(label_names), target_mean=None, target_std=None, baselines=baselines,
+      label_names=label_names, data_shapes=shapes)
+
+
+# Fields a config may set differently from the data (the pipeline adapts), with their minimum:
+# text keeps the `vocab_size` most frequent ids (PAD, OOV, >= 1 word) and truncates to `max_length`.
+_ADJUSTABLE = {'vocab_size': 3, 'max_length': 1}
+
+
+def _check_and_fill(config, info: DataInfo, task: str) -> None:
+  """Fills None model fields from the data; one-line DataError when an explicit value disagrees."""
+  model = config.model
+  wanted = dict(info.data_shapes)
+  if info.num_classes is not None:
+    wanted['num_classes'] = info.num_classes
+  for field, value in wanted.items():
+    if field not in model:
+      continue
+    current = model[field]
+    if current is None:
+      model[field] = value
+    elif field in _ADJUSTABLE:
+      if int(current) < _ADJUSTABLE[field]:
+        raise DataError(f'config.model.{field}={current} is too small: set --config.model.{field} '
+                        f'>= {_ADJUSTABLE[field]}.')
+    elif _normalize(current) != _normalize(value):
+      raise DataError(
+          f'{info.name} has {field}={_fmt(value)} but config.model.{field}={_fmt(current)}: set '
+          f'--config.model.{field}={_fmt(value)} (or None to take it from the data).')
+  for field in _missing_fields(task):
+    if model.get(field) is None:
+      raise DataError(f'{info.name} does not determine config.model.{field}: set --config.model.{field}.')
+
+
+def _missing_fields(task: str) -> tuple[str, ...]:
+  return {'video': ('frame_shape', 'num_frames', 'num_classes'),
+          'text': ('vocab_size', 'max_length', 'num_classes'),
+          'sensor': ('window_shape',)}[task]
+
+
+def _normalize(value):
+  return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else int(value)
+
+
+def _fmt(value) -> str:
+  value = _normalize(value)
+  return '(' + ','.join(str(v) for v in value) + ')' if isinstance(value, tuple) else str(value)

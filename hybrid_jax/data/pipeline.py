@@ -1,0 +1,242 @@
+"""grain input pipelines over `builder.as_data_source()`: endless shuffled train, exact padded eval.
+
+Batches are dicts of numpy arrays holding this process's share of the global batch
+(B = config.batch_size // process_count):
+  video:  'clip' uint8 [B, time, height, width, channels], 'label' int32 [B]
+  text:   'tokens' int32 [B, max_length], 'length' int32 [B], 'label' int32 [B]
+  sensor: 'window' float32 [B, hours, stations, features] (normalized), 'target' float32 [B]
+and eval batches add 'mask' bool [B] (False on the padding rows of the last batch).
+"""
+
+import math
+
+from absl import flags
+import grain
+import numpy as np
+
+from hybrid_jax.data import datasets
+from hybrid_jax.data import text_vocab
+
+
+class VideoExample:
+  """Shipped video record -> {'clip': uint8 [T, H, W, C], 'label': int32}."""
+
+  def __call__(self, record):
+    return {'clip': np.asarray(record['clip'], np.uint8), 'label': np.int32(record['label'])}
+
+
+class TextExample:
+  """Shipped text record (full-length ids) -> {'tokens' [max_length], 'length', 'label'}."""
+
+  def __init__(self, vocab_size: int, max_length: int):
+    self.vocab_size, self.max_length = vocab_size, max_length
+
+  def __call__(self, record):
+    tokens, length = text_vocab.fit_ids(record['tokens'], self.vocab_size, self.max_length)
+    return {'tokens': tokens, 'length': np.int32(length), 'label': np.int32(record['label'])}
+
+
+class SensorExample:
+  """Weather records -> {'window': float32 [..., T, S, F], 'target': float32 [...]}, train-normalized.
+
+  `batched`: also applies to stacked records (one vectorized call per batch).
+  """
+  batched = True
+
+  def __init__(self, mean_SF, std_SF, target_mean: float, target_std: float):
+    self.mean_SF = np.asarray(mean_SF, np.float32)
+    self.std_SF = np.maximum(np.asarray(std_SF, np.float32), 1e-6)
+    self.target_mean, self.target_std = np.float32(target_mean), np.float32(target_std)
+
+  def __call__(self, record):
+    window = (np.asarray(record['window'], np.float32) - self.mean_SF) / self.std_SF
+    target = (np.asarray(record['target'], np.float32) - self.target_mean) / self.target_std
+    return {'window': window.astype(np.float32), 'target': target.astype(np.float32)}
+
+
+def example_fn(source: datasets.Source, config):
+  """The picklable record -> model-input function for `source` under `config`."""
+  if source.adapter is not None:
+    return source.adapter.example_fn(config)
+  if source.info.task == 'video':
+    return VideoExample()
+  if source.info.task == 'text':
+    return TextExample(int(config.model.vocab_size), int(config.model.max_length))
+  meta = source.builder.info.metadata
+  return SensorExample(meta['feature_mean'], meta['feature_std'], meta['target_mean'], meta['target_std'])
+
+
+MAX_EPOCHS = 2**24  # The train stream's length in epochs: endless for any practical run.
+CACHE_BYTES = 256 * 2**20  # Shards whose decoded records fit are decoded once and kept in memory.
+
+
+class _Records:
+  """Reads records of `source` at `indices`; keeps the decoded shard in memory when it is small.
+
+  TFDS decoding costs ~0.1 ms per record, more than a small model's step per example (sensor, text);
+  decoding a small shard once removes it. Large shards (video clips) stream from disk.
+  """
+
+  def __init__(self, source, shard: np.ndarray):
+    self.source, self.shard, self.cache = source, shard, None
+    if len(shard):
+      first = source[int(shard[0])]
+      size = sum(np.asarray(v).nbytes for v in first.values()) * len(shard)
+      self.cacheable = size <= CACHE_BYTES
+    else:
+      self.cacheable = False
+
+  def read(self, positions: np.ndarray) -> list:
+    """Records at shard positions [n]."""
+    if self.cacheable:
+      if self.cache is None:
+        self.cache = _read(self.source, self.shard.tolist())
+      return [self.cache[p] for p in positions]
+    return _read(self.source, self.shard[positions].tolist())
+
+  def __repr__(self) -> str:
+    return repr(self.source)
+
+
+def _read(records, indices: list[int]) -> list:
+  try:
+    return records.__getitems__(indices)  # One array_record batch read.
+  except TypeError:  # tfds.testing.mock_data sources read one record at a time.
+    return [records[i] for i in indices]
+
+
+def _stack(examples) -> dict[str, np.ndarray]:
+  return {key: np.stack([ex[key] for ex in examples]) for key in examples[0]}
+
+
+class _TrainBatches:
+  """grain data source whose record k is train batch k of this process (epoch k // batches_per_epoch).
+
+  A grain record is a whole batch because grain's per-record overhead (~0.3 ms) would otherwise cap
+  the pipeline below the small models' step rate. Epoch e visits this process's examples in the
+  order permutation(seed, e): reshuffled every epoch, the last partial batch of an epoch dropped.
+  """
+
+  def __init__(self, records, shard: np.ndarray, batch: int, seed: int, example_fn):
+    self.records, self.shard, self.batch, self.seed, self.example_fn = records, shard, batch, seed, example_fn
+    self.reader = _Records(records, shard)
+    self.batches_per_epoch = len(shard) // batch
+    self._epoch, self._order = -1, None
+
+  def __len__(self) -> int:
+    return self.batches_per_epoch * MAX_EPOCHS
+
+  def __repr__(self) -> str:  # grain checks it when restoring a state.
+    return (f'_TrainBatches({self.records!r}, shard=[{self.shard[0]}, {self.shard[-1] + 1}), '
+            f'batch={self.batch}, seed={self.seed})')
+
+  def __getitem__(self, k: int) -> dict[str, np.ndarray]:
+    epoch, b = divmod(int(k), self.batches_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.shard))
+    records = self.reader.read(self._order[b * self.batch:(b + 1) * self.batch])
+    if getattr(self.example_fn, 'batched', False):
+      return self.example_fn(_stack(records))
+    return _stack([self.example_fn(r) for r in records])
+
+
+class _EvalBatches:
+  """grain data source whose record b is eval batch b: rows [start, stop) of the split, padded."""
+
+  def __init__(self, records, start: int, stop: int, batch: int, num_batches: int, example_fn):
+    self.records, self.start, self.stop, self.batch = records, start, stop, batch
+    self.num_batches, self.example_fn = num_batches, example_fn
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __repr__(self) -> str:
+    return f'_EvalBatches({self.records!r}, rows=[{self.start}, {self.stop}), batch={self.batch})'
+
+  def __getitem__(self, b: int) -> dict[str, np.ndarray]:
+    rows = self.start + np.arange(b * self.batch, (b + 1) * self.batch)
+    mask = rows < self.stop
+    filler = min(self.start, len(self.records) - 1)  # Padding rows repeat a real row (masked out).
+    examples = [self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())]
+    return {**_stack(examples), 'mask': mask}
+
+
+def _processes(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  return int(process_index), int(process_count)
+
+
+def _workers(config) -> int:
+  """config.dataset.num_workers; grain's worker processes read absl flags, so make them readable."""
+  workers = int(config.dataset.num_workers)
+  if workers > 0 and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # Outside absl.app (tests, notebooks): flag defaults.
+  return workers
+
+
+def _local_batch(global_batch: int, process_count: int, field: str) -> int:
+  if global_batch <= 0 or global_batch % process_count:
+    raise datasets.DataError(f'config.{field}={global_batch} must be a positive multiple of the '
+                             f'{process_count} processes: set --config.{field} accordingly.')
+  return global_batch // process_count
+
+
+def create_train_iterator(config, *, process_index=None, process_count=None):
+  """Endless train batches for this process: reshuffled every epoch (seeded), remainder dropped.
+
+  Process p reads the contiguous shard [p * n, (p + 1) * n), n = N // process_count, of the train
+  split. Returns a grain DataLoaderIterator; its get_state() / set_state() save and restore the
+  position (the batch count), so a resumed run neither repeats nor skips batches.
+  """
+  index, count = _processes(process_index, process_count)
+  source = datasets.resolve(config)
+  records = source.builder.as_data_source(split=config.dataset.train_split)
+  batch = _local_batch(config.batch_size, count, 'batch_size')
+  per_process = len(records) // count
+  if per_process < batch:
+    raise datasets.DataError(
+        f'{config.dataset.name} {config.dataset.train_split} has {per_process} examples per process, '
+        f'fewer than the per-process batch {batch}: lower --config.batch_size.')
+  shard = np.arange(index * per_process, (index + 1) * per_process)
+  batches = _TrainBatches(records, shard, batch, int(config.seed), example_fn(source, config))
+  loader = grain.DataLoader(
+      data_source=batches, worker_count=_workers(config),
+      sampler=grain.samplers.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1))
+  return iter(loader)
+
+
+class EvalBatches:
+  """Re-iterable eval batches; `len()` is the batch count, the same on every process."""
+
+  def __init__(self, loader, num_batches: int):
+    self.loader, self.num_batches = loader, num_batches
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self):
+    return iter(self.loader)
+
+
+def create_eval_batches(config, *, process_index=None, process_count=None) -> EvalBatches:
+  """Every eval example exactly once over all processes, in order; the last batches padded + 'mask'.
+
+  Process p reads the contiguous block [p * n, (p + 1) * n) with n = ceil(N / process_count), so all
+  processes yield ceil(n / B) batches (pmap collectives need equal counts).
+  """
+  index, count = _processes(process_index, process_count)
+  source = datasets.resolve(config)
+  records = source.builder.as_data_source(split=config.dataset.eval_split)
+  batch = _local_batch(config.eval_batch_size, count, 'eval_batch_size')
+  per_process = math.ceil(len(records) / count)
+  num_batches = max(1, math.ceil(per_process / batch))
+  start = min(index * per_process, len(records))
+  batches = _EvalBatches(records, start, min(start + per_process, len(records)), batch, num_batches,
+                         example_fn(source, config))
+  loader = grain.DataLoader(
+      data_source=batches, worker_count=_workers(config),
+      sampler=grain.samplers.IndexSampler(num_records=num_batches, shuffle=False, num_epochs=1))
+  return EvalBatches(loader, num_batches)

@@ -1,0 +1,20 @@
+"""Shared fixtures: the tiny builds of the shipped datasets, prepared once per test session."""
+
+import pytest
+
+TINY_DATASETS = ('moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny')
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding the 'tiny' build of every shipped builder (a few seconds in all).
+
+  Use with `config.dataset.name = 'moving_digits/tiny'` (etc.) and `config.dataset.data_dir = tiny_data_dir`.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('tfds_tiny'))
+  tfds.disable_progress_bar()
+  for name in TINY_DATASETS:
+    datasets.prepare_shipped(name, data_dir)
+  return data_dir
