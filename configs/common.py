@@ -7,8 +7,8 @@ Task files (video.py, text.py, sensor.py) import this `get_config()` and fill in
 import ml_collections
 
 
-def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  """Shared fields; `variant='smoke'` shrinks the run to seconds (tests and CI)."""
+def get_config() -> ml_collections.ConfigDict:
+  """The shared fields with their defaults; task files override what their task needs."""
   config = ml_collections.ConfigDict()
   config.task = ''  # 'video' | 'text' | 'sensor'; set by the task file.
   config.seed = 0  # Seeds parameters, dropout and data order: same seed, same numbers.
@@ -49,7 +49,12 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.dataset.eval_split = 'test'  # Split evaluated (every example exactly once).
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
 
-  if variant == 'smoke':  # A seconds-long run on the same data: few steps, small batches.
+  return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """`configs/<task>.py:<variant>`; 'smoke' shrinks the run to seconds (tests and CI), same data."""
+  if variant == 'smoke':
     config.batch_size = 8
     config.eval_batch_size = 16
     config.num_train_steps = 4

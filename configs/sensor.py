@@ -13,7 +13,7 @@ from configs import common
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  config = common.get_config(variant)
+  config = common.get_config()
   config.task = 'sensor'
   config.dataset.name = 'weather_stations'
 
@@ -22,4 +22,5 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.kernel_size = 3  # Conv1D kernel size.
   config.model.lstm_units = 32  # LSTM hidden size.
 
-  return config
+  config.num_train_steps = 1_000  # ~10 s on CPU; longer runs overfit this small dataset.
+  return common.apply_variant(config, variant)

@@ -15,7 +15,7 @@ from configs import common
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  config = common.get_config(variant)
+  config = common.get_config()
   config.task = 'text'
   config.dataset.name = 'bbc_news'
 
@@ -27,4 +27,4 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.lstm_units = 64  # LSTM hidden size.
   config.model.num_classes = 5  # Classes of the softmax head.
 
-  return config
+  return common.apply_variant(config, variant)

@@ -1,0 +1,72 @@
+"""Train or evaluate a hybrid CNN+LSTM model.
+
+  python -m hybrid_jax.main --config=configs/video.py                      # train (resumes)
+  python -m hybrid_jax.main --config=configs/video.py:smoke                # seconds-long run
+  python -m hybrid_jax.main --config=configs/text.py --config.num_train_steps=500
+  python -m hybrid_jax.main --config=configs/video.py --mode=eval          # latest checkpoint
+  python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/video.py or configs/video.py:smoke; override any '
+    'field with --config.<field>=<value>.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoints, metrics.jsonl and TensorBoard events go here '
+                    '(default: workdirs/<config name>[_<variant>]).')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                  'train: train (resuming from the workdir) and evaluate; eval: evaluate a '
+                  'checkpoint of the workdir on the eval split.')
+flags.DEFINE_string('checkpoint', 'latest', "--mode=eval: 'latest', 'best' or a step number.")
+flags.mark_flag_as_required('config')
+
+
+def default_workdir(config_arg: str) -> str:
+  """'configs/video.py:smoke' -> 'workdirs/video_smoke'."""
+  path, _, variant = config_arg.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('workdirs', f'{name}_{variant}' if variant else name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  if not FLAGS['verbosity'].present:  # Progress lines and tables are printed; library INFO is noise.
+    logging.set_verbosity(logging.WARNING)
+  # Process setup comes before anything touches JAX devices (imports below are device-free).
+  from hybrid_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(config.distributed)
+  from hybrid_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_index() != 0:  # Only process 0 logs (and writes metrics, see reporting.py).
+    logging.set_verbosity(logging.ERROR)
+  config_arg = config_flags.get_config_filename(FLAGS['config'])
+  workdir = FLAGS.workdir or default_workdir(config_arg)
+  if jax.process_index() == 0:
+    print(f'hybrid_jax {FLAGS.mode}: config {config_arg}, '
+          f'workdir {os.path.abspath(workdir)}, {jax.device_count()} device(s) '
+          f'({jax.devices()[0].platform}), {jax.process_count()} process(es).', flush=True)
+  logging.info('Config:\n%s', config)
+  try:  # cli.run turns config/data ValueErrors into one line; these two are ours.
+    if FLAGS.mode == 'train':
+      train.train_and_evaluate(config, workdir)
+    else:
+      train.evaluate(config, workdir, FLAGS.checkpoint)
+  except (checkpointing.CheckpointError, FloatingPointError) as e:
+    if os.environ.get('HYBRID_JAX_TRACEBACK'):
+      raise
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -1,0 +1,129 @@
+"""What the user sees: progress lines, eval tables, TensorBoard events and a JSON-lines file.
+
+Only process 0 writes anything (`MetricWriter(..., active=jax.process_index() == 0)`); other
+processes get a writer that does nothing, so the train loop never branches on the process.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Mapping, Optional
+
+from hybrid_jax import metrics as metrics_lib
+
+
+class MetricWriter:
+  """Writes scalars to `workdir/metrics.jsonl` and TensorBoard events in `workdir/tensorboard`.
+
+  Each JSON line is `{"step": int, "split": "train"|"eval", <name>: value, ...}`; the eval lines
+  also carry the confusion matrix (classification).
+  """
+
+  def __init__(self, workdir: str, active: bool = True):
+    self.active = active
+    self._tb = None
+    self._jsonl = None
+    if not active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+
+  def write(self, step: int, split: str, values: Mapping[str, object]) -> None:
+    """Logs `values` at `step` under `split/`: scalars to TensorBoard, everything to JSON lines."""
+    if not self.active:
+      return
+    for name, value in metrics_lib.scalars(values).items():
+      self._tb.add_scalar(f'{split}/{name}', value, step)
+    record = {'step': int(step), 'split': split, **values}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    if 'confusion' in values:
+      self._tb.add_text(f'{split}/confusion', format_confusion(values['confusion']), step)
+
+  def close(self) -> None:
+    if self.active:
+      self._tb.close()
+      self._jsonl.close()
+
+
+class Progress:
+  """Formats the periodic progress line: step, loss, steps/s, examples/s and ETA."""
+
+  def __init__(self, total_steps: int, global_batch_size: int, start_step: int,
+               active: bool = True):
+    self.total_steps = total_steps
+    self.global_batch_size = global_batch_size
+    self.active = active
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+
+  def reset_clock(self, step: int) -> None:
+    """Restarts the timer (after evaluation or checkpointing, so they do not count as training)."""
+    self._last_step, self._last_time = step, time.perf_counter()
+
+  def update(self, step: int, values: Mapping[str, float]) -> dict[str, float]:
+    """Prints the line for `step` and returns the throughput numbers it used."""
+    now = time.perf_counter()
+    steps = step - self._last_step
+    rates = {}
+    if steps > 0:  # No steps since the clock started: only compilation happened, no rate yet.
+      steps_per_sec = steps / max(now - self._last_time, 1e-9)
+      rates = {'steps_per_sec': steps_per_sec,
+               'examples_per_sec': steps_per_sec * self.global_batch_size}
+    self._last_step, self._last_time = step, now
+    if self.active:
+      width = len(str(self.total_steps))
+      names = sorted((k for k in values if k != 'learning_rate'), key=lambda k: (k != 'loss', k))
+      shown = ' | '.join(f'{k} {values[k]:.4f}' for k in names)
+      speed = 'first step (compiling)'
+      if rates:
+        eta = (self.total_steps - step) / rates['steps_per_sec']
+        speed = (f'{rates["steps_per_sec"]:.2f} steps/s | {rates["examples_per_sec"]:.0f} ex/s | '
+                 f'ETA {format_duration(eta)}')
+      print(f'[train] step {step:>{width}}/{self.total_steps} | {shown} | {speed}', flush=True)
+    return rates
+
+
+def format_duration(seconds: float) -> str:
+  """'1h02m03s' / '2m03s' / '3s'."""
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f'{hours}h{minutes:02d}m{secs:02d}s'
+  return f'{minutes}m{secs:02d}s' if minutes else f'{secs}s'
+
+
+def format_table(title: str, values: Mapping[str, object],
+                 baselines: Optional[Mapping[str, float]] = None) -> str:
+  """A small two-column table of scalar metrics (and the dataset's naive baselines, if given)."""
+  rows = [(k, f'{v:.4f}') for k, v in metrics_lib.scalars(values).items()]
+  if 'num_examples' in values:
+    rows.append(('num_examples', str(values['num_examples'])))
+  for k, v in (baselines or {}).items():
+    rows.append((f'baseline: {k}', f'{v:.4f}'))
+  width = max(len(k) for k, _ in rows)
+  vwidth = max(len(v) for _, v in rows)
+  rule = '+' + '-' * (width + 2) + '+' + '-' * (vwidth + 2) + '+'
+  lines = [title, rule] + [f'| {k:<{width}} | {v:>{vwidth}} |' for k, v in rows] + [rule]
+  return '\n'.join(lines)
+
+
+def format_confusion(confusion: list[list[int]]) -> str:
+  """Confusion matrix as text, rows = true class, columns = predicted class."""
+  width = max(3, max(len(str(v)) for row in confusion for v in row))
+  header = 'true\\pred ' + ' '.join(f'{j:>{width}}' for j in range(len(confusion)))
+  rows = [f'{i:>9} ' + ' '.join(f'{v:>{width}}' for v in row) for i, row in enumerate(confusion)]
+  return '\n'.join([header] + rows)
+
+
+def say(message: str, active: bool = True) -> None:
+  """Prints a user-facing line (process 0 only)."""
+  if active:
+    print(message, file=sys.stdout, flush=True)
