@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS's default dir.
   config.dataset.train_split = 'train'  # Split trained on.
   config.dataset.eval_split = 'test'  # Split evaluated (every example exactly once).
+  config.dataset.builder_module = ''  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
 
   return config

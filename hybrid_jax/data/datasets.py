@@ -11,6 +11,7 @@ data fail here with one line naming the override to use.
 import contextlib
 import dataclasses
 import fcntl
+import importlib
 import os
 import sys
 import time
@@ -81,12 +82,15 @@ def resolve(config) -> Source:
   if not name:
     raise DataError(f"config.dataset.name is empty: set --config.dataset.name to one of {', '.join(SHIPPED)}.")
   data_dir = config.dataset.data_dir or None
-  if base_name(name) in SHIPPED:
+  own_module = config.dataset.get('builder_module') or ''
+  if own_module:
+    _import_builder_module(own_module)
+  if base_name(name) in SHIPPED or _registered_by(name, own_module):
     builder = _shipped_builder(name, data_dir)
     adapter = None
   else:
     builder, adapter = catalog.open_builder(name, data_dir, DataError)
-  task = SHIPPED.get(base_name(name)) or adapter.task
+  task = SHIPPED.get(base_name(name)) or (adapter.task if adapter else config.task)
   if config.task and config.task != task:
     raise DataError(f"{name} is a {task} dataset but config.task={config.task!r}: "
                     f'use --config={TASK_CONFIG[task]} (or pick a {config.task} dataset).')
@@ -100,6 +104,27 @@ def resolve(config) -> Source:
     adapter.fill_defaults(config)
   _check_and_fill(config, info, task)
   return Source(builder=builder, info=info, adapter=adapter)
+
+
+def _import_builder_module(module: str) -> None:
+  """Imports the user's module that defines (and so registers) their own TFDS builder."""
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    raise DataError(f'config.dataset.builder_module={module!r} cannot be imported ({e}): put its '
+                    'package on PYTHONPATH or fix the module path.') from None
+
+
+def _registered_by(name: str, module: str) -> bool:
+  """Whether dataset `name` is a builder defined in `module` (the user's own, built like ours)."""
+  if not module:
+    return False
+  try:
+    builder_module = tfds.builder_cls(base_name(name)).__module__
+  except tfds.core.registered.DatasetNotFoundError:
+    raise DataError(f'config.dataset.builder_module={module!r} defines no dataset {base_name(name)!r}: '
+                    'set --config.dataset.name to the snake_case name of its builder class.') from None
+  return builder_module == module or builder_module.startswith(module + '.')
 
 
 def base_split(split: str) -> str:
@@ -119,6 +144,9 @@ def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
     raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): configs are '
                     f"{base_name(name)}, {base_name(name)}/tiny.") from None
+  except TypeError as e:  # importlib.resources refuses a builder module outside a package.
+    raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): a TFDS builder must live in '
+                    'a package (a folder with __init__.py).') from None
   if not builder.is_prepared():
     os.makedirs(builder.data_dir_root, exist_ok=True)
     with _file_lock(os.path.join(builder.data_dir_root, f'.{base_name(name)}.lock')):
