@@ -34,6 +34,18 @@ class _QuietExpectedWarnings(pylogging.Filter):
 logging.get_absl_logger().addFilter(_QuietExpectedWarnings())
 
 
+class _QuietAbandonedReads(pylogging.Filter):
+  """After a refused restore, orbax's other pending reads fail too and asyncio logs each one
+  ("... exception was never retrieved") when it is garbage-collected, often at exit, after our
+  one-line error. Installed only once a restore has failed; the first error is the one reported."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return 'exception was never retrieved' not in record.getMessage()
+
+
+_QUIET_ABANDONED_READS = _QuietAbandonedReads()
+
+
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, incomplete or does not fit the model: the message says what to do."""
 
@@ -141,6 +153,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # pylint: disable=broad-except
+    pylogging.getLogger('asyncio').addFilter(_QUIET_ABANDONED_READS)
     text = str(e).strip()
     detail = text.splitlines()[0][:200] if text else type(e).__name__
     if 'datasource' in text.lower().replace(' ', ''):

@@ -42,13 +42,16 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(_one_line(error))
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)` with one-line errors for flags, configs and user-fixable failures."""
+def run(main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
+  """`absl.app.run(main)` with one-line errors for flags, configs and user-fixable failures.
+
+  `extra_errors`: further exception types whose message is already what the user should read.
+  """
 
   def guarded_main(argv):
     try:
       main(argv)
-    except USER_ERRORS as error:
+    except USER_ERRORS + tuple(extra_errors) as error:
       if os.environ.get('HYBRID_JAX_TRACEBACK'):
         raise
       sys.exit(_one_line(error))

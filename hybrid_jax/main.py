@@ -8,7 +8,6 @@
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -44,7 +43,7 @@ def main(argv):
   # Process setup comes before anything touches JAX devices (imports below are device-free).
   from hybrid_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(config.distributed)
-  from hybrid_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   if jax.process_index() != 0:  # Only process 0 logs (and writes metrics, see reporting.py).
@@ -56,17 +55,12 @@ def main(argv):
           f'workdir {os.path.abspath(workdir)}, {jax.device_count()} device(s) '
           f'({jax.devices()[0].platform}), {jax.process_count()} process(es).', flush=True)
   logging.info('Config:\n%s', config)
-  try:  # cli.run turns config/data ValueErrors into one line; these two are ours.
-    if FLAGS.mode == 'train':
-      train.train_and_evaluate(config, workdir)
-    else:
-      train.evaluate(config, workdir, FLAGS.checkpoint)
-  except (checkpointing.CheckpointError, FloatingPointError) as e:
-    if os.environ.get('HYBRID_JAX_TRACEBACK'):
-      raise
-    sys.exit(f'error: {e}')
+  if FLAGS.mode == 'train':
+    train.train_and_evaluate(config, workdir)
+  else:
+    train.evaluate(config, workdir, FLAGS.checkpoint)
 
 
 if __name__ == '__main__':
-  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)
+  from hybrid_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top  (device-free)
+  cli.run(main, extra_errors=(checkpointing.CheckpointError, FloatingPointError))
