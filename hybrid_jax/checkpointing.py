@@ -20,6 +20,7 @@ from grain import checkpoint as grain_checkpoint
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from hybrid_jax import metrics as metrics_lib
+from hybrid_jax.errors import CheckpointError
 
 
 class _QuietExpectedWarnings(pylogging.Filter):
@@ -44,10 +45,6 @@ class _QuietAbandonedReads(pylogging.Filter):
 
 
 _QUIET_ABANDONED_READS = _QuietAbandonedReads()
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint is missing, incomplete or does not fit the model: the message says what to do."""
 
 
 def checkpoint_dir(workdir: str) -> str:

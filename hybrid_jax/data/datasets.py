@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from hybrid_jax.data import builders  # Registers the shipped builders.
 from hybrid_jax.data import catalog
+from hybrid_jax.errors import DataError
 
 SHIPPED = {
     'moving_digits': 'video',
@@ -30,10 +31,6 @@ SHIPPED = {
 }
 TASK_CONFIG = {'video': 'configs/video.py', 'text': 'configs/text.py', 'sensor': 'configs/sensor.py'}
 del builders
-
-
-class DataError(ValueError):
-  """A dataset or config problem the user fixes by changing a config value or preparing data."""
 
 
 @dataclasses.dataclass(frozen=True)
