@@ -10,7 +10,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """The shared fields with their defaults; task files override what their task needs."""
   config = ml_collections.ConfigDict()
-  config.task = ''  # 'video' | 'text' | 'sensor'; set by the task file.
+  config.task = ''  # Input kind: 'video' | 'text' | 'sensor' (hybrid_jax/tasks.py); set by the task file.
+  config.head = ''  # 'classification' | 'regression' | '' (from the data: a 'label' or a 'target' feature).
   config.seed = 0  # Seeds parameters, dropout and data order: same seed, same numbers.
 
   # Optimisation (the reference compiles with Keras Adam defaults).
@@ -29,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500  # Save every N steps and at the end.
   config.keep_checkpoints = 3  # Keep the last K checkpoints (and the best one).
   config.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
-  config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': accuracy / mae.
+  config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
   config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
   config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
 
@@ -46,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.name = ''  # A shipped builder or a TFDS catalog name; set by the task file.
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS's default dir.
   config.dataset.train_split = 'train'  # Split trained on.
-  config.dataset.eval_split = 'test'  # Split evaluated (every example exactly once).
+  config.dataset.eval_split = 'validation'  # Split evaluated during training (picks "best"); test: --mode=eval --split=test.
   config.dataset.builder_module = ''  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
 

@@ -3,9 +3,14 @@
 Bad input (an unknown config key, a malformed override, a config or data that cannot work) ends the
 program with one line on stderr that says what to do, instead of a traceback. Set
 HYBRID_JAX_TRACEBACK=1 to see the full traceback.
+
+`--config.model.FIELD=None` sets a model field to None ("take it from the data") whatever the
+field's type: ml_collections cannot parse None for int or tuple fields, so such overrides are taken
+out of argv before the flags are parsed and applied to the parsed config.
 """
 
 import os
+import re
 import sys
 from typing import Callable
 
@@ -31,9 +36,27 @@ def _one_line(error: BaseException) -> str:
   return f'error: {message}'
 
 
+_NONE_OVERRIDE = re.compile(r'^--(config)\.(model\.[A-Za-z_][\w.]*)=(None|none)$')
+
+
+def _set_none(config, path: str) -> None:
+  """config.<path> = None; an unknown field is a ConfigDict KeyError/AttributeError (one line)."""
+  *parents, leaf = path.split('.')
+  for part in parents:
+    config = config[part]
+  if leaf not in config:
+    raise KeyError(f'{path} is not a field of the config')
+  config[leaf] = None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  nones = [m for m in map(_NONE_OVERRIDE.match, argv) if m]
+  argv = [a for a in argv if not _NONE_OVERRIDE.match(a)]
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    for match in nones:
+      _set_none(flags.FLAGS[match.group(1)].value, match.group(2))
+    return rest
   except flags.Error as error:
     sys.exit(_one_line(error) + ' (run with --helpfull for the flags)')
   except CONFIG_ERRORS as error:

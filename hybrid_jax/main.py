@@ -5,6 +5,7 @@
   python -m hybrid_jax.main --config=configs/text.py --config.num_train_steps=500
   python -m hybrid_jax.main --config=configs/video.py --mode=eval          # latest checkpoint
   python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best
+  python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best --split=test
 """
 
 import os
@@ -13,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from hybrid_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -24,6 +27,8 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                   'train: train (resuming from the workdir) and evaluate; eval: evaluate a '
                   'checkpoint of the workdir on the eval split.')
 flags.DEFINE_string('checkpoint', 'latest', "--mode=eval: 'latest', 'best' or a step number.")
+flags.DEFINE_string('split', None, '--mode=eval: the split to evaluate, e.g. test (default: '
+                    'config.dataset.eval_split, the validation split that training evaluates).')
 flags.mark_flag_as_required('config')
 
 
@@ -56,8 +61,13 @@ def main(argv):
           f'({jax.devices()[0].platform}), {jax.process_count()} process(es).', flush=True)
   logging.info('Config:\n%s', config)
   if FLAGS.mode == 'train':
+    if FLAGS.split:
+      raise ConfigError('--split applies to --mode=eval; training evaluates '
+                        'config.dataset.eval_split (set --config.dataset.eval_split instead).')
     train.train_and_evaluate(config, workdir)
   else:
+    if FLAGS.split:
+      config.dataset.eval_split = FLAGS.split
     train.evaluate(config, workdir, FLAGS.checkpoint)
 
 

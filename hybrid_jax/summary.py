@@ -3,7 +3,8 @@
   python -m hybrid_jax.summary --config=configs/video.py
   python -m hybrid_jax.summary --config=configs/text.py --config.model.branches=lstm
 
-The last line is `Total params: N`.
+When model fields are None they, and the head, are first resolved from the dataset (prepared
+offline on first use); otherwise config.head='' means the input kind's default head. The last line is `Total params: N`.
 """
 
 from typing import Any
@@ -14,6 +15,7 @@ import ml_collections
 
 from hybrid_jax import cli
 from hybrid_jax import models
+from hybrid_jax import tasks
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/video.py.',
                                           lock_config=True)
@@ -54,7 +56,7 @@ def summarize(config: ml_collections.ConfigDict) -> str:
   header = ('Layer', 'Parameter shapes', 'Params')
   widths = [max(len(header[i]), *(len(str(r[i])) for r in rows)) for i in (0, 1)]
   line = '-' * (sum(widths) + 16)
-  out = [f'Model: {type(model).__name__} (task={config.task}, branches={config.model.branches}, '
+  out = [f'Model: {type(model).__name__} (task={config.task}, head={tasks.head(config).name}, branches={config.model.branches}, '
          f'fusion={config.model.fusion}, dtype={config.model.dtype})',
          'Inputs: ' + ', '.join(f'{k} {tuple(v.shape)[1:]}' for k, v in batch.items()),
          f'Output: {tuple(output.shape)[1:]} per example', line,
@@ -73,7 +75,11 @@ def _size(shape: tuple[int, ...]) -> int:
 
 def main(argv):
   del argv
-  print(summarize(_CONFIG.value))
+  config = _CONFIG.value
+  if any(v is None for v in config.model.values()):
+    from hybrid_jax import data  # pylint: disable=g-import-not-at-top
+    data.load_info(config)  # Head and None model fields from the data (prepared on first use).
+  print(summarize(config))
 
 
 if __name__ == '__main__':

@@ -23,11 +23,13 @@ import optax
 from flax.training import train_state as train_state_lib
 
 from hybrid_jax import checkpointing
+from hybrid_jax.errors import ConfigError
 from hybrid_jax import data as data_lib
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
 from hybrid_jax import reporting
+from hybrid_jax import tasks
 
 TrainState = train_state_lib.TrainState
 
@@ -81,39 +83,37 @@ def create_train_state(config: ml_collections.ConfigDict, model, rng: jax.Array)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], dropout_key: jax.Array, *,
-               regression: bool) -> tuple[TrainState, dict[str, jax.Array]]:
+               head: str) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on one device's shard; gradients and metrics averaged over devices.
 
   Args:
     state: replicated train state.
     batch: this device's shard, e.g. 'clip' [B/devices, T, H, W, C] and 'label' [B/devices].
     dropout_key: replicated base key; the step and the device index are folded in here.
-    regression: MSE on 'target' instead of cross-entropy on 'label'.
+    head: a `tasks.HEADS` name: its loss on its label key ('label' or 'target').
 
   Returns:
-    (new state, {'loss', 'grad_norm', 'accuracy' | 'mae'}: float32 scalars averaged over devices).
+    (new state, {'loss', the head's train metrics, 'grad_norm'}: float32 scalars averaged over
+    devices).
   """
   key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), parallel.device_index())
 
+  the_head = tasks.head(head)
+  labels = batch[the_head.label_key]
+
   def loss_fn(params):
     out = state.apply_fn({'params': params}, batch, train=True, rngs={'dropout': key})
-    if regression:
-      return metrics_lib.regression_loss(out, batch['target']), out
-    return metrics_lib.classification_loss(out, batch['label']), out
+    return the_head.loss(out, labels), out
 
   (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = parallel.pmean(grads)  # Equal shards: the mean of shard means is the global mean.
-  metrics = {'loss': loss}  # Display order: loss, accuracy | mae, grad_norm.
-  if regression:
-    metrics['mae'] = jnp.mean(jnp.abs(out.astype(jnp.float32) - batch['target']))
-  else:
-    metrics['accuracy'] = jnp.mean(jnp.argmax(out, -1) == batch['label']).astype(jnp.float32)
+  metrics = {'loss': loss, **the_head.train_metrics(out, labels)}  # Then grad_norm.
   metrics = parallel.pmean(metrics)
   metrics['grad_norm'] = optax.global_norm(grads)  # Of the averaged gradient (same everywhere).
   return state.apply_gradients(grads=grads), metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, regression: bool, top_k: int,
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, head: str, top_k: int,
               with_confusion: bool) -> dict[str, jax.Array]:
   """Metric sums of one device's shard, summed over devices (see metrics.py).
 
@@ -122,25 +122,22 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, regression: boo
   """
   out = state.apply_fn({'params': state.params}, batch, train=False)
   mask = batch.get('mask', jnp.ones(out.shape[:1], bool))
-  if regression:
-    sums = metrics_lib.regression_sums(out, batch['target'], mask)
-  else:
-    sums = metrics_lib.classification_sums(out, batch['label'], mask, top_k, with_confusion)
-  return parallel.psum(sums)
+  the_head = tasks.head(head)
+  return parallel.psum(the_head.sums(out, batch[the_head.label_key], mask, top_k, with_confusion))
 
 
 @functools.lru_cache(maxsize=None)
-def make_steps(devices: tuple[Any, ...], regression: bool, top_k: int
+def make_steps(devices: tuple[Any, ...], head: str, top_k: int
                ) -> tuple[Callable[..., Any], Callable[..., Any]]:
   """pmapped (train_step, eval_step) over `devices`: state replicated, batch split, state donated.
 
-  Cached per (devices, task kind) so repeated runs in one process reuse compiled code.
+  Cached per (devices, head) so repeated runs in one process reuse compiled code.
   """
-  p_train = parallel.pmap(functools.partial(train_step, regression=regression), devices,
+  p_train = parallel.pmap(functools.partial(train_step, head=head), devices,
                           in_axes=(None, 0, None), out_axes=(None, None), donate_argnums=(0,))
   p_eval = parallel.pmap(
-      functools.partial(eval_step, regression=regression, top_k=top_k,
-                        with_confusion=not regression),
+      functools.partial(eval_step, head=head, top_k=top_k,
+                        with_confusion=not tasks.head(head).regression),
       devices, in_axes=(None, 0), out_axes=None)
   return p_train, p_eval
 
@@ -167,7 +164,7 @@ def _init_fn(config: ml_collections.ConfigDict, sharding) -> Callable[[jax.Array
   Sharing the model object (and so `apply_fn`) lets repeated runs in one process (tests,
   notebooks) reuse the compiled steps instead of compiling them again.
   """
-  key = (config.task, config.model.to_json_best_effort(sort_keys=True), create_optimizer(config),
+  key = (config.task, config.head, config.model.to_json_best_effort(sort_keys=True), create_optimizer(config),
          sharding)
   if key not in _INIT_FNS:
     model = models.create_model(config)
@@ -187,24 +184,23 @@ class _Run:
     self.batch_size = parallel.per_process_batch_size(config.batch_size, self.devices,
                                                       'batch_size')
     parallel.per_process_batch_size(config.eval_batch_size, self.devices, 'eval_batch_size')
-    self.info = data_lib.load_info(config)
-    self.regression = models.is_regression(config)
+    self.info = data_lib.load_info(config)  # Also resolves config.head from the data.
+    self.head = tasks.head(config)
+    self.regression = self.head.regression
     num_classes = None if self.regression else self.info.num_classes
     self.top_k = config.top_k if num_classes and 0 < config.top_k < num_classes else 0
-    self.best_metric = config.best_metric or ('mae' if self.regression else 'accuracy')
-    names = (['loss', 'mse', 'mae', 'rmse', 'mae_original_units', 'rmse_original_units']
-             if self.regression else ['loss', 'accuracy'] + (
-                 [f'top_{self.top_k}_accuracy'] if self.top_k else []))
+    self.best_metric = config.best_metric or self.head.best_metric
+    names = self.head.eval_metrics(self.top_k)
     if self.best_metric not in names:
-      raise ValueError(f'config.best_metric={self.best_metric!r} is not an eval metric of this '
-                       f'task: use one of {names}.')
+      raise ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of the '
+                        f'{self.head.name} head: use one of {names}.')
     self.target_std = self.info.target_std if self.regression else None
     self.params_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
     self.sharding = parallel.replicated_sharding(self.devices)
     self.init_fn = _init_fn(config, self.sharding)
     self.abstract_state = checkpointing.abstract_like(
         jax.eval_shape(self.init_fn, self.params_key), self.sharding)
-    self.p_train, self.p_eval = make_steps(self.devices, self.regression, self.top_k)
+    self.p_train, self.p_eval = make_steps(self.devices, self.head.name, self.top_k)
 
   def eval_batches(self):
     return data_lib.create_eval_batches(self.config, process_index=jax.process_index(),

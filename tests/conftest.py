@@ -2,7 +2,8 @@
 
 import pytest
 
-TINY_DATASETS = ('moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny')
+TINY_DATASETS = ('moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny',
+                 'japanese_vowels/tiny')
 
 
 @pytest.fixture(scope='session')

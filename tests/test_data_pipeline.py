@@ -37,7 +37,8 @@ def _ids(batch):
     (video, 'moving_digits/tiny', {'clip': ((8, 10, 64, 64, 1), np.uint8), 'label': ((8,), np.int32)}),
     (text, 'bbc_news/tiny', {'tokens': ((8, 50), np.int32), 'length': ((8,), np.int32),
                              'label': ((8,), np.int32)}),
-    (sensor, 'weather_stations/tiny', {'window': ((8, 24, 3, 5), np.float32), 'target': ((8,), np.float32)}),
+    (sensor, 'weather_stations/tiny', {'window': ((8, 24, 3, 5), np.float32), 'length': ((8,), np.int32),
+                                       'target': ((8,), np.float32)}),
 ])
 def test_batch_shapes_and_dtypes(tiny_data_dir, module, name, keys):
   config = _config(module, name, tiny_data_dir)

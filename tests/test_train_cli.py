@@ -13,7 +13,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {'video': 'moving_digits/tiny', 'text': 'bbc_news/tiny', 'sensor': 'weather_stations/tiny'}
+TINY = {'video': 'moving_digits/tiny', 'text': 'bbc_news/tiny', 'sensor': 'weather_stations/tiny',
+        'japanese_vowels': 'japanese_vowels/tiny'}
 
 
 def _main(args: list[str], devices: int = 4) -> subprocess.CompletedProcess:
@@ -33,7 +34,7 @@ def _eval_lines(workdir: str) -> list[dict]:
     return [r for r in map(json.loads, f) if r['split'] == 'eval']
 
 
-@pytest.mark.parametrize('task', ['video', 'text', 'sensor'])
+@pytest.mark.parametrize('task', ['video', 'text', 'sensor', 'japanese_vowels'])
 def test_train_then_eval_reproduces_metrics(task, tiny_data_dir, tmp_path):
   workdir = str(tmp_path / task)
   trained = _main(_flags(task, tiny_data_dir, workdir))
@@ -48,8 +49,8 @@ def test_train_then_eval_reproduces_metrics(task, tiny_data_dir, tmp_path):
 
   evaluated = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval'])
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  with open(os.path.join(workdir, 'eval_test_step_4.json'), encoding='utf-8') as f:
-    restored = json.load(f)
+  with open(os.path.join(workdir, 'eval_validation_step_4.json'), encoding='utf-8') as f:
+    restored = json.load(f)  # Training evaluates the validation split.
   for name, value in final.items():
     if name not in ('split', 'step'):
       assert restored[name] == value, name  # Bit-for-bit: same state, batches and devices.
@@ -65,7 +66,7 @@ def test_train_then_eval_reproduces_metrics(task, tiny_data_dir, tmp_path):
     one = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=2'], devices=1)
     assert one.returncode == 0, one.stderr[-3000:]
     assert '1 device(s)' in one.stdout
-    with open(os.path.join(workdir, 'eval_test_step_2.json'), encoding='utf-8') as f:
+    with open(os.path.join(workdir, 'eval_validation_step_2.json'), encoding='utf-8') as f:
       at_2 = json.load(f)
     assert at_2['step'] == 2 and at_2['num_examples'] == final['num_examples']
 
@@ -112,7 +113,19 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
   final = _eval_lines(workdir)[-1]
   one = _main(_flags('sensor', tiny_data_dir, workdir) + ['--mode=eval'], devices=1)
   assert one.returncode == 0, one.stderr[-3000:]
-  with open(os.path.join(workdir, 'eval_test_step_4.json'), encoding='utf-8') as f:
-    restored = json.load(f)
+  with open(os.path.join(workdir, 'eval_validation_step_4.json'), encoding='utf-8') as f:
+    restored = json.load(f)  # Training evaluates the validation split.
   assert restored['num_examples'] == final['num_examples']
   assert restored['mae'] == pytest.approx(final['mae'], rel=1e-5)
+
+  if task == 'japanese_vowels':  # Sensor classification: test is reported once, on request.
+    assert restored['num_examples'] == 9 and len(restored['confusion']) == 9  # 1 per speaker.
+    tested = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=best',
+                                                           '--split=test'])
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert '[eval] test split' in tested.stdout
+    steps = [int(n.split('_')[-1][:-5]) for n in os.listdir(workdir) if n.startswith('eval_test_step_')]
+    assert len(steps) == 1 and steps[0] in (2, 4)
+    refused = _main(_flags(task, tiny_data_dir, workdir) + ['--split=test'])
+    assert refused.returncode != 0 and 'Traceback' not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith('error: --split applies to --mode=eval')

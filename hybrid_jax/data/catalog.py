@@ -3,8 +3,8 @@
 The dataset must already be prepared in `data_dir` in the array_record format (the machines this
 code targets cannot download it), e.g. on a machine with internet:
   tfds build imdb_reviews --data_dir=/data/tfds --file_format=array_record
-The task is read from the features: a `Video` feature + `ClassLabel` -> video; a `Text` feature +
-`ClassLabel` -> text. Video clips are sampled to `num_frames` evenly spaced frames and resized
+The input kind is read from the features (`tasks.InputKind.catalog_feature`): a `Video` feature +
+`ClassLabel` -> video; a `Text` feature + `ClassLabel` -> text. Video clips are sampled to `num_frames` evenly spaced frames and resized
 (nearest) to `frame_shape`; text is tokenized with `text_vocab` and a vocabulary built from the
 train split on first use, saved next to the prepared data as `hybrid_jax_vocab.json`.
 """
@@ -67,47 +67,48 @@ def open_builder(name: str, data_dir: str | None, error_cls) -> tuple[tfds.core.
 
 
 class CatalogAdapter:
-  """Which features of a catalog dataset feed which model inputs."""
+  """Which features of a catalog dataset feed which model inputs (kinds: `tasks.INPUT_KINDS`)."""
 
   def __init__(self, builder: tfds.core.DatasetBuilder, error_cls):
-    self.builder = builder
+    from hybrid_jax import tasks  # pylint: disable=g-import-not-at-top
+    self.builder, self.error_cls = builder, error_cls
     features = builder.info.features
     labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    videos = [k for k, f in features.items() if isinstance(f, tfds.features.Video)]
-    texts = [k for k, f in features.items() if isinstance(f, tfds.features.Text)]
-    if not labels or not (videos or texts):
-      raise error_cls(f'{builder.name}: only catalog datasets with a ClassLabel and a Video or Text feature '
+    inputs = [(kind.name, k) for kind in tasks.INPUT_KINDS.values() if kind.catalog_feature
+              for k, f in features.items() if type(f).__name__ == kind.catalog_feature]
+    if not labels or not inputs:
+      kinds = ' or '.join(k.catalog_feature for k in tasks.INPUT_KINDS.values() if k.catalog_feature)
+      raise error_cls(f'{builder.name}: only catalog datasets with a ClassLabel and a {kinds} feature '
                       f'map onto hybrid_jax models (features: {sorted(features)}); write a builder instead.')
     self.label_key = 'label' if 'label' in labels else labels[0]
-    self.task = 'video' if videos else 'text'
-    self.input_key = (videos or texts)[0]
+    self.task, self.input_key = inputs[0]
     self.label_names = tuple(features[self.label_key].names)
     self.vocab: list[str] | None = None
     self.length_p95 = None
 
-  def data_info(self, config, num_train: int, num_eval: int, info_cls):
-    """DataInfo; only num_classes is enforced, shapes are the config's (resampled/resized to it)."""
-    return info_cls(
-        name=config.dataset.name, task=self.task, num_train_examples=num_train, num_eval_examples=num_eval,
-        num_classes=len(self.label_names), target_mean=None, target_std=None,
-        baselines={'chance_accuracy': 1 / len(self.label_names)}, label_names=self.label_names)
+  def metadata(self, task: str, config=None) -> dict[str, Any]:
+    """The builder-metadata equivalent the input kind reads (shapes, vocabulary).
 
-  def fill_defaults(self, config) -> None:
-    """Fills None input-shape fields of config.model from the data."""
-    model = config.model
-    if self.task == 'video':
-      frame_shape = self.builder.info.features[self.input_key].shape[1:]
-      if model.get('frame_shape') is None and None not in frame_shape:
-        model.frame_shape = tuple(frame_shape)
-    else:
-      self.load_vocab(config.dataset.train_split)
-      if model.get('vocab_size') is None:
-        model.vocab_size = len(self.vocab)
-      if model.get('max_length') is None:
-        model.max_length = self.length_p95
+    Video: frame_shape and num_frames from the Video feature where it fixes them, else the config's
+    (clips are resampled to the config's shapes). Text: a train-split vocabulary built on first use.
+    """
+    feature = self.builder.info.features[self.input_key]
+    if isinstance(feature, tfds.features.Text):
+      self.load_vocab()
+      return {'vocab': self.vocab, 'train_length_percentiles': {'95': self.length_p95}}
+    model = config.model if config is not None else {}
+    shape = tuple(feature.shape)
+    meta = {'frame_shape': shape[1:] if None not in shape[1:] else model.get('frame_shape'),
+            'num_frames': shape[0] if shape[0] is not None else model.get('num_frames')}
+    for key, value in meta.items():
+      if value is None:
+        raise self.error_cls(f'{self.builder.name} does not fix {key}: set --config.model.{key}.')
+    return meta
 
-  def load_vocab(self, train_split: str) -> None:
+  def load_vocab(self, train_split: str = 'train') -> None:
     """Reads, or builds from `train_split` and saves, the word vocabulary (PAD=0, OOV=1)."""
+    if self.vocab is not None:
+      return
     path = os.path.join(self.builder.data_dir, VOCAB_FILE)
     if not os.path.exists(path):
       source = self.builder.as_data_source(split=train_split)
@@ -122,52 +123,8 @@ class CatalogAdapter:
       payload = json.load(f)
     self.vocab, self.length_p95 = payload['vocab'], payload['length_p95']
 
-  def example_fn(self, config) -> Any:
-    """A picklable record -> model-input dict function for the pipeline."""
-    if self.task == 'video':
-      return VideoExample(self.input_key, self.label_key, int(config.model.num_frames),
-                          tuple(config.model.frame_shape))
-    if self.vocab is None:
-      self.load_vocab(config.dataset.train_split)
-    return TextExample(self.input_key, self.label_key, {w: i for i, w in enumerate(self.vocab)},
-                       int(config.model.vocab_size), int(config.model.max_length))
-
 
 def _as_str(value) -> str:
   if isinstance(value, np.ndarray):
     value = value.item()
   return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
-
-
-class VideoExample:
-  """Video record -> {'clip': uint8 [T, H, W, C], 'label': int32}: even frame sampling, nearest resize."""
-
-  def __init__(self, video_key, label_key, num_frames, frame_shape):
-    self.video_key, self.label_key = video_key, label_key
-    self.num_frames, self.frame_shape = num_frames, frame_shape
-
-  def __call__(self, record) -> dict[str, np.ndarray]:
-    video_THWC = np.asarray(record[self.video_key])
-    height, width, channels = self.frame_shape
-    t = np.linspace(0, len(video_THWC) - 1, self.num_frames).round().astype(np.int64)
-    y = (np.arange(height) * video_THWC.shape[1] / height).astype(np.int64)
-    x = (np.arange(width) * video_THWC.shape[2] / width).astype(np.int64)
-    clip = video_THWC[t][:, y][:, :, x]
-    if clip.shape[-1] == 3 and channels == 1:  # ITU-R 601 luma.
-      clip = (clip.astype(np.float32) @ np.array([[0.299], [0.587], [0.114]], np.float32)).round()
-    elif clip.shape[-1] == 1 and channels == 3:
-      clip = np.repeat(clip, 3, axis=-1)
-    return {'clip': clip.astype(np.uint8), 'label': np.int32(record[self.label_key])}
-
-
-class TextExample:
-  """Text record -> {'tokens': int32 [max_length], 'length': int32, 'label': int32}."""
-
-  def __init__(self, text_key, label_key, word_to_id, vocab_size, max_length):
-    self.text_key, self.label_key, self.word_to_id = text_key, label_key, word_to_id
-    self.vocab_size, self.max_length = vocab_size, max_length
-
-  def __call__(self, record) -> dict[str, np.ndarray]:
-    tokens = text_vocab.tokenize(_as_str(record[self.text_key]))
-    ids, length = text_vocab.fit_ids(text_vocab.encode(tokens, self.word_to_id), self.vocab_size, self.max_length)
-    return {'tokens': ids, 'length': np.int32(length), 'label': np.int32(record[self.label_key])}

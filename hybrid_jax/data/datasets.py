@@ -1,11 +1,12 @@
 """Dataset resolution: name -> prepared TFDS builder, DataInfo, and the config checked against the data.
 
 `config.dataset.name` is a shipped builder ('moving_digits', 'bbc_news', 'tweet_sentiment',
-'weather_stations', each optionally '/tiny' or ':version') or a TFDS catalog name prepared in
+'weather_stations', 'japanese_vowels', each optionally '/tiny' or ':version') or a TFDS catalog name prepared in
 `data_dir` (see `catalog`). Shipped builders are prepared on first use, offline, into `data_dir`
 (TFDS's default when None) under a file lock so that concurrent processes build once.
 Config model fields that are None are filled from the data; explicit values that disagree with the
-data fail here with one line naming the override to use.
+data fail here with one line naming the override to use. The head (`config.head`) is resolved here:
+a ClassLabel 'label' feature -> classification, a 'target' feature -> regression (`tasks`).
 """
 
 import contextlib
@@ -19,17 +20,18 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from hybrid_jax import tasks
 from hybrid_jax.data import builders  # Registers the shipped builders.
 from hybrid_jax.data import catalog
 from hybrid_jax.errors import DataError
 
-SHIPPED = {
+SHIPPED = {  # Shipped builder -> input kind (`tasks.INPUT_KINDS`).
     'moving_digits': 'video',
     'bbc_news': 'text',
     'tweet_sentiment': 'text',
     'weather_stations': 'sensor',
+    'japanese_vowels': 'sensor',
 }
-TASK_CONFIG = {'video': 'configs/video.py', 'text': 'configs/text.py', 'sensor': 'configs/sensor.py'}
 del builders
 
 
@@ -39,7 +41,8 @@ class DataInfo:
 
   Attributes:
     name: config.dataset.name as given.
-    task: 'video' | 'text' | 'sensor'.
+    task: the input kind: 'video' | 'text' | 'sensor'.
+    head: 'classification' | 'regression' (`tasks.HEADS`).
     num_train_examples, num_eval_examples: sizes of config.dataset.train_split / eval_split.
     num_classes: classification classes (None for regression).
     target_mean, target_std: regression only; batches carry (target - mean) / std, so an MAE in
@@ -51,6 +54,7 @@ class DataInfo:
   """
   name: str
   task: str
+  head: str
   num_train_examples: int
   num_eval_examples: int
   num_classes: int | None
@@ -89,17 +93,25 @@ def resolve(config) -> Source:
     builder, adapter = catalog.open_builder(name, data_dir, DataError)
   task = SHIPPED.get(base_name(name)) or (adapter.task if adapter else config.task)
   if config.task and config.task != task:
-    raise DataError(f"{name} is a {task} dataset but config.task={config.task!r}: "
-                    f'use --config={TASK_CONFIG[task]} (or pick a {config.task} dataset).')
+    raise DataError(f"{name} is a {task} dataset but config.task={config.task!r}: use "
+                    f'--config={tasks.input_kind(task).config_file} (or pick a {config.task} dataset).')
+  kind = tasks.input_kind(task)
+  if adapter is not None:
+    head = tasks.head_of_features({'label': builder.info.features[adapter.label_key]}, config.head, name)
+  else:
+    head = tasks.head_of_features(builder.info.features, config.head, name)
+  config.head = head.name
   splits = builder.info.splits  # Empty only under tfds.testing.mock_data.
   for field in ('train_split', 'eval_split'):
     split = config.dataset[field]
     if splits and base_split(split) not in splits:
+      if field == 'eval_split' and base_split(split) == 'validation':
+        raise DataError(f"{name} has no 'validation' split: carve one from train, e.g. "
+                        "--config.dataset.train_split='train[:90%]' --config.dataset.eval_split='train[90%:]' "
+                        f'(or set --config.dataset.eval_split to one of {sorted(splits)}).')
       raise DataError(f"{name} has no split {split!r}: set --config.dataset.{field} to one of {sorted(splits)}.")
-  info = _data_info(config, builder, task, adapter)
-  if adapter is not None:
-    adapter.fill_defaults(config)
-  _check_and_fill(config, info, task)
+  info = _data_info(config, builder, kind, head, adapter)
+  _check_and_fill(config, info, kind, head, adjust_all=adapter is not None)
   return Source(builder=builder, info=info, adapter=adapter)
 
 
@@ -138,6 +150,8 @@ def prepare_shipped(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder
 def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  except DataError:
+    raise
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
     raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): configs are '
                     f"{base_name(name)}, {base_name(name)}/tiny.") from None
@@ -169,67 +183,64 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _data_info(config, builder, task: str, adapter) -> DataInfo:
+def metadata(source: 'Source', config) -> dict[str, Any]:
+  """The dataset metadata decoders read: the builder's, or a catalog adapter's equivalent."""
+  if source.adapter is not None:
+    return source.adapter.metadata(source.info.task, config)
+  return dict(source.builder.info.metadata or {})
+
+
+def _data_info(config, builder, kind, head, adapter) -> DataInfo:
   num_train = len(builder.as_data_source(split=config.dataset.train_split))
   num_eval = len(builder.as_data_source(split=config.dataset.eval_split))
   if adapter is not None:
-    return adapter.data_info(config, num_train, num_eval, DataInfo)
-  meta = builder.info.metadata or {}
-  eval_base = base_split(config.dataset.eval_split)
-  baselines = meta.get('baselines', {})
-  baselines = baselines.get(eval_base, baselines)  # Per-split baselines, or split-independent ones.
-  baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
-  if task == 'sensor':
-    return DataInfo(
-        name=config.dataset.name, task=task, num_train_examples=num_train, num_eval_examples=num_eval,
-        num_classes=None, target_mean=float(meta['target_mean']), target_std=float(meta['target_std']),
-        baselines=baselines, data_shapes={'window_shape': tuple(meta['window_shape'])})
-  label_names = tuple(builder.info.features['label'].names)
-  if task == 'video':
-    shapes = {'frame_shape': tuple(meta['frame_shape']), 'num_frames': int(meta['num_frames'])}
+    meta = adapter.metadata(kind.name, config)
+    baselines = {'chance_accuracy': 1 / len(adapter.label_names)}
   else:
-    shapes = {'vocab_size': len(meta['vocab']),
-              'max_length': int(meta['train_length_percentiles']['95'])}
+    meta = builder.info.metadata or {}
+    eval_base = base_split(config.dataset.eval_split)
+    baselines = meta.get('baselines', {})
+    baselines = baselines.get(eval_base, baselines)  # Per-split baselines, or split-independent ones.
+    baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
+  label_names, target_mean, target_std = (), None, None
+  if head.regression:
+    target_mean = float(tasks._meta(meta, 'target_mean', "the train targets' mean"))  # pylint: disable=protected-access
+    target_std = float(tasks._meta(meta, 'target_std', "the train targets' std"))  # pylint: disable=protected-access
+  else:
+    label_key = adapter.label_key if adapter is not None else 'label'
+    label_names = tuple(builder.info.features[label_key].names)
   return DataInfo(
-      name=config.dataset.name, task=task, num_train_examples=num_train, num_eval_examples=num_eval,
-      num_classes=len(label_names), target_mean=None, target_std=None, baselines=baselines,
-      label_names=label_names, data_shapes=shapes)
+      name=config.dataset.name, task=kind.name, head=head.name, num_train_examples=num_train,
+      num_eval_examples=num_eval, num_classes=len(label_names) or None, target_mean=target_mean,
+      target_std=target_std, baselines=baselines, label_names=label_names,
+      data_shapes=kind.data_fields(meta))
 
 
-# Fields a config may set differently from the data (the pipeline adapts), with their minimum:
-# text keeps the `vocab_size` most frequent ids (PAD, OOV, >= 1 word) and truncates to `max_length`.
-_ADJUSTABLE = {'vocab_size': 3, 'max_length': 1}
+def _check_and_fill(config, info: DataInfo, kind, head, adjust_all: bool = False) -> None:
+  """Fills None model fields from the data; one-line DataError when an explicit value disagrees.
 
-
-def _check_and_fill(config, info: DataInfo, task: str) -> None:
-  """Fills None model fields from the data; one-line DataError when an explicit value disagrees."""
+  `kind.adjustable` fields (and every shape field when `adjust_all`: catalog data is resampled to
+  the config) may differ from the data, above a minimum.
+  """
   model = config.model
   wanted = dict(info.data_shapes)
-  if info.num_classes is not None:
+  if not head.regression:
     wanted['num_classes'] = info.num_classes
   for field, value in wanted.items():
     if field not in model:
-      continue
+      raise DataError(f'{info.name} determines config.model.{field}, which this config lacks: use '
+                      f'--config={kind.config_file} or add the field to your config.')
     current = model[field]
     if current is None:
       model[field] = value
-    elif field in _ADJUSTABLE:
-      if int(current) < _ADJUSTABLE[field]:
+    elif field in kind.adjustable or (adjust_all and field != 'num_classes'):
+      if field in kind.adjustable and int(current) < kind.adjustable[field]:
         raise DataError(f'config.model.{field}={current} is too small: set --config.model.{field} '
-                        f'>= {_ADJUSTABLE[field]}.')
+                        f'>= {kind.adjustable[field]}.')
     elif _normalize(current) != _normalize(value):
       raise DataError(
           f'{info.name} has {field}={_fmt(value)} but config.model.{field}={_fmt(current)}: set '
           f'--config.model.{field}={_fmt(value)} (or None to take it from the data).')
-  for field in _missing_fields(task):
-    if model.get(field) is None:
-      raise DataError(f'{info.name} does not determine config.model.{field}: set --config.model.{field}.')
-
-
-def _missing_fields(task: str) -> tuple[str, ...]:
-  return {'video': ('frame_shape', 'num_frames', 'num_classes'),
-          'text': ('vocab_size', 'max_length', 'num_classes'),
-          'sensor': ('window_shape',)}[task]
 
 
 def _normalize(value):

@@ -1,11 +1,13 @@
 """grain input pipelines over `builder.as_data_source()`: endless shuffled train, exact padded eval.
 
 Batches are dicts of numpy arrays holding this process's share of the global batch
-(B = config.batch_size // process_count):
-  video:  'clip' uint8 [B, time, height, width, channels], 'label' int32 [B]
-  text:   'tokens' int32 [B, max_length], 'length' int32 [B], 'label' int32 [B]
-  sensor: 'window' float32 [B, hours, stations, features] (normalized), 'target' float32 [B]
-and eval batches add 'mask' bool [B] (False on the padding rows of the last batch).
+(B = config.batch_size // process_count): the input kind's keys (`tasks.INPUT_KINDS`)
+  video:  'clip' uint8 [B, time, height, width, channels]
+  text:   'tokens' int32 [B, max_length], 'length' int32 [B]
+  sensor: 'window' float32 [B, time, *channels] (normalized; zero-padded to window_shape[0]),
+          'length' int32 [B]
+plus the head's label ('label' int32 [B] or 'target' float32 [B], normalized), and eval batches add
+'mask' bool [B] (False on the padding rows of the last batch).
 """
 
 import math
@@ -14,56 +16,23 @@ from absl import flags
 import grain
 import numpy as np
 
+from hybrid_jax import tasks
 from hybrid_jax.data import datasets
-from hybrid_jax.data import text_vocab
 
 
-class VideoExample:
-  """Shipped video record -> {'clip': uint8 [T, H, W, C], 'label': int32}."""
+def example_fn(source: datasets.Source, config) -> tasks.Example:
+  """The picklable record -> model example function for `source` under `config`.
 
-  def __call__(self, record):
-    return {'clip': np.asarray(record['clip'], np.uint8), 'label': np.int32(record['label'])}
-
-
-class TextExample:
-  """Shipped text record (full-length ids) -> {'tokens' [max_length], 'length', 'label'}."""
-
-  def __init__(self, vocab_size: int, max_length: int):
-    self.vocab_size, self.max_length = vocab_size, max_length
-
-  def __call__(self, record):
-    tokens, length = text_vocab.fit_ids(record['tokens'], self.vocab_size, self.max_length)
-    return {'tokens': tokens, 'length': np.int32(length), 'label': np.int32(record['label'])}
-
-
-class SensorExample:
-  """Weather records -> {'window': float32 [..., T, S, F], 'target': float32 [...]}, train-normalized.
-
-  `batched`: also applies to stacked records (one vectorized call per batch).
+  The input kind's decoder (`tasks.INPUT_KINDS`) turns the record's input feature into model
+  inputs; the head adds its label ('label' int32, or 'target' float32 normalized by the train
+  target statistics).
   """
-  batched = True
-
-  def __init__(self, mean_SF, std_SF, target_mean: float, target_std: float):
-    self.mean_SF = np.asarray(mean_SF, np.float32)
-    self.std_SF = np.maximum(np.asarray(std_SF, np.float32), 1e-6)
-    self.target_mean, self.target_std = np.float32(target_mean), np.float32(target_std)
-
-  def __call__(self, record):
-    window = (np.asarray(record['window'], np.float32) - self.mean_SF) / self.std_SF
-    target = (np.asarray(record['target'], np.float32) - self.target_mean) / self.target_std
-    return {'window': window.astype(np.float32), 'target': target.astype(np.float32)}
-
-
-def example_fn(source: datasets.Source, config):
-  """The picklable record -> model-input function for `source` under `config`."""
-  if source.adapter is not None:
-    return source.adapter.example_fn(config)
-  if source.info.task == 'video':
-    return VideoExample()
-  if source.info.task == 'text':
-    return TextExample(int(config.model.vocab_size), int(config.model.max_length))
-  meta = source.builder.info.metadata
-  return SensorExample(meta['feature_mean'], meta['feature_std'], meta['target_mean'], meta['target_std'])
+  meta = datasets.metadata(source, config)
+  decode = tasks.input_kind(source.info.task).decoder(config, meta)
+  label_key = None
+  if source.adapter is not None:  # Catalog features have their own names.
+    decode.key, label_key = source.adapter.input_key, source.adapter.label_key
+  return tasks.Example(decode, tasks.head(source.info.head), meta, label_key)
 
 
 MAX_EPOCHS = 2**24  # The train stream's length in epochs: endless for any practical run.
@@ -105,10 +74,6 @@ def _read(records, indices: list[int]) -> list:
     return [records[i] for i in indices]
 
 
-def _stack(examples) -> dict[str, np.ndarray]:
-  return {key: np.stack([ex[key] for ex in examples]) for key in examples[0]}
-
-
 class _TrainBatches:
   """grain data source whose record k is train batch k of this process (epoch k // batches_per_epoch).
 
@@ -135,9 +100,7 @@ class _TrainBatches:
     if epoch != self._epoch:
       self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.shard))
     records = self.reader.read(self._order[b * self.batch:(b + 1) * self.batch])
-    if getattr(self.example_fn, 'batched', False):
-      return self.example_fn(_stack(records))
-    return _stack([self.example_fn(r) for r in records])
+    return tasks.collate([self.example_fn(r) for r in records])
 
 
 class _EvalBatches:
@@ -158,7 +121,7 @@ class _EvalBatches:
     mask = rows < self.stop
     filler = min(self.start, len(self.records) - 1)  # Padding rows repeat a real row (masked out).
     examples = [self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())]
-    return {**_stack(examples), 'mask': mask}
+    return {**tasks.collate(examples), 'mask': mask}
 
 
 def _processes(process_index, process_count) -> tuple[int, int]:

@@ -60,7 +60,10 @@ def fit_ids(ids: np.ndarray, vocab_size: int, max_length: int) -> tuple[np.ndarr
   return tokens, length
 
 
-def split_of(text: str, test_percent: int = 20) -> str:
-  """'test' for a stable `test_percent`% of texts, else 'train' (md5 of the text: duplicates agree)."""
+def split_of(text: str, test_percent: int = 20, validation_percent: int = 10) -> str:
+  """'test' for a stable `test_percent`% of texts, 'validation' for the next `validation_percent`%,
+  else 'train' (md5 of the text: duplicates agree; test is the same whatever validation_percent)."""
   bucket = int(hashlib.md5(text.encode('utf-8')).hexdigest(), 16) % 100
-  return 'test' if bucket < test_percent else 'train'
+  if bucket < test_percent:
+    return 'test'
+  return 'validation' if bucket < test_percent + validation_percent else 'train'

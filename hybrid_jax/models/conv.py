@@ -40,13 +40,46 @@ class FrameCNN(ConvPoolFlatten):
   spatial_dims: int = 2
 
 
-class SensorCNN(ConvPoolFlatten):
-  """[batch, time, channels] -> [batch, features].
+class SensorCNN(nn.Module):
+  """[batch, time, channels] (+ lengths [batch]) -> [batch, features].
 
-  Defaults reproduce the reference: Conv1D64-k3 -> MaxPool2 -> Flatten.
+  Defaults reproduce the reference: Conv1D64-k3 -> MaxPool2 -> Flatten. Steps at or past
+  `lengths_B` are zeroed before every convolution and after it (so a 'SAME' convolution sees the
+  same zeros at a series' end whether padding follows or not), as in `TextCNN`.
+
+  Attributes:
+    pooling: 'flatten' (the reference: Keras 'valid' pooling, output size fixed by the time
+      length) or 'global_max' (pooling keeps a trailing odd step, then a max over the valid steps:
+      the output does not depend on how much padding follows a series).
   """
   conv_features: Sequence[int] = (64,)
-  spatial_dims: int = 1
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+  pooling: str = 'flatten'
+
+  @nn.compact
+  def __call__(self, series_BTC: Array, lengths_B: Array | None = None) -> Array:
+    if self.pooling not in ('flatten', 'global_max'):
+      raise ValueError(f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'.")
+    keep_odd = self.pooling == 'global_max'
+    x = series_BTC
+    for i, features in enumerate(self.conv_features):
+      if lengths_B is not None:
+        x = jnp.where(_valid_mask(lengths_B, x.shape[1]), x, 0)
+      x = nn.relu(nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
+                          name=f'conv_{i}')(x))
+      if lengths_B is not None:  # ReLU outputs are >= 0: zeros never win the pooling max.
+        x = jnp.where(_valid_mask(lengths_B, x.shape[1]), x, 0)
+        lengths_B = (lengths_B + 1) // 2 if keep_odd else lengths_B // 2
+      x = max_pool2(x, 1, keep_odd=keep_odd)
+    if self.pooling == 'flatten':
+      if lengths_B is not None:
+        x = jnp.where(_valid_mask(lengths_B, x.shape[1]), x, 0)
+      return x.reshape(x.shape[0], -1)
+    if lengths_B is None:
+      return jnp.max(x, axis=1)
+    pooled_BF = jnp.max(jnp.where(_valid_mask(lengths_B, x.shape[1]), x, -jnp.inf), axis=1)
+    return jnp.where(lengths_B[:, None] > 0, pooled_BF, 0).astype(x.dtype)
 
 
 class TextCNN(nn.Module):

@@ -70,7 +70,12 @@ class FusionHead(nn.Module):
 
 
 class HybridModel(nn.Module):
-  """The fields every task model shares: branch sizes, the ablation/fusion switches, the dtype."""
+  """The fields every task model shares: head width, branch sizes, ablation/fusion switches, dtype.
+
+  `num_outputs` is the head's width (classes, or 1 with `regression`, which returns [batch]).
+  """
+  num_outputs: int = 10
+  regression: bool = False
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   lstm_units: int = 64
@@ -85,8 +90,8 @@ class HybridModel(nn.Module):
     return self.branches in ('both', branch)
 
   def head_kwargs(self) -> dict[str, Any]:
-    """Keyword arguments of `FusionHead` that come from the shared switches."""
-    return dict(fusion=self.fusion, fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate,
+    """Keyword arguments of `FusionHead` that come from the shared fields."""
+    return dict(num_outputs=self.num_outputs, regression=self.regression, fusion=self.fusion, fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate,
                 dtype=self.dtype)
 
 

@@ -1,10 +1,9 @@
-"""The sensor model: windows (time, sensors, features) read by a 1-D CNN and an LSTM."""
+"""The sensor model: multivariate series (time, *channels) read by a 1-D CNN and an LSTM."""
 
 from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from hybrid_jax.models import conv, fusion, lstm
 
@@ -12,30 +11,44 @@ Array = jax.Array
 
 
 class SensorModel(fusion.HybridModel):
-  """Reshape to (time, sensors·features) -> [SensorCNN, LSTM] -> fusion -> Dense(1).
+  """Reshape to (time, channels) -> [SensorCNN, LSTM] -> fusion -> Dense head.
+
+  The reference (regression) head is Dense(1); the classification head is Dense(num_outputs).
+  Series shorter than the window are zero-padded at the end and carry their 'length': the CNN
+  masks padded steps out of its convolutions and pooling, and the LSTM stops at the length, so
+  padding never changes an example's output.
 
   Batch keys read:
-    'window': float [batch, time, sensors, features].
-  Returns the regression output float32 [batch].
+    'window': float [batch, time, *channels] (e.g. [time, sensors, features]).
+    'length': optional int [batch] valid steps per series (None: all steps are valid).
+  Returns float32 [batch] (regression) or logits [batch, num_outputs].
+
+  Attributes:
+    window_shape: (time, *channels) of a window; with pooling='flatten' the time must match.
+    pooling: 'flatten' (the reference: the CNN's last feature map is flattened, so the time
+      length is fixed) or 'global_max' (max over valid steps: any length).
   """
   window_shape: Sequence[int] = (20, 4, 1)
+  pooling: str = 'flatten'
   conv_features: Sequence[int] = (64,)
   lstm_units: int = 32
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
-    window_BTSF = batch['window']
-    if tuple(window_BTSF.shape[1:]) != tuple(self.window_shape):
+    window_BT_ = batch['window']
+    lengths_B = batch.get('length')
+    shape = tuple(window_BT_.shape[1:])
+    expected = tuple(self.window_shape)
+    if shape[1:] != expected[1:] or (self.pooling == 'flatten' and shape[0] != expected[0]):
       raise ValueError(
-          f'Windows are {tuple(window_BTSF.shape[1:])} but config.model.window_shape='
-          f'{tuple(self.window_shape)}: set --config.model.window_shape to match the data.')
-    batch_size, time = window_BTSF.shape[:2]
-    series_BTC = window_BTSF.reshape(batch_size, time, -1).astype(self.dtype)
+          f'Windows are {shape} but config.model.window_shape={expected}: set '
+          '--config.model.window_shape to match the data.')
+    batch_size, time = window_BT_.shape[:2]
+    series_BTC = window_BT_.reshape(batch_size, time, -1).astype(self.dtype)
     features = []
     if self.uses('cnn'):
-      features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype, name='cnn')(
-          series_BTC))
+      features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype,
+                                     pooling=self.pooling, name='cnn')(series_BTC, lengths_B))
     if self.uses('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(series_BTC))
-    return fusion.FusionHead(
-        1, regression=True, **self.head_kwargs(), name='head')(features, train=train)
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(series_BTC, lengths_B))
+    return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

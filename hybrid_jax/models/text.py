@@ -20,9 +20,8 @@ class TextModel(fusion.HybridModel):
   Batch keys read:
     'tokens': int [batch, length] token ids (PAD=0).
     'length': optional int [batch] valid tokens per example (None: all positions are valid).
-  Returns logits float32 [batch, num_classes].
+  Returns logits float32 [batch, num_outputs] (or [batch] with `regression`).
   """
-  num_classes: int = 5
   vocab_size: int = 10_000
   embed_dim: int = 100
   conv_features: Sequence[int] = (128, 128)
@@ -38,5 +37,4 @@ class TextModel(fusion.HybridModel):
           embedded_BLD, lengths_B))
     if self.uses('lstm'):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(embedded_BLD, lengths_B))
-    return fusion.FusionHead(
-        self.num_classes, **self.head_kwargs(), name='head')(features, train=train)
+    return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

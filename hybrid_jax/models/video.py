@@ -22,9 +22,8 @@ class VideoModel(fusion.HybridModel):
     'clip': [batch, time, height, width, channels], uint8 (scaled by 1/255) or float.
     'frame': optional [batch, height, width, channels] key frame; else clip[:, key_frame_index].
     'length': optional [batch] valid frames per clip (the LSTM stops there).
-  Returns logits float32 [batch, num_classes].
+  Returns logits float32 [batch, num_outputs] (or [batch] with `regression`).
   """
-  num_classes: int = 10
   frame_shape: Sequence[int] = (64, 64, 3)
   key_frame_index: int = 0
   conv_features: Sequence[int] = (32, 64)
@@ -53,8 +52,7 @@ class VideoModel(fusion.HybridModel):
     if frame_features_BTF is not None:
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(
           frame_features_BTF, batch.get('length')))
-    return fusion.FusionHead(
-        self.num_classes, **self.head_kwargs(), name='head')(features, train=train)
+    return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)
 
 
 def _as_float(images: Array, dtype: Any) -> Array:

@@ -20,10 +20,9 @@ TOPICS = ('business', 'entertainment', 'politics', 'sports', 'tech')
 
 class BbcNews(text_builder.TextClassificationBuilder):
   __doc__ = __doc__
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
-  BUILDER_CONFIGS = text_builder.TEXT_CONFIGS
-  DEFAULT_BUILDER_CONFIG_NAME = 'full'
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'A validation split (10% by text hash) carved from train; test unchanged.'}
   LABEL_NAMES = TOPICS
   HOMEPAGE = 'http://mlg.ucd.ie/datasets/bbc.html'
 

@@ -54,6 +54,27 @@ class SourceFile:
     return path
 
 
+SOURCES_DIR = pathlib.Path(__file__).resolve().parent.parent / 'sources'
+
+
+@dataclasses.dataclass(frozen=True)
+class VendoredFile:
+  """A source file committed under `hybrid_jax/data/sources/` (provenance: that folder's README)."""
+  name: str
+  sha256: str
+
+  def verified_path(self) -> pathlib.Path:
+    """The file's path after checking its sha256 (a prepared dataset must not depend on the machine)."""
+    path = SOURCES_DIR / self.name
+    if not path.is_file():
+      raise FileNotFoundError(f'{path} is missing: restore it from the repository (git checkout).')
+    digest = sha256_of(path)
+    if digest != self.sha256:
+      raise ValueError(f'{path} has sha256 {digest[:12]}.., not the pinned {self.sha256[:12]}..: '
+                       'restore it from the repository (git checkout).')
+    return path
+
+
 def sha256_of(path: pathlib.Path) -> str:
   """sha256 of a file, or of a folder's sorted relative file paths and contents."""
   digest = hashlib.sha256()

