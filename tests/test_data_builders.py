@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 from hybrid_jax.data import datasets
 from hybrid_jax.data import text_vocab
 from hybrid_jax.data.builders import common
+from hybrid_jax.data.builders import japanese_vowels
 from hybrid_jax.data.builders import moving_digits
 from hybrid_jax.data.builders import weather_stations
 
@@ -145,7 +146,7 @@ def _records(data_dir, name, split):
                                   'weather_stations/tiny'])
 def test_builds_are_byte_identical(tiny_data_dir, tmp_path, name):
   datasets.prepare_shipped(name, str(tmp_path))
-  for split in ('train', 'test'):
+  for split in ('train', 'validation', 'test'):
     assert _records(tiny_data_dir, name, split) == _records(str(tmp_path), name, split)
   first = tfds.builder(name, data_dir=tiny_data_dir).info.metadata
   assert tfds.builder(name, data_dir=str(tmp_path)).info.metadata == first
@@ -159,3 +160,50 @@ def test_source_files_are_pinned(tmp_path):
   with pytest.raises(ValueError, match='not the pinned'):
     wrong.verified_path()
   assert moving_digits.MNIST_5K.verified_path().exists()
+
+
+# Validation splits: carved from train, deterministic; the test splits are those of version 1.0.0.
+
+
+@pytest.mark.parametrize('name', ['moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny',
+                                  'weather_stations/tiny', 'japanese_vowels/tiny'])
+def test_every_shipped_dataset_has_train_validation_test(tiny_data_dir, name):
+  splits = tfds.builder(name, data_dir=tiny_data_dir).info.splits
+  assert set(splits) == {'train', 'validation', 'test'}
+  assert all(splits[s].num_examples > 0 for s in splits)
+
+
+def test_validation_is_carved_from_train_and_test_is_unchanged():
+  _, labels = moving_digits.load_digits()
+  old = moving_digits.split_digits(labels, 400, 100)
+  new = moving_digits.split_digits(labels, 360, 100, 40)
+  np.testing.assert_array_equal(new['test'], old['test'])
+  assert set(new['train']) | set(new['validation']) == set(old['train'])
+  assert not set(new['train']) & set(new['validation'])
+  assert np.all(np.bincount(labels[new['validation']]) == 40)
+  texts = [f'some text {i}' for i in range(3000)]
+  with_validation = [text_vocab.split_of(t) for t in texts]
+  without = [text_vocab.split_of(t, validation_percent=0) for t in texts]
+  assert [s == 'test' for s in with_validation] == [s == 'test' for s in without]
+  assert 0.07 < np.mean([s == 'validation' for s in with_validation]) < 0.13
+
+
+def test_weather_validation_lies_between_train_and_test_in_time(tiny_data_dir):
+  times = {s: np.array([ex['time'] for ex in _examples(tiny_data_dir, 'weather_stations/tiny', s)])
+           for s in ('train', 'validation', 'test')}
+  horizon = weather_stations.HORIZON
+  assert times['train'].max() + horizon < times['validation'].min() - 23  # No shared hour.
+  assert times['validation'].max() + horizon < times['test'].min() - 23
+
+
+def test_japanese_vowels_splits_and_variable_lengths():
+  splits = japanese_vowels.load_splits()
+  assert {s: len(y) for s, (_, y) in splits.items()} == {'train': 216, 'validation': 54, 'test': 370}
+  assert all(np.bincount(splits[s][1]).tolist() == [n] * 9 for s, n in (('train', 24), ('validation', 6)))
+  lengths = [len(x) for xs, _ in splits.values() for x in xs]
+  assert (min(lengths), max(lengths)) == (7, 29)
+  assert all(x.shape[1] == 12 and x.dtype == np.float32 for x in splits['test'][0])
+  assert japanese_vowels.TRAIN_TS.verified_path().exists()
+  wrong = common.VendoredFile('JapaneseVowels_TRAIN.ts', '0' * 64)
+  with pytest.raises(ValueError, match='not the pinned'):
+    wrong.verified_path()

@@ -1,5 +1,13 @@
-"""A user's own dataset plugs in by writing one builder module and naming it in the config."""
+"""A user's own dataset plugs in by writing one builder module and naming it in the config.
 
+The README's own-builder commands and builders run verbatim through the real command line (with a
+stand-in `read_my_files` and a few-step run appended).
+"""
+
+import os
+import re
+import shlex
+import subprocess
 import sys
 import textwrap
 
@@ -28,7 +36,8 @@ OWN_BUILDER = textwrap.dedent('''
 
       def _split_generators(self, dl_manager):
         self.info.metadata.update(num_frames=6, frame_shape=[16, 16, 1])
-        return {'train': self._generate_examples(0, 24), 'test': self._generate_examples(1, 7)}
+        return {'train': self._generate_examples(0, 24), 'validation': self._generate_examples(1, 7),
+                'test': self._generate_examples(2, 5)}
 
       def _generate_examples(self, seed, n):
         rng = np.random.default_rng(seed)
@@ -82,3 +91,88 @@ def test_own_builder_errors_are_one_line(tmp_path, own_builder_module):
   with pytest.raises(data.DataError, match='defines no dataset') as error:
     data.load_info(config)
   assert '\n' not in str(error.value)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Stand-ins for the user's file reading that the README's builders call.
+READ_MY_FILES = {
+    'my_clips': """
+def read_my_files(split):
+  rng = np.random.default_rng(len(split))
+  for i in range(12 if split == 'train' else 4):
+    yield rng.integers(0, 256, (10, 64, 64, 1), dtype=np.uint8), i % 3
+""",
+    'my_series': """
+def read_my_files(split):
+  rng = np.random.default_rng(len(split))
+  for i in range(24 if split == 'train' else 6):
+    yield (rng.normal(size=(int(rng.integers(5, 40)), 6)) + i % 3).astype(np.float32), i % 3
+""",
+    'my_reviews': """
+def read_my_files():
+  words = ['good', 'bad', 'fine', 'awful', 'great', 'meh', 'film', 'plot']
+  for i in range(80):
+    yield ' '.join(words[(i * 7 + k) % 8] for k in range(3 + i % 5)) + f' {i}', ('negative', 'positive')[i % 2]
+""",
+}
+
+
+def readme_own_builders() -> list[tuple[str, str, str]]:
+  """(module name, bash command, python builder) of each example in the README's own-dataset section."""
+  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  section = readme.split('### Your own dataset', 1)[1].split('\n### ', 1)[0]
+  commands = re.findall(r'```bash\n(.*?)```', section, re.S)
+  builders = re.findall(r'```python\n(.*?)```', section, re.S)
+  assert len(commands) == len(builders) == 3
+  return [(re.search(r'builder_module=my_datasets\.(\w+)', c).group(1), c, b)
+          for c, b in zip(commands, builders)]
+
+
+@pytest.mark.parametrize('example', range(3))
+def test_readme_own_builder_commands_run_verbatim(tmp_path, example):
+  module, command, builder = readme_own_builders()[example]
+  package = tmp_path / 'my_code' / 'my_datasets'
+  package.mkdir(parents=True)
+  (package / '__init__.py').write_text('')
+  header, _, body = builder.partition('\n')  # The imports line first, then the stand-in reader.
+  (package / f'{module}.py').write_text(header + '\nimport numpy as np\n' + READ_MY_FILES[module] + body)
+  argv = shlex.split(command.replace('\\\n', ' '))
+  assert argv[0] == 'PYTHONPATH=/path/to/my_code' and argv[1:3] == ['python', '-m']
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'my_code'),
+             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  fast = ['--config.num_train_steps=2', '--config.batch_size=4', '--config.eval_batch_size=4',
+          '--config.log_every_steps=1', '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
+          f'--config.dataset.data_dir={tmp_path / "data"}', f'--workdir={tmp_path / "run"}']
+  result = subprocess.run([sys.executable, *argv[2:], *fast], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '[final eval] step 2' in result.stdout and 'accuracy' in result.stdout
+  tested = subprocess.run([sys.executable, *argv[2:], *fast, '--mode=eval', '--split=test'], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert tested.returncode == 0, tested.stderr[-3000:]
+  assert '[eval] test split, step 2' in tested.stdout
+
+
+def test_text_subclass_without_label_names_is_a_one_line_error(tmp_path):
+  package = tmp_path / 'code' / 'bad_texts'
+  package.mkdir(parents=True)
+  (package / '__init__.py').write_text('')
+  (package / 'no_labels.py').write_text(textwrap.dedent("""
+      import tensorflow_datasets as tfds
+      from hybrid_jax.data.builders import text_builder
+
+      class NoLabels(text_builder.TextClassificationBuilder):
+        VERSION = tfds.core.Version('1.0.0')
+        def _load(self):
+          return [('0', 'some text', 'a')]
+      """))
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'code'))
+  result = subprocess.run(
+      [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/text.py:smoke',
+       '--config.dataset.builder_module=bad_texts.no_labels', '--config.dataset.name=no_labels',
+       f'--config.dataset.data_dir={tmp_path / "data"}', f'--workdir={tmp_path / "run"}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('error: NoLabels sets no LABEL_NAMES')

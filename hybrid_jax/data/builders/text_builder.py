@@ -58,9 +58,6 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
     """All (key, text, label name) triples, in a machine-independent order."""
 
   def _info(self) -> tfds.core.DatasetInfo:
-    if not self.LABEL_NAMES:
-      raise DataError(f'{type(self).__name__} sets no LABEL_NAMES: add e.g. '
-                      "LABEL_NAMES = ('negative', 'positive') to the class (label ids follow its order).")
     return self.dataset_info_from_configs(
         description=self.__doc__,
         features=tfds.features.FeaturesDict({
@@ -75,6 +72,9 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
+    if not self.LABEL_NAMES:
+      raise DataError(f'{type(self).__name__} sets no LABEL_NAMES: add e.g. '
+                      "LABEL_NAMES = ('negative', 'positive') to the class (label ids follow its order).")
     by_split = {'train': [], 'validation': [], 'test': []}
     for key, text, label in self._load():
       if label not in self.LABEL_NAMES:
