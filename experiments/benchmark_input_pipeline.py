@@ -26,6 +26,7 @@ from configs import text
 from configs import video
 import hybrid_jax.data as data
 from hybrid_jax import models
+from hybrid_jax import tasks
 
 DATASETS = (('moving_digits', video), ('bbc_news', text), ('tweet_sentiment', text), ('weather_stations', sensor))
 
@@ -41,7 +42,7 @@ def pipeline_rate(config, seconds: float) -> float:
 
 
 def _keys(config):
-  return {'video': ('clip',), 'text': ('tokens',), 'sensor': ('window',)}[config.task]
+  return tasks.input_kind(config).input_keys
 
 
 def train_step_rate(config, seconds: float) -> float:
@@ -52,13 +53,11 @@ def train_step_rate(config, seconds: float) -> float:
   params = model.init({'params': key, 'dropout': key}, batch, train=False)['params']
   tx = optax.adam(1e-3)
   opt_state = tx.init(params)
-  regression = models.is_regression(config)
+  head = tasks.head(config)  # Resolved from the data by create_train_iterator.
 
   def loss_fn(p, b):
     out = model.apply({'params': p}, b, train=True, rngs={'dropout': key})
-    if regression:
-      return jnp.mean((out - b['target']) ** 2)
-    return optax.softmax_cross_entropy_with_integer_labels(out, b['label']).mean()
+    return head.loss(out, b[head.label_key])
 
   @jax.jit
   def step(p, o, b):

@@ -19,7 +19,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import sensor, text, video  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax import models, parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hybrid_jax import models, parallel, tasks, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -32,17 +32,18 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[s
       batch[key] = rng.integers(0, 256, value.shape).astype(np.uint8)
     elif key != 'length':
       batch[key] = rng.normal(size=value.shape).astype(value.dtype)
-  if models.is_regression(config):
-    batch['target'] = rng.normal(size=(batch_size,)).astype(np.float32)
+  head = tasks.head(config)
+  if head.regression:
+    batch[head.label_key] = rng.normal(size=(batch_size,)).astype(np.float32)
   else:
-    batch['label'] = rng.integers(0, config.model.num_classes, (batch_size,)).astype(np.int32)
+    batch[head.label_key] = rng.integers(0, config.model.num_classes, (batch_size,)).astype(np.int32)
   return batch
 
 
 def benchmark(config, steps: int) -> dict[str, float]:
   """Compiles once, warms up, then times `steps` steps; returns steps/s and examples/s."""
   devices = tuple(jax.devices())
-  p_train, _ = train.make_steps(devices, models.is_regression(config), 0)
+  p_train, _ = train.make_steps(devices, tasks.head(config).name, 0)
   model = models.create_model(config)
   state = parallel.replicate(train.create_train_state(config, model, jax.random.key(0)), devices)
   batch = parallel.shard_batch(synthetic_batch(config, config.batch_size,
