@@ -24,7 +24,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.pooling = 'global_max'  # Any series length; padded frames never count.
 
   config.batch_size = 16  # 216 train series: 13 batches per epoch.
-  config.num_train_steps = 1_500  # ~110 epochs.
-  config.eval_every_steps = 100  # 54 validation series: an eval takes well under a second.
-  config.checkpoint_every_steps = 100
+  config.num_train_steps = 600  # ~44 epochs; validation accuracy plateaus after ~300 steps.
+  config.eval_every_steps = 50  # 54 validation series: an eval takes well under a second.
+  config.checkpoint_every_steps = 50
   return common.apply_variant(config, variant)
