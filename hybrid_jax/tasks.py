@@ -136,7 +136,7 @@ class InputKind:
     return tuple(self.batch_keys)
 
 
-def _meta(metadata: Metadata, key: str, what: str):
+def metadata_value(metadata: Metadata, key: str, what: str):
   """metadata[key], or a one-line DataError naming the key the builder must store."""
   if not metadata or key not in metadata:
     raise DataError(f"The dataset's metadata has no {key!r} ({what}): store it in "
@@ -244,8 +244,8 @@ def _text_model(config):
 
 
 def _text_fields(metadata: Metadata) -> dict[str, Any]:
-  vocab = _meta(metadata, 'vocab', 'the train vocabulary, PAD=0, OOV=1')
-  lengths = _meta(metadata, 'train_length_percentiles', "train token counts, e.g. {'95': 120}")
+  vocab = metadata_value(metadata, 'vocab', 'the train vocabulary, PAD=0, OOV=1')
+  lengths = metadata_value(metadata, 'train_length_percentiles', "train token counts, e.g. {'95': 120}")
   return {'vocab_size': len(vocab), 'max_length': int(lengths['95'])}
 
 
@@ -301,8 +301,9 @@ INPUT_KINDS = {
         model=_video_model,
         dummy_inputs=lambda m, b: {'clip': np.zeros((b, m.num_frames, *m.frame_shape), np.uint8)},
         decoder=lambda config, metadata: VideoDecoder(config.model.num_frames, config.model.frame_shape),
-        data_fields=lambda meta: {'frame_shape': tuple(_meta(meta, 'frame_shape', '[height, width, channels]')),
-                                  'num_frames': int(_meta(meta, 'num_frames', 'frames per clip'))},
+        data_fields=lambda meta: {
+            'frame_shape': tuple(metadata_value(meta, 'frame_shape', '[height, width, channels]')),
+            'num_frames': int(metadata_value(meta, 'num_frames', 'frames per clip'))},
         catalog_feature='Video'),
     'text': InputKind(
         name='text', config_file='configs/text.py',
@@ -323,7 +324,7 @@ INPUT_KINDS = {
                                    'length': np.full((b,), m.window_shape[0], np.int32)},
         decoder=_sensor_decoder,
         data_fields=lambda meta: {'window_shape': tuple(
-            _meta(meta, 'window_shape', '[max time steps, *channels]'))},
+            metadata_value(meta, 'window_shape', '[max time steps, *channels]'))},
         default_head='regression'),
 }
 
@@ -420,8 +421,8 @@ class Example:
     self.dtype = the_head.label_dtype
     self.shift, self.scale = 0.0, 1.0
     if the_head.regression:
-      self.shift = float(_meta(metadata, 'target_mean', 'the train targets\' mean'))
-      self.scale = float(_meta(metadata, 'target_std', 'the train targets\' std'))
+      self.shift = float(metadata_value(metadata, 'target_mean', 'the train targets\' mean'))
+      self.scale = float(metadata_value(metadata, 'target_std', 'the train targets\' std'))
 
   def __call__(self, record) -> dict[str, np.ndarray]:
     label = (np.asarray(record[self.record_key], np.float64) - self.shift) / self.scale

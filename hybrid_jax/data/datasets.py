@@ -204,8 +204,8 @@ def _data_info(config, builder, kind, head, adapter) -> DataInfo:
     baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
   label_names, target_mean, target_std = (), None, None
   if head.regression:
-    target_mean = float(tasks._meta(meta, 'target_mean', "the train targets' mean"))  # pylint: disable=protected-access
-    target_std = float(tasks._meta(meta, 'target_std', "the train targets' std"))  # pylint: disable=protected-access
+    target_mean = float(tasks.metadata_value(meta, 'target_mean', "the train targets' mean"))
+    target_std = float(tasks.metadata_value(meta, 'target_std', "the train targets' std"))
   else:
     label_key = adapter.label_key if adapter is not None else 'label'
     label_names = tuple(builder.info.features[label_key].names)
