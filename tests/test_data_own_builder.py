@@ -155,24 +155,25 @@ def test_readme_own_builder_commands_run_verbatim(tmp_path, example):
   assert '[eval] test split, step 2' in tested.stdout
 
 
-def test_text_subclass_without_label_names_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize('missing,body,message', [
+    ('label_names', "  def _load(self):\n    return [('0', 'some text', 'a')]\n", 'sets no LABEL_NAMES'),
+    ('load', "  LABEL_NAMES = ('a', 'b')\n", 'does not implement _load()'),
+])
+def test_text_subclass_missing_a_part_is_a_one_line_error(tmp_path, missing, body, message):
   package = tmp_path / 'code' / 'bad_texts'
   package.mkdir(parents=True)
   (package / '__init__.py').write_text('')
-  (package / 'no_labels.py').write_text(textwrap.dedent("""
-      import tensorflow_datasets as tfds
-      from hybrid_jax.data.builders import text_builder
-
-      class NoLabels(text_builder.TextClassificationBuilder):
-        VERSION = tfds.core.Version('1.0.0')
-        def _load(self):
-          return [('0', 'some text', 'a')]
-      """))
+  (package / f'no_{missing}.py').write_text(
+      'import tensorflow_datasets as tfds\n'
+      'from hybrid_jax.data.builders import text_builder\n\n'
+      f'class No{missing.title().replace("_", "")}(text_builder.TextClassificationBuilder):\n'
+      "  VERSION = tfds.core.Version('1.0.0')\n" + body)
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'code'))
   result = subprocess.run(
       [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/text.py:smoke',
-       '--config.dataset.builder_module=bad_texts.no_labels', '--config.dataset.name=no_labels',
+       f'--config.dataset.builder_module=bad_texts.no_{missing}', f'--config.dataset.name=no_{missing}',
        f'--config.dataset.data_dir={tmp_path / "data"}', f'--workdir={tmp_path / "run"}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode != 0 and 'Traceback' not in result.stderr
-  assert result.stderr.strip().splitlines()[-1].startswith('error: NoLabels sets no LABEL_NAMES')
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: No') and message in last, last

@@ -19,7 +19,6 @@ This base:
     dataset's metadata, so train and eval tokenize identically for any vocab_size / max_length.
 """
 
-import abc
 import collections
 from typing import Sequence
 
@@ -53,9 +52,10 @@ class TextClassificationBuilder(tfds.core.GeneratorBasedBuilder, skip_registrati
   LABEL_NAMES: Sequence[str] = ()
   HOMEPAGE = ''
 
-  @abc.abstractmethod
   def _load(self) -> list[tuple[str, str, str]]:
-    """All (key, text, label name) triples, in a machine-independent order."""
+    """All (key, text, label name) triples, in a machine-independent order (subclasses implement it)."""
+    raise DataError(f'{type(self).__name__} does not implement _load(): return a list of (unique key, '
+                    'raw text, label name) triples from it.')
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
