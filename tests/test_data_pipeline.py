@@ -131,7 +131,8 @@ def test_sensor_batches_are_normalized_with_train_statistics(tiny_data_dir):
   config = _weather(tiny_data_dir, eval_batch_size=16)
   info = data.load_info(config)
   batch = next(iter(data.create_eval_batches(config, process_index=0, process_count=1)))
-  raw = tfds.builder('weather_stations/tiny', data_dir=tiny_data_dir).as_data_source(split='test')
+  raw = tfds.builder('weather_stations/tiny', data_dir=tiny_data_dir).as_data_source(
+      split=config.dataset.eval_split)
   raw_targets = sorted(float(raw[i]['target']) for i in range(len(raw)))
   np.testing.assert_allclose(sorted(batch['target'] * info.target_std + info.target_mean), raw_targets,
                              rtol=1e-5)
