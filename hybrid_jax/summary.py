@@ -76,7 +76,8 @@ def _size(shape: tuple[int, ...]) -> int:
 def main(argv):
   del argv
   config = _CONFIG.value
-  if any(v is None for v in config.model.values()):
+  optional = ('num_classes',) if tasks.head(config).regression else ()  # Dense(1) needs no classes.
+  if any(v is None for k, v in config.model.items() if k not in optional):
     from hybrid_jax import data  # pylint: disable=g-import-not-at-top
     data.load_info(config)  # Head and None model fields from the data (prepared on first use).
   print(summarize(config))

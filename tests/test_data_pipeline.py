@@ -167,7 +167,7 @@ def info_vocab(data_dir):
     (text, 'moving_digits/tiny', {}, r'--config=configs/video\.py'),
     (video, 'no_such_dataset', {}, r'Unknown dataset'),
     (video, 'moving_digits/huge', {}, r'moving_digits/tiny'),
-    (text, 'bbc_news/tiny', {'dataset.eval_split': 'validation'}, r'--config\.dataset\.eval_split'),
+    (text, 'bbc_news/tiny', {'dataset.eval_split': 'dev'}, r'--config\.dataset\.eval_split'),
     (text, 'bbc_news/tiny', {'model.vocab_size': 2}, r'--config\.model\.vocab_size >= 3'),
     (video, 'moving_digits/tiny', {'batch_size': 9}, r'--config\.batch_size'),
 ])

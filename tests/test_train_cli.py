@@ -70,6 +70,17 @@ def test_train_then_eval_reproduces_metrics(task, tiny_data_dir, tmp_path):
       at_2 = json.load(f)
     assert at_2['step'] == 2 and at_2['num_examples'] == final['num_examples']
 
+  if task == 'japanese_vowels':  # Sensor classification: test is reported once, on request.
+    assert restored['num_examples'] == 9 and len(restored['confusion']) == 9  # 1 per speaker.
+    tested = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=best',
+                                                           '--split=test'])
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert '[eval] test split' in tested.stdout
+    steps = [int(n.split('_')[-1][:-5]) for n in os.listdir(workdir) if n.startswith('eval_test_step_')]
+    assert len(steps) == 1 and steps[0] in (2, 4)
+    refused = _main(_flags(task, tiny_data_dir, workdir) + ['--split=test'])
+    assert refused.returncode != 0 and 'Traceback' not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith('error: --split applies to --mode=eval')
 
 def test_cli_errors_are_one_line(tiny_data_dir, tmp_path):
   """Bad batch size and a missing checkpoint end with one line that names the numbers / the fix."""
@@ -118,14 +129,3 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
   assert restored['num_examples'] == final['num_examples']
   assert restored['mae'] == pytest.approx(final['mae'], rel=1e-5)
 
-  if task == 'japanese_vowels':  # Sensor classification: test is reported once, on request.
-    assert restored['num_examples'] == 9 and len(restored['confusion']) == 9  # 1 per speaker.
-    tested = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=best',
-                                                           '--split=test'])
-    assert tested.returncode == 0, tested.stderr[-3000:]
-    assert '[eval] test split' in tested.stdout
-    steps = [int(n.split('_')[-1][:-5]) for n in os.listdir(workdir) if n.startswith('eval_test_step_')]
-    assert len(steps) == 1 and steps[0] in (2, 4)
-    refused = _main(_flags(task, tiny_data_dir, workdir) + ['--split=test'])
-    assert refused.returncode != 0 and 'Traceback' not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith('error: --split applies to --mode=eval')
