@@ -23,11 +23,14 @@ import optax
 from flax.training import train_state as train_state_lib
 
 from hybrid_jax import checkpointing
+from hybrid_jax import config_validation
 from hybrid_jax import data as data_lib
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
 from hybrid_jax import reporting
+from hybrid_jax.errors import ConfigError
+from hybrid_jax.errors import TrainingError
 
 TrainState = train_state_lib.TrainState
 
@@ -196,7 +199,7 @@ class _Run:
              if self.regression else ['loss', 'accuracy'] + (
                  [f'top_{self.top_k}_accuracy'] if self.top_k else []))
     if self.best_metric not in names:
-      raise ValueError(f'config.best_metric={self.best_metric!r} is not an eval metric of this '
+      raise ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of this '
                        f'task: use one of {names}.')
     self.target_std = self.info.target_std if self.regression else None
     self.params_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
@@ -219,10 +222,22 @@ def _check_finite(step: int, values: dict[str, float], last_saved: Optional[int]
   """Stops the run on a NaN/inf loss or gradient, naming the step (nothing is saved after it)."""
   bad = {k: v for k, v in values.items() if k in ('loss', 'grad_norm') and not np.isfinite(v)}
   if bad:
-    saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
-    raise FloatingPointError(
-        f'Non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}; stopped '
-        f'without saving ({saved}). Lower --config.learning_rate or set --config.grad_clip_norm.')
+    _diverged(step, ', '.join(f'{k}={v}' for k, v in bad.items()), last_saved)
+
+
+def _diverged(step: int, what: str, last_saved: Optional[int]) -> None:
+  saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
+  raise TrainingError(
+      f'Non-finite {what} at step {step}; stopped without saving ({saved}). Lower '
+      '--config.learning_rate or set --config.grad_clip_norm.')
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf of `tree` is finite (one scalar, computed on device)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -240,30 +255,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     The final eval metrics (also written to metrics.jsonl and printed as a table).
   """
-  run = _Run(config, devices)
+  config_validation.validate(config)
+  run = _Run(config, devices)  # Checks the config against the data and the devices.
   chief = run.is_chief
+  train_it = data_lib.create_train_iterator(config, process_index=jax.process_index(),
+                                            process_count=jax.process_count())
+  # Restore target, fingerprint and data are checked before anything is written to `workdir`.
+  restored, damaged = None, []
+  if os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+    reader = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric,
+                                          read_only=True)
+    try:
+      if reader.all_steps():
+        restored = checkpointing.restore_newest_intact(reader, run.abstract_state, train_it,
+                                                       config)
+    finally:
+      reader.close()
+  if restored is not None:
+    latest, state, damaged = restored
+    message = f'Resumed from {checkpointing.checkpoint_dir(workdir)}/{latest} (step {latest}).'
+  else:
+    latest, state, message = None, run.init_fn(run.params_key), None
+    if config.init_checkpoint:
+      state = state.replace(params=checkpointing.load_params(config.init_checkpoint,
+                                                             run.abstract_state))
+      message = f'Initialised parameters from {config.init_checkpoint}.'
+  # Accepted: from here on the run writes.
   if chief:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
-  train_it = data_lib.create_train_iterator(config, process_index=jax.process_index(),
-                                            process_count=jax.process_count())
+  if message:
+    reporting.say(message, chief)
+  if damaged:
+    checkpointing.set_aside(reader, damaged)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
-  writer = reporting.MetricWriter(workdir, active=chief)
+  # Records past the restored step are replayed now: drop them (metrics.jsonl and TensorBoard).
+  writer = reporting.MetricWriter(workdir, active=chief, resume_step=latest or 0)
   try:
-    latest = manager.latest_step()
-    if latest is not None:
-      state = checkpointing.restore(manager, latest, run.abstract_state, train_it)
-      reporting.say(f'Resumed from {manager.directory}/{latest} (step {int(state.step)}).', chief)
-    else:
-      state = run.init_fn(run.params_key)
-      if config.init_checkpoint:
-        params = checkpointing.load_params(config.init_checkpoint, run.abstract_state)
-        state = state.replace(params=params)
-        reporting.say(f'Initialised parameters from {config.init_checkpoint}.', chief)
     return _train_loop(run, state, train_it, manager, writer, latest)
   finally:
-    manager.wait_until_finished()  # Async saves complete (and their errors surface) before exit.
+    checkpointing.finish(manager)  # Async saves complete, manifests are written, errors surface.
     manager.close()
     writer.close()
 
@@ -274,6 +306,7 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
   _, schedule = create_optimizer(config)
+  fingerprint = config_validation.fingerprint(config)
   step = start_step = int(parallel.to_host(state.step))
   progress = reporting.Progress(total, config.batch_size, step, active=chief)
   num_local = len(run.local_devices)
@@ -306,9 +339,12 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
       eval_metrics = run.evaluate(state)
       writer.write(step, 'eval', eval_metrics)
       reporting.say(reporting.format_table(f'[eval] step {step}', eval_metrics), chief)
-    if do_save and checkpointing.save(manager, step, parallel.to_global(state, run.devices),
-                                      train_it, eval_metrics if do_eval else None):
-      last_saved = step
+    if do_save:  # The metrics of this step are checked above; the state it produced is checked here.
+      if not bool(parallel.to_host(_all_finite((state.params, state.opt_state)))):
+        _diverged(step, 'parameters or optimizer state after the update', last_saved)
+      if checkpointing.save(manager, step, parallel.to_global(state, run.devices), train_it,
+                            eval_metrics if do_eval else None, fingerprint):
+        last_saved = step
     progress.reset_clock(step)
   if eval_metrics is None:  # Nothing left to train (a finished run): report its final state.
     reporting.say(f'Already trained to step {step} of {total}; evaluating it.', chief)
@@ -337,6 +373,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str = 
   Returns:
     The eval metrics, with 'step' and 'checkpoint' added.
   """
+  config_validation.validate(config)
   run = _Run(config, devices)
   if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
     raise checkpointing.CheckpointError(
@@ -346,7 +383,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str = 
                                          read_only=True)
   try:
     step = checkpointing.resolve_step(manager, checkpoint)
-    state = checkpointing.restore(manager, step, run.abstract_state)
+    if checkpoint == 'latest':  # Damaged steps are skipped (loudly) for the newest intact one.
+      step, state, _ = checkpointing.restore_newest_intact(manager, run.abstract_state)
+    else:
+      state = checkpointing.restore(manager, step, run.abstract_state)
   finally:
     manager.close()
   metrics = run.evaluate(state)
