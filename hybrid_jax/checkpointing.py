@@ -246,9 +246,8 @@ def structure_diff(path: str, abstract_state: Any) -> Optional[str]:
   reshaped = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
   parts = []
   if reshaped:
-    k = reshaped[0]
-    parts.append(f'{k} is {saved[k]} there but {wanted[k]} here'
-                 + (f' (+{len(reshaped) - 1} more)' if len(reshaped) > 1 else ''))
+    parts.append(', '.join(f'{k} is {saved[k]} there but {wanted[k]} here' for k in reshaped[:3])
+                 + (f' (+{len(reshaped) - 3} more)' if len(reshaped) > 3 else ''))
   if only_saved:
     parts.append(f'{len(only_saved)} parameter(s) only there, e.g. {only_saved[0]}')
   if only_wanted:

@@ -54,7 +54,7 @@ def flatten(config: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   """{'model.lstm_units': 32, ...}: every leaf field of a (nested) config by dotted name."""
   out = {}
   for key, value in config.items():
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
       out.update(flatten(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = value

@@ -151,10 +151,16 @@ def make_steps(devices: tuple[Any, ...], regression: bool, top_k: int
 def run_eval(p_eval_step: Callable[..., Any], state: TrainState,
              batches: Iterable[dict[str, np.ndarray]], num_local_devices: int, top_k: int,
              target_std: Optional[float]) -> dict[str, object]:
-  """Evaluates `state` on every batch (each example once); returns `metrics.finalize` output."""
-  device_sums = [p_eval_step(state, parallel.shard_batch(b, num_local_devices)) for b in batches]
+  """Evaluates `state` on every batch (each example once); returns `metrics.finalize` output.
+
+  One eval step is in flight at a time: each one's sums are fetched before the next is
+  dispatched. Eval steps do not depend on each other, so dispatching them all at once lets the
+  CPU runtime run several concurrently, and with several processes their cross-process
+  collectives (gloo) can then pair up differently in each process and wait for ever.
+  """
   total = None
-  for sums in device_sums:
+  for batch in batches:
+    sums = p_eval_step(state, parallel.shard_batch(batch, num_local_devices))
     total = metrics_lib.add_sums(total, parallel.to_host(sums))
   if total is None:
     raise ValueError('The eval split produced no batches: check config.dataset.eval_split.')
@@ -335,16 +341,18 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
       train_values.update(progress.update(step, train_values))
       writer.write(step, 'train', train_values)
       window = []
+    if (do_eval or do_save) and not bool(parallel.to_host(_all_finite((state.params,
+                                                                      state.opt_state)))):
+      # This step's metrics (checked above) come from the state before the update; the state it
+      # produced is checked here, before it is evaluated or saved.
+      _diverged(step, 'parameters or optimizer state after the update', last_saved)
     if do_eval:
       eval_metrics = run.evaluate(state)
       writer.write(step, 'eval', eval_metrics)
       reporting.say(reporting.format_table(f'[eval] step {step}', eval_metrics), chief)
-    if do_save:  # The metrics of this step are checked above; the state it produced is checked here.
-      if not bool(parallel.to_host(_all_finite((state.params, state.opt_state)))):
-        _diverged(step, 'parameters or optimizer state after the update', last_saved)
-      if checkpointing.save(manager, step, parallel.to_global(state, run.devices), train_it,
-                            eval_metrics if do_eval else None, fingerprint):
-        last_saved = step
+    if do_save and checkpointing.save(manager, step, parallel.to_global(state, run.devices),
+                                      train_it, eval_metrics if do_eval else None, fingerprint):
+      last_saved = step
     progress.reset_clock(step)
   if eval_metrics is None:  # Nothing left to train (a finished run): report its final state.
     reporting.say(f'Already trained to step {step} of {total}; evaluating it.', chief)
