@@ -311,8 +311,23 @@ def _warn(message: str) -> None:
     print(f'WARNING: {message}', file=sys.stderr, flush=True)
 
 
+def _check_data_layout(path: str, what: str) -> None:
+  """A training resume needs this process's iterator position, saved per process count."""
+  name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+  data_dir = os.path.join(path, 'data')
+  saved = sorted(f for f in os.listdir(data_dir) if f.endswith('.json')) \
+      if os.path.isdir(data_dir) else []
+  if saved and name not in saved:
+    counts = sorted({f.rsplit('-of-', 1)[-1][:-len('.json')] for f in saved})
+    raise CheckpointError(
+        f'{what} {path} was saved by {"/".join(counts)} process(es) and this run has '
+        f'{jax.process_count()}: the data position is per process, so resume with that many '
+        'processes (any devices per process), evaluate it with any layout (--mode=eval), or start '
+        f'a new --workdir with --config.init_checkpoint={path}.')
+
+
 def _check_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-                config: Optional[Any], what: str) -> Optional[str]:
+                config: Optional[Any], what: str, with_data: bool = False) -> Optional[str]:
   """Checks one step before any array is read: settings, model structure, then file checksums.
 
   Returns None when the step is intact, else what is damaged (naming the file).
@@ -334,6 +349,8 @@ def _check_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
     problem = verify_files(path, manifest)
   if problem is None and step in getattr(manager, 'unreadable_metrics', ()):
     problem = f'file {os.path.join(path, "metrics", "metrics")} is not valid JSON'
+  if problem is None and with_data:
+    _check_data_layout(path, what)
   if problem is None:
     diff = structure_diff(path, abstract_state)
     if diff:
@@ -370,7 +387,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   Raises:
     CheckpointError: one line naming the step directory (and damaged file) and what to do.
   """
-  problem = _check_step(manager, step, abstract_state, config, 'Checkpoint')
+  problem = _check_step(manager, step, abstract_state, config, 'Checkpoint',
+                        with_data=data_iterator is not None)
   state = None
   if problem is None:
     state, problem = _read(manager, step, abstract_state, data_iterator)
@@ -393,7 +411,8 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any,
   """
   skipped = []
   for step in sorted(manager.all_steps(), reverse=True):
-    problem = _check_step(manager, step, abstract_state, config, 'Checkpoint')
+    problem = _check_step(manager, step, abstract_state, config, 'Checkpoint',
+                          with_data=data_iterator is not None)
     state = None
     if problem is None:
       state, problem = _read(manager, step, abstract_state, data_iterator)
