@@ -161,6 +161,16 @@ def finish(manager: ocp.CheckpointManager) -> None:
   pending.clear()
 
 
+def write_completed_manifests(manager: ocp.CheckpointManager) -> None:
+  """Writes the manifests of saves that have completed, without waiting for one in progress.
+
+  Called every step: a run killed after a save completed then still has that step verified.
+  """
+  if (jax.process_index() == 0 and getattr(manager, 'pending_manifests', None)
+      and not manager.is_saving_in_progress()):
+    finish(manager)
+
+
 def _sha256(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, 'rb') as f:

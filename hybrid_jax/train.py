@@ -328,6 +328,7 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
     if step == start_step + 1:  # Throughput excludes compilation: start the clock after step 1.
       jax.block_until_ready(device_metrics)
       progress.reset_clock(step)
+    checkpointing.write_completed_manifests(manager)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
