@@ -33,6 +33,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from hybrid_jax import config_validation
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax.errors import CheckpointError
+from hybrid_jax.errors import ConfigError
 
 
 class _QuietExpectedWarnings(pylogging.Filter):
@@ -80,7 +81,8 @@ def create_manager(workdir: str, keep: int, best_metric: str,
     read_only: for evaluation; never writes or deletes.
   """
   if keep < 1:
-    raise CheckpointError(f'config.keep_checkpoints={keep} must be >= 1.')
+    raise ConfigError(f'config.keep_checkpoints={keep} must be >= 1: set '
+                      '--config.keep_checkpoints.')
   lower = metrics_lib.is_lower_better(best_metric)
   get_metric = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
   policy = pp.AnyPreservationPolicy([
@@ -307,8 +309,8 @@ def _silence_abandoned_reads() -> None:
   def hook(unraisable):
     module = type(unraisable.object).__module__ if unraisable.object is not None else ''
     text = f'{unraisable.exc_value} {unraisable.object!r}'
-    if (module.split('.')[0] in ('asyncio', 'orbax', 'tensorstore') or 'Event loop is closed' in text
-        or 'coroutine' in text):
+    if (module.split('.')[0] in ('asyncio', 'orbax', 'tensorstore')
+        or 'Event loop is closed' in text or 'coroutine' in text):
       return
     previous(unraisable)
   hook.hybrid_jax_quiet = True
@@ -380,7 +382,8 @@ def _read(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   except Exception as e:  # pylint: disable=broad-except  (reported, never matched on its text)
     _silence_abandoned_reads()
     text = str(e).strip()
-    return None, f'it could not be read ({type(e).__name__}: {text.splitlines()[0][:160] if text else ""})'
+    first = text.splitlines()[0][:160] if text else ''
+    return None, f'it could not be read ({type(e).__name__}: {first})'
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,

@@ -37,8 +37,9 @@ class MetricWriter:
       _truncate_after(path, resume_step)
     self._jsonl = open(path, 'a', encoding='utf-8')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
-                             purge_step=resume_step + 1)
+    tb_dir = os.path.join(workdir, 'tensorboard')
+    purge = resume_step + 1 if os.path.isdir(tb_dir) else None  # Only when events exist.
+    self._tb = SummaryWriter(tb_dir, flush_secs=30, purge_step=purge)
 
   def write(self, step: int, split: str, values: Mapping[str, object]) -> None:
     """Logs `values` at `step` under `split/`: scalars to TensorBoard, everything to JSON lines."""

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silent: verified checkpoints, refused runs that write nothing, NaN never saved.
+"""Nothing lost, nothing silent: verified checkpoints, refused runs write nothing, NaN never saved.
 
 In process on the tiny sensor data (4 fake CPU devices from conftest.py): a bit-flipped array file
 is detected and the previous step used (same numbers as an uninterrupted run); a refused run leaves
@@ -40,7 +40,7 @@ def _config(data_dir, **overrides):
 
 
 def _tree_hash(root) -> dict[str, str]:
-  """sha256 of every file below `root` (and the set of directories): what a refused run must keep."""
+  """sha256 of every file below `root`, and every directory: what a refused run must keep."""
   out = {}
   for dirpath, dirnames, names in os.walk(root):
     for d in dirnames:
@@ -94,7 +94,7 @@ def test_bit_flip_is_detected_and_the_previous_step_used(tiny_data_dir, tmp_path
   assert os.path.exists(os.path.join(step_4, checkpointing.MANIFEST))
   for path in _array_files(step_4):  # Every array blob: the one holding the params is among them.
     _flip_bit(path)
-  with pytest.raises(CheckpointError, match=r'checkpoints/4 is damaged: file .*checkpoints/4/state/'):
+  with pytest.raises(CheckpointError, match=r'checkpoints/4 is damaged: file .*/4/state/'):
     train.evaluate(_config(tiny_data_dir), workdir, checkpoint='4')
   assert train.evaluate(_config(tiny_data_dir), workdir)['step'] == 2  # 'latest' falls back.
 
@@ -171,6 +171,25 @@ class _Preempted(Exception):
   pass
 
 
+def _tensorboard_events(workdir) -> list:
+  """Every Event of the run's TensorBoard files (TFRecord framing: length, crc, data, crc)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  events = []
+  root = os.path.join(workdir, 'tensorboard')
+  for name in sorted(os.listdir(root)):
+    with open(os.path.join(root, name), 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      event = event_pb2.Event()
+      event.ParseFromString(data[offset + 12:offset + 12 + length])
+      events.append(event)
+      offset += 12 + length + 4
+  return events
+
+
 def test_metrics_have_one_record_per_step_and_split_after_resume(tiny_data_dir, tmp_path,
                                                                  monkeypatch):
   config = _config(tiny_data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3,
@@ -206,6 +225,11 @@ def test_metrics_have_one_record_per_step_and_split_after_resume(tiny_data_dir, 
     keys = [(r['step'], r['split']) for r in map(json.loads, f)]
   assert len(keys) == len(set(keys))
   assert sorted(keys) == sorted([(s, 'train') for s in range(1, 7)] + [(3, 'eval'), (6, 'eval')])
+  # TensorBoard: the resumed writer starts with a purge of every event after step 3 (SessionLog
+  # START at step 4), which is how TensorBoard drops the interrupted run's steps 4 and 5.
+  events = _tensorboard_events(workdir)
+  starts = [e.step for e in events if e.HasField('session_log') and e.session_log.status == 1]
+  assert starts == [4]
 
 
 _BAD = [
