@@ -294,7 +294,8 @@ def test_metrics_have_one_record_per_step_and_split_after_kill_9(tiny_data_dir, 
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / 'killed')
   args = [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/sensor.py:smoke',
-          '--config.dataset.name=weather_stations/tiny', f'--config.dataset.data_dir={tiny_data_dir}',
+          '--config.dataset.name=weather_stations/tiny',
+          f'--config.dataset.data_dir={tiny_data_dir}',
           f'--workdir={workdir}', '--config.num_train_steps=300', '--config.log_every_steps=1',
           '--config.checkpoint_every_steps=7', '--config.eval_every_steps=50']
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
@@ -310,7 +311,7 @@ def test_metrics_have_one_record_per_step_and_split_after_kill_9(tiny_data_dir, 
   finally:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-  assert proc.returncode == -signal.SIGKILL  # Killed mid-run (10 of 300 steps logged), not finished.
+  assert proc.returncode == -signal.SIGKILL  # Killed mid-run (10 of 300 steps logged).
   resumed = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300,
                            check=False)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
