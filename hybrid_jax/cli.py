@@ -17,6 +17,8 @@ from typing import Callable
 from absl import app
 from absl import flags
 
+from hybrid_jax.errors import ConfigError
+
 # What config files and --config.x=y overrides raise while flags are parsed.
 CONFIG_ERRORS = (ValueError, KeyError, AttributeError, TypeError, OSError)
 # What our own start-up validation raises for input a user can fix (configs, data, checkpoints).
@@ -63,6 +65,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if os.environ.get('HYBRID_JAX_TRACEBACK'):
       raise
     sys.exit(_one_line(error))
+  except SyntaxError as error:  # A config file that does not parse (raised while it is imported).
+    if os.environ.get('HYBRID_JAX_TRACEBACK'):
+      raise
+    sys.exit(_one_line(ConfigError(
+        f'config file {error.filename}, line {error.lineno}: {error.msg}; fix the file.')))
 
 
 def run(main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:

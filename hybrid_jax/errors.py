@@ -7,6 +7,7 @@ its traceback.
   ConfigError      a config field, flag or override is invalid.
   DataError        a dataset is missing, unprepared, or does not fit the config.
   CheckpointError  a checkpoint is missing, damaged, or belongs to another run.
+  TrainingError    training diverged (NaN/inf); nothing after the last finite step is saved.
   InputError       inputs given for prediction have the wrong shape, dtype or content.
 """
 
@@ -29,3 +30,7 @@ class CheckpointError(HybridJaxError, RuntimeError):
 
 class InputError(HybridJaxError, ValueError):
   """Inputs given for prediction do not fit the trained model's task."""
+
+
+class TrainingError(HybridJaxError, FloatingPointError):
+  """Training diverged (a NaN/inf loss, gradient or parameter): the message names the step."""

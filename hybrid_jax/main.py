@@ -10,7 +10,6 @@
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -41,7 +40,8 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise ConfigError(f'unexpected argument(s) {argv[1:]}: give settings as '
+                      '--config.<field>=<value> (run with --helpfull for the flags).')
   config = FLAGS.config
   if not FLAGS['verbosity'].present:  # Progress lines and tables are printed; library INFO is noise.
     logging.set_verbosity(logging.WARNING)

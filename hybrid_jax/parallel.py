@@ -18,6 +18,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hybrid_jax.errors import ConfigError
+
 AXIS = 'batch'  # Name of the mapped device axis used by every collective.
 
 # Environment variables that announce a multi-process launch (explicit coordinator, or a cluster
@@ -69,11 +71,11 @@ def per_process_batch_size(global_batch_size: int, devices: Sequence[Any], name:
     name: config field name used in the error message.
 
   Raises:
-    ValueError: one line naming the numbers when the batch does not divide.
+    ConfigError: one line naming the numbers when the batch does not divide.
   """
   num_devices, num_processes = len(devices), jax.process_count()
   if global_batch_size <= 0 or global_batch_size % num_devices:
-    raise ValueError(
+    raise ConfigError(
         f'config.{name}={global_batch_size} must be a positive multiple of the {num_devices} '
         f'devices ({num_processes} process(es)); e.g. --config.{name}='
         f'{max(num_devices, global_batch_size // num_devices * num_devices)}.')

@@ -19,18 +19,27 @@ class MetricWriter:
 
   Each JSON line is `{"step": int, "split": "train"|"eval", <name>: value, ...}`; the eval lines
   also carry the confusion matrix (classification).
+
+  Resuming: `resume_step` is the step the run continues from. Records after it were written by the
+  interrupted run for steps that are now replayed, so they are dropped from metrics.jsonl, and
+  TensorBoard is told to purge its events after it (`purge_step`): one record per (step, split).
   """
 
-  def __init__(self, workdir: str, active: bool = True):
+  def __init__(self, workdir: str, active: bool = True, resume_step: int = 0):
     self.active = active
     self._tb = None
     self._jsonl = None
     if not active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    path = os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(path):
+      _truncate_after(path, resume_step)
+    self._jsonl = open(path, 'a', encoding='utf-8')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+    tb_dir = os.path.join(workdir, 'tensorboard')
+    purge = resume_step + 1 if os.path.isdir(tb_dir) else None  # Only when events exist.
+    self._tb = SummaryWriter(tb_dir, flush_secs=30, purge_step=purge)
 
   def write(self, step: int, split: str, values: Mapping[str, object]) -> None:
     """Logs `values` at `step` under `split/`: scalars to TensorBoard, everything to JSON lines."""
@@ -48,6 +57,25 @@ class MetricWriter:
     if self.active:
       self._tb.close()
       self._jsonl.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+  """Drops the records of `path` (JSON lines) past `step`, and any line cut short by a kill."""
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except ValueError:
+      continue  # A line half-written when the previous run was killed.
+    if isinstance(record, dict) and isinstance(record.get('step'), int) and record['step'] <= step:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  if kept != lines:
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
 
 
 class Progress:

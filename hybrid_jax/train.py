@@ -23,13 +23,15 @@ import optax
 from flax.training import train_state as train_state_lib
 
 from hybrid_jax import checkpointing
-from hybrid_jax.errors import ConfigError
+from hybrid_jax import config_validation
 from hybrid_jax import data as data_lib
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
 from hybrid_jax import reporting
 from hybrid_jax import tasks
+from hybrid_jax.errors import ConfigError
+from hybrid_jax.errors import TrainingError
 
 TrainState = train_state_lib.TrainState
 
@@ -145,10 +147,16 @@ def make_steps(devices: tuple[Any, ...], head: str, top_k: int
 def run_eval(p_eval_step: Callable[..., Any], state: TrainState,
              batches: Iterable[dict[str, np.ndarray]], num_local_devices: int, top_k: int,
              target_std: Optional[float]) -> dict[str, object]:
-  """Evaluates `state` on every batch (each example once); returns `metrics.finalize` output."""
-  device_sums = [p_eval_step(state, parallel.shard_batch(b, num_local_devices)) for b in batches]
+  """Evaluates `state` on every batch (each example once); returns `metrics.finalize` output.
+
+  One eval step is in flight at a time: each one's sums are fetched before the next is
+  dispatched. Eval steps do not depend on each other, so dispatching them all at once lets the
+  CPU runtime run several concurrently, and with several processes their cross-process
+  collectives (gloo) can then pair up differently in each process and wait for ever.
+  """
   total = None
-  for sums in device_sums:
+  for batch in batches:
+    sums = p_eval_step(state, parallel.shard_batch(batch, num_local_devices))
     total = metrics_lib.add_sums(total, parallel.to_host(sums))
   if total is None:
     raise ValueError('The eval split produced no batches: check config.dataset.eval_split.')
@@ -215,10 +223,22 @@ def _check_finite(step: int, values: dict[str, float], last_saved: Optional[int]
   """Stops the run on a NaN/inf loss or gradient, naming the step (nothing is saved after it)."""
   bad = {k: v for k, v in values.items() if k in ('loss', 'grad_norm') and not np.isfinite(v)}
   if bad:
-    saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
-    raise FloatingPointError(
-        f'Non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}; stopped '
-        f'without saving ({saved}). Lower --config.learning_rate or set --config.grad_clip_norm.')
+    _diverged(step, ', '.join(f'{k}={v}' for k, v in bad.items()), last_saved)
+
+
+def _diverged(step: int, what: str, last_saved: Optional[int]) -> None:
+  saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
+  raise TrainingError(
+      f'Non-finite {what} at step {step}; stopped without saving ({saved}). Lower '
+      '--config.learning_rate or set --config.grad_clip_norm.')
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf of `tree` is finite (one scalar, computed on device)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -236,30 +256,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     The final eval metrics (also written to metrics.jsonl and printed as a table).
   """
-  run = _Run(config, devices)
+  config_validation.validate(config)
+  run = _Run(config, devices)  # Checks the config against the data and the devices.
   chief = run.is_chief
+  train_it = data_lib.create_train_iterator(config, process_index=jax.process_index(),
+                                            process_count=jax.process_count())
+  # Restore target, fingerprint and data are checked before anything is written to `workdir`.
+  restored, damaged = None, []
+  if os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+    reader = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric,
+                                          read_only=True)
+    try:
+      if reader.all_steps():
+        restored = checkpointing.restore_newest_intact(reader, run.abstract_state, train_it,
+                                                       config)
+    finally:
+      reader.close()
+  if restored is not None:
+    latest, state, damaged = restored
+    message = f'Resumed from {checkpointing.checkpoint_dir(workdir)}/{latest} (step {latest}).'
+  else:
+    latest, state, message = None, run.init_fn(run.params_key), None
+    if config.init_checkpoint:
+      state = state.replace(params=checkpointing.load_params(config.init_checkpoint,
+                                                             run.abstract_state))
+      message = f'Initialised parameters from {config.init_checkpoint}.'
+  # Accepted: from here on the run writes.
   if chief:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
-  train_it = data_lib.create_train_iterator(config, process_index=jax.process_index(),
-                                            process_count=jax.process_count())
+  if message:
+    reporting.say(message, chief)
+  if damaged:
+    checkpointing.set_aside(reader, damaged)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
-  writer = reporting.MetricWriter(workdir, active=chief)
+  # Records past the restored step are replayed now: drop them (metrics.jsonl and TensorBoard).
+  writer = reporting.MetricWriter(workdir, active=chief, resume_step=latest or 0)
   try:
-    latest = manager.latest_step()
-    if latest is not None:
-      state = checkpointing.restore(manager, latest, run.abstract_state, train_it)
-      reporting.say(f'Resumed from {manager.directory}/{latest} (step {int(state.step)}).', chief)
-    else:
-      state = run.init_fn(run.params_key)
-      if config.init_checkpoint:
-        params = checkpointing.load_params(config.init_checkpoint, run.abstract_state)
-        state = state.replace(params=params)
-        reporting.say(f'Initialised parameters from {config.init_checkpoint}.', chief)
     return _train_loop(run, state, train_it, manager, writer, latest)
   finally:
-    manager.wait_until_finished()  # Async saves complete (and their errors surface) before exit.
+    checkpointing.finish(manager)  # Async saves complete, manifests are written, errors surface.
     manager.close()
     writer.close()
 
@@ -270,6 +307,7 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
   _, schedule = create_optimizer(config)
+  fingerprint = config_validation.fingerprint(config)
   step = start_step = int(parallel.to_host(state.step))
   progress = reporting.Progress(total, config.batch_size, step, active=chief)
   num_local = len(run.local_devices)
@@ -285,6 +323,7 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
     if step == start_step + 1:  # Throughput excludes compilation: start the clock after step 1.
       jax.block_until_ready(device_metrics)
       progress.reset_clock(step)
+    checkpointing.write_completed_manifests(manager)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
@@ -298,12 +337,17 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
       train_values.update(progress.update(step, train_values))
       writer.write(step, 'train', train_values)
       window = []
+    if (do_eval or do_save) and not bool(parallel.to_host(_all_finite((state.params,
+                                                                      state.opt_state)))):
+      # This step's metrics (checked above) come from the state before the update; the state it
+      # produced is checked here, before it is evaluated or saved.
+      _diverged(step, 'parameters or optimizer state after the update', last_saved)
     if do_eval:
       eval_metrics = run.evaluate(state)
       writer.write(step, 'eval', eval_metrics)
       reporting.say(reporting.format_table(f'[eval] step {step}', eval_metrics), chief)
     if do_save and checkpointing.save(manager, step, parallel.to_global(state, run.devices),
-                                      train_it, eval_metrics if do_eval else None):
+                                      train_it, eval_metrics if do_eval else None, fingerprint):
       last_saved = step
     progress.reset_clock(step)
   if eval_metrics is None:  # Nothing left to train (a finished run): report its final state.
@@ -333,6 +377,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str = 
   Returns:
     The eval metrics, with 'step' and 'checkpoint' added.
   """
+  config_validation.validate(config)
   run = _Run(config, devices)
   if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
     raise checkpointing.CheckpointError(
@@ -342,7 +387,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str = 
                                          read_only=True)
   try:
     step = checkpointing.resolve_step(manager, checkpoint)
-    state = checkpointing.restore(manager, step, run.abstract_state)
+    if checkpoint == 'latest':  # Damaged steps are skipped (loudly) for the newest intact one.
+      step, state, _ = checkpointing.restore_newest_intact(manager, run.abstract_state)
+    else:
+      state = checkpointing.restore(manager, step, run.abstract_state)
   finally:
     manager.close()
   metrics = run.evaluate(state)

@@ -99,7 +99,11 @@ def test_cli_errors_are_one_line(tiny_data_dir, tmp_path):
 
 
 def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
-  """Multi-host for real: 2 processes x 2 CPU devices over gloo, then a 1-process eval."""
+  """Multi-host for real: 2 processes x 2 CPU devices over gloo, then 1 process x 4 devices.
+
+  Every eval batch of the 2-process run is a cross-process collective (eval_batch_size=4: one
+  example per device); before eval steps were run one at a time this hung in about half the runs.
+  """
   import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -111,9 +115,14 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
                JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
                JAX_PROCESS_ID=str(process_id))
     procs.append(subprocess.Popen(
-        [sys.executable, '-m', 'hybrid_jax.main', *_flags('sensor', tiny_data_dir, workdir)],
+        [sys.executable, '-m', 'hybrid_jax.main', *_flags('sensor', tiny_data_dir, workdir),
+         '--config.eval_batch_size=4'],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outs = [p.communicate(timeout=300) for p in procs]
+  try:
+    outs = [p.communicate(timeout=400) for p in procs]
+  finally:
+    for p in procs:  # A hang fails the test instead of leaving processes behind.
+      p.kill()
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert '4 device(s)' in outs[0][0] and '2 process(es)' in outs[0][0]
@@ -122,10 +131,15 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
   assert sorted(f for f in os.listdir(data_dir) if f.endswith('.json')) == [
       'process_0-of-2.json', 'process_1-of-2.json']  # Each process's iterator position.
   final = _eval_lines(workdir)[-1]
-  one = _main(_flags('sensor', tiny_data_dir, workdir) + ['--mode=eval'], devices=1)
+  one = _main(_flags('sensor', tiny_data_dir, workdir) + ['--mode=eval'], devices=4)
   assert one.returncode == 0, one.stderr[-3000:]
+  assert '4 device(s)' in one.stdout and '1 process(es)' in one.stdout
   with open(os.path.join(workdir, 'eval_validation_step_4.json'), encoding='utf-8') as f:
     restored = json.load(f)  # Training evaluates the validation split.
   assert restored['num_examples'] == final['num_examples']
-  assert restored['mae'] == pytest.approx(final['mae'], rel=1e-5)
-
+  assert restored['mae'] == pytest.approx(final['mae'], rel=1e-5)  # 2x2 and 1x4: same numbers.
+  # Training on needs each process's data position: another process count is refused, in one line.
+  resumed = _main(_flags('sensor', tiny_data_dir, workdir) + ['--config.num_train_steps=6'])
+  assert resumed.returncode != 0
+  assert resumed.stderr.strip().splitlines()[-1].startswith('error:')
+  assert 'saved by 2 process(es)' in resumed.stderr and 'Traceback' not in resumed.stderr

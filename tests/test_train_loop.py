@@ -176,25 +176,31 @@ def test_nan_stops_at_its_step_and_saves_nothing_after(tiny_data_dir, tmp_path):
   assert _saved(str(tmp_path / 'nan'))[1] == [1]
 
 
-def test_corrupt_checkpoint_fails_with_advice_and_keeps_files(tiny_data_dir, tmp_path):
+def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_data_dir, tmp_path):
   config = _config(tiny_data_dir, sensor, 'weather_stations/tiny')
   workdir = str(tmp_path / 'corrupt')
   _train(config, workdir)
   other = _config(tiny_data_dir, sensor, 'weather_stations/tiny')
   other.model.lstm_units = 8  # Another model: restoring must say so, not "corrupt".
-  with pytest.raises(checkpointing.CheckpointError, match='does not match the model'):
+  with pytest.raises(checkpointing.CheckpointError, match='holds another model') as error:
     train.evaluate(other, workdir)
+  assert 'delete' not in str(error.value) and 'damaged' not in str(error.value)
   state_dir = os.path.join(workdir, 'checkpoints', '4', 'state')
   for name in os.listdir(state_dir):  # Lose the array data of the latest checkpoint.
     if name.startswith('ocdbt') or name == 'd':
       shutil.rmtree(os.path.join(state_dir, name))
-  with pytest.raises(checkpointing.CheckpointError, match=r'delete .*checkpoints/4 to fall back'):
+  with pytest.raises(checkpointing.CheckpointError, match=r'checkpoints/4 is damaged: file .* is '
+                     'missing'):
+    train.evaluate(config, workdir, checkpoint='4')
+  assert train.evaluate(config, workdir)['step'] == 2  # 'latest': the newest intact step.
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']  # Nothing deleted.
+  # A garbage metrics file in one step: that step is damaged, the others still work.
+  os.makedirs(os.path.join(workdir, 'checkpoints', '2', 'metrics'), exist_ok=True)
+  with open(os.path.join(workdir, 'checkpoints', '2', 'metrics', 'metrics'), 'w',
+            encoding='utf-8') as f:
+    f.write('{not json')
+  with pytest.raises(checkpointing.CheckpointError, match=r'No intact checkpoint .*\[4, 2\]'):
     train.evaluate(config, workdir)
-  with pytest.raises(checkpointing.CheckpointError, match='checkpoints/4'):
-    _train(config, workdir)  # Resuming refuses too, instead of silently starting over.
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) >= ['2', '4']
-  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))  # Following the advice works.
-  assert train.evaluate(config, workdir)['step'] == 2
 
 
 def test_bad_batch_size_names_the_numbers(tiny_data_dir, tmp_path):
