@@ -6,6 +6,8 @@ Task files (video.py, text.py, sensor.py) import this `get_config()` and fill in
 
 import ml_collections
 
+from hybrid_jax import errors
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The shared fields with their defaults; task files override what their task needs."""
@@ -63,5 +65,5 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.eval_every_steps = 4
     config.checkpoint_every_steps = 2
   elif variant:
-    raise ValueError(f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
+    raise errors.ConfigError(f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
   return config

@@ -21,6 +21,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax.errors import CheckpointError
+from hybrid_jax.errors import ConfigError
 
 
 class _QuietExpectedWarnings(pylogging.Filter):
@@ -62,7 +63,7 @@ def create_manager(workdir: str, keep: int, best_metric: str,
     read_only: for evaluation; never writes or deletes.
   """
   if keep < 1:
-    raise ValueError(f'config.keep_checkpoints={keep} must be >= 1.')
+    raise ConfigError(f'config.keep_checkpoints={keep} must be >= 1: set --config.keep_checkpoints=1 or more.')
   lower = metrics_lib.is_lower_better(best_metric)
   get_metric = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
   policy = pp.AnyPreservationPolicy([

@@ -1,8 +1,11 @@
 """Command-line plumbing shared by `hybrid_jax.main` and `hybrid_jax.summary`.
 
-Bad input (an unknown config key, a malformed override, a config or data that cannot work) ends the
-program with one line on stderr that says what to do, instead of a traceback. Set
-HYBRID_JAX_TRACEBACK=1 to see the full traceback.
+Bad input ends the program with one line on stderr that says what to do, instead of a traceback:
+errors while the flags and the config file are parsed (an unknown config key, a malformed override),
+and the project's own error types (`hybrid_jax.errors`: config, data, checkpoint, input, non-finite
+training) raised while the program runs. Any other exception is a bug (in hybrid_jax or in code a
+researcher is editing) and keeps its full traceback. Set HYBRID_JAX_TRACEBACK=1 to see the traceback
+of the one-line errors too.
 """
 
 import os
@@ -12,10 +15,13 @@ from typing import Callable
 from absl import app
 from absl import flags
 
-# What config files and --config.x=y overrides raise while flags are parsed.
+from hybrid_jax import errors
+
+# What config files and --config.x=y overrides raise while flags are parsed (ml_collections raises
+# these builtin types for a bad override or a missing file, so they are one line only in parsing).
 CONFIG_ERRORS = (ValueError, KeyError, AttributeError, TypeError, OSError)
-# What our own start-up validation raises for input a user can fix (configs, data, checkpoints).
-USER_ERRORS = (ValueError, OSError)
+# What becomes one line once the program runs: the project's own types, nothing else.
+USER_ERRORS = (errors.HybridJaxError,)
 
 
 def _one_line(error: BaseException) -> str:
@@ -31,9 +37,23 @@ def _one_line(error: BaseException) -> str:
   return f'error: {message}'
 
 
+def _raise_deferred_config_errors() -> None:
+  """ml_collections keeps a config file's load error (OSError) until the config is first used.
+
+  Raise it here, while flags are parsed, so that a missing or unreadable config file is a one-line
+  error like any other bad flag, not a traceback from wherever the config is first read.
+  """
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if type(value).__name__ == '_ErrorConfig':  # ml_collections.config_flags' deferred error.
+      raise vars(value)['_error']
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    _raise_deferred_config_errors()
+    return remaining
   except flags.Error as error:
     sys.exit(_one_line(error) + ' (run with --helpfull for the flags)')
   except CONFIG_ERRORS as error:
@@ -43,9 +63,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
-  """`absl.app.run(main)` with one-line errors for flags, configs and user-fixable failures.
+  """`absl.app.run(main)` with one-line errors for flags, configs and the project's error types.
 
-  `extra_errors`: further exception types whose message is already what the user should read.
+  `extra_errors`: further exception types whose message is already what the user should read
+  (prefer raising a `hybrid_jax.errors` type).
   """
 
   def guarded_main(argv):

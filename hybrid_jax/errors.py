@@ -8,6 +8,7 @@ its traceback.
   DataError        a dataset is missing, unprepared, or does not fit the config.
   CheckpointError  a checkpoint is missing, damaged, or belongs to another run.
   InputError       inputs given for prediction have the wrong shape, dtype or content.
+  NonFiniteError   training met a NaN/inf loss or gradient (a FloatingPointError too).
 """
 
 
@@ -29,3 +30,7 @@ class CheckpointError(HybridJaxError, RuntimeError):
 
 class InputError(HybridJaxError, ValueError):
   """Inputs given for prediction do not fit the trained model's task."""
+
+
+class NonFiniteError(HybridJaxError, FloatingPointError):
+  """Training produced a NaN/inf loss or gradient: the message names the step and what to change."""

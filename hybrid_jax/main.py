@@ -9,10 +9,14 @@
 
 import os
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -62,5 +66,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from hybrid_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top  (device-free)
-  cli.run(main, extra_errors=(checkpointing.CheckpointError, FloatingPointError))
+  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
+  cli.run(main)

@@ -18,6 +18,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hybrid_jax import errors
+
 AXIS = 'batch'  # Name of the mapped device axis used by every collective.
 
 # Environment variables that announce a multi-process launch (explicit coordinator, or a cluster
@@ -69,11 +71,11 @@ def per_process_batch_size(global_batch_size: int, devices: Sequence[Any], name:
     name: config field name used in the error message.
 
   Raises:
-    ValueError: one line naming the numbers when the batch does not divide.
+    ConfigError: one line naming the numbers when the batch does not divide.
   """
   num_devices, num_processes = len(devices), jax.process_count()
   if global_batch_size <= 0 or global_batch_size % num_devices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'config.{name}={global_batch_size} must be a positive multiple of the {num_devices} '
         f'devices ({num_processes} process(es)); e.g. --config.{name}='
         f'{max(num_devices, global_batch_size // num_devices * num_devices)}.')
@@ -121,12 +123,12 @@ def shard_batch(batch: dict[str, np.ndarray], num_local_devices: int) -> dict[st
   """Splits each per-process array [B, ...] into [local_devices, B // local_devices, ...].
 
   Raises:
-    ValueError: one line naming the numbers when B does not divide by the local device count.
+    ConfigError: one line naming the numbers when B does not divide by the local device count.
   """
   def split(x):
     x = np.asarray(x)
     if x.shape[0] % num_local_devices:
-      raise ValueError(f'A batch of {x.shape[0]} examples does not split over '
+      raise errors.ConfigError(f'A batch of {x.shape[0]} examples does not split over '
                        f'{num_local_devices} local devices: use a batch size divisible by it.')
     return x.reshape((num_local_devices, x.shape[0] // num_local_devices) + x.shape[1:])
   return jax.tree.map(split, batch)

@@ -8,12 +8,18 @@ The last line is `Total params: N`.
 
 from typing import Any
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 from ml_collections import config_flags
 import ml_collections
 
 from hybrid_jax import cli
 from hybrid_jax import models
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/video.py.',
                                           lock_config=True)

@@ -24,6 +24,7 @@ from flax.training import train_state as train_state_lib
 
 from hybrid_jax import checkpointing
 from hybrid_jax import data as data_lib
+from hybrid_jax import errors
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
@@ -40,14 +41,14 @@ def _optimizer(learning_rate: float, lr_schedule: str, warmup_steps: int, num_tr
     schedule = optax.constant_schedule(learning_rate)
   elif lr_schedule == 'warmup_cosine':
     if not 0 <= warmup_steps < num_train_steps:
-      raise ValueError(f'config.warmup_steps={warmup_steps} must be in [0, num_train_steps='
-                       f'{num_train_steps}).')
+      raise errors.ConfigError(f'config.warmup_steps={warmup_steps} must be in [0, num_train_steps='
+                               f'{num_train_steps}): set --config.warmup_steps.')
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
         decay_steps=num_train_steps, end_value=0.0)
   else:
-    raise ValueError(f"Unknown config.lr_schedule={lr_schedule!r}: use 'constant' or "
-                     "'warmup_cosine'.")
+    raise errors.ConfigError(f"Unknown config.lr_schedule={lr_schedule!r}: use 'constant' or "
+                             "'warmup_cosine'.")
   # Keras Adam defaults (the reference): b1=0.9, b2=0.999, eps=1e-7.
   if weight_decay > 0:  # Decoupled decay on kernels/embeddings only, never biases or scales.
     adam = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-7, weight_decay=weight_decay,
@@ -154,7 +155,7 @@ def run_eval(p_eval_step: Callable[..., Any], state: TrainState,
   for sums in device_sums:
     total = metrics_lib.add_sums(total, parallel.to_host(sums))
   if total is None:
-    raise ValueError('The eval split produced no batches: check config.dataset.eval_split.')
+    raise errors.DataError('The eval split produced no batches: check config.dataset.eval_split.')
   return metrics_lib.finalize(total, top_k, target_std)
 
 
@@ -196,8 +197,8 @@ class _Run:
              if self.regression else ['loss', 'accuracy'] + (
                  [f'top_{self.top_k}_accuracy'] if self.top_k else []))
     if self.best_metric not in names:
-      raise ValueError(f'config.best_metric={self.best_metric!r} is not an eval metric of this '
-                       f'task: use one of {names}.')
+      raise errors.ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of '
+                               f'this task: use one of {names}.')
     self.target_std = self.info.target_std if self.regression else None
     self.params_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
     self.sharding = parallel.replicated_sharding(self.devices)
@@ -220,7 +221,7 @@ def _check_finite(step: int, values: dict[str, float], last_saved: Optional[int]
   bad = {k: v for k, v in values.items() if k in ('loss', 'grad_norm') and not np.isfinite(v)}
   if bad:
     saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
-    raise FloatingPointError(
+    raise errors.NonFiniteError(
         f'Non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}; stopped '
         f'without saving ({saved}). Lower --config.learning_rate or set --config.grad_clip_norm.')
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hybrid_jax import errors
 from hybrid_jax.models.fusion import BRANCHES, FUSIONS, check_switches
 from hybrid_jax.models.sensor import SensorModel
 from hybrid_jax.models.text import TextModel
@@ -29,15 +30,15 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   m = config.model
   check_switches(m.branches, m.fusion)
   if m.dtype not in DTYPES:
-    raise ValueError(f'Unknown config.model.dtype={m.dtype!r}: use one of {tuple(DTYPES)}.')
+    raise errors.ConfigError(f'Unknown config.model.dtype={m.dtype!r}: use one of {tuple(DTYPES)}.')
   shared = dict(branches=m.branches, fusion=m.fusion, fusion_dim=m.fusion_dim,
                 dropout_rate=m.dropout_rate, dtype=DTYPES[m.dtype],
                 conv_features=tuple(m.conv_features), kernel_size=m.kernel_size,
                 lstm_units=m.lstm_units)
   if config.task == 'video':
     if not -m.num_frames <= m.key_frame_index < m.num_frames:
-      raise ValueError(f'config.model.key_frame_index={m.key_frame_index} is outside a clip of '
-                       f'{m.num_frames} frames: use 0..{m.num_frames - 1} (or negative from the end).')
+      raise errors.ConfigError(f'config.model.key_frame_index={m.key_frame_index} is outside a clip of '
+                               f'{m.num_frames} frames: use 0..{m.num_frames - 1} (or negative from the end).')
     return VideoModel(num_classes=m.num_classes, frame_shape=tuple(m.frame_shape),
                       key_frame_index=m.key_frame_index, **shared)
   if config.task == 'text':
@@ -45,7 +46,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
                      **shared)
   if config.task == 'sensor':
     return SensorModel(window_shape=tuple(m.window_shape), **shared)
-  raise ValueError(f'Unknown config.task={config.task!r}: use one of {TASKS}.')
+  raise errors.ConfigError(f'Unknown config.task={config.task!r}: use one of {TASKS}.')
 
 
 def dummy_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict[str, np.ndarray]:
@@ -58,4 +59,4 @@ def dummy_batch(config: ml_collections.ConfigDict, batch_size: int = 2) -> dict[
             'length': np.full((batch_size,), m.max_length, np.int32)}
   if config.task == 'sensor':
     return {'window': np.zeros((batch_size, *m.window_shape), np.float32)}
-  raise ValueError(f'Unknown config.task={config.task!r}: use one of {TASKS}.')
+  raise errors.ConfigError(f'Unknown config.task={config.task!r}: use one of {TASKS}.')

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax import errors
 from hybrid_jax.models import conv, fusion, lstm
 
 Array = jax.Array
@@ -26,7 +27,7 @@ class SensorModel(fusion.HybridModel):
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
     window_BTSF = batch['window']
     if tuple(window_BTSF.shape[1:]) != tuple(self.window_shape):
-      raise ValueError(
+      raise errors.ConfigError(
           f'Windows are {tuple(window_BTSF.shape[1:])} but config.model.window_shape='
           f'{tuple(self.window_shape)}: set --config.model.window_shape to match the data.')
     batch_size, time = window_BTSF.shape[:2]
