@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': accuracy / mae.
   config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
   config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
+  config.profile_steps = 0  # Trace this many train steps (after compiling) into workdir/tensorboard; 0: off.
 
   # Model switches shared by all tasks (the task file adds its layer sizes).
   config.model = ml_collections.ConfigDict()

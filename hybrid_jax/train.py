@@ -9,6 +9,7 @@
 Data flows one way: config -> data + model -> train state -> steps -> checkpoints / metrics.
 """
 
+import contextlib
 import copy
 import functools
 import json
@@ -196,6 +197,7 @@ class _Run:
     names = (['loss', 'mse', 'mae', 'rmse', 'mae_original_units', 'rmse_original_units']
              if self.regression else ['loss', 'accuracy'] + (
                  [f'top_{self.top_k}_accuracy'] if self.top_k else []))
+    self.eval_metric_names = names
     if self.best_metric not in names:
       raise errors.ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of '
                                f'this task: use one of {names}.')
@@ -251,6 +253,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                             process_count=jax.process_count())
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
   writer = reporting.MetricWriter(workdir, active=chief)
+  writer.write_hparams(reporting.flat_hparams(config.to_dict()),
+                       [f'eval/{name}' for name in run.eval_metric_names])
+  profiler = None
   try:
     latest = manager.latest_step()
     if latest is not None:
@@ -262,15 +267,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         params = checkpointing.load_params(config.init_checkpoint, run.abstract_state)
         state = state.replace(params=params)
         reporting.say(f'Initialised parameters from {config.init_checkpoint}.', chief)
-    return _train_loop(run, state, train_it, manager, writer, latest)
+    start = int(parallel.to_host(state.step))
+    profiler = reporting.StepProfiler(os.path.join(workdir, 'tensorboard'), config.profile_steps,
+                                      first_step=start + 2, active=chief)  # After compiling.
+    return _train_loop(run, state, train_it, manager, writer, latest, profiler)
   finally:
+    if profiler is not None:
+      profiler.stop()  # A run that ended inside the traced steps still writes its trace.
     manager.wait_until_finished()  # Async saves complete (and their errors surface) before exit.
     manager.close()
     writer.close()
 
 
 def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
-                last_saved: Optional[int]) -> dict[str, object]:
+                last_saved: Optional[int],
+                profiler: Optional[reporting.StepProfiler] = None) -> dict[str, object]:
   """The loop proper: steps, NaN checks, logging, eval, checkpoints (see `train_and_evaluate`)."""
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
@@ -282,8 +293,11 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
   eval_metrics = None
   while step < total:
     batch = parallel.shard_batch(next(train_it), num_local)
-    state, device_metrics = run.p_train(state, batch, run.dropout_key)
+    with profiler.step_context(step + 1) if profiler else contextlib.nullcontext():
+      state, device_metrics = run.p_train(state, batch, run.dropout_key)
     step += 1
+    if profiler:
+      profiler.after_step(step, device_metrics)
     if previous is not None:  # Check the step before (already done) without stalling dispatch.
       window.append(_host_metrics(*previous, last_saved))
     previous = (step, device_metrics)
