@@ -1,8 +1,8 @@
 """Picks JAX's platform before JAX starts: the CPU, quietly, where CUDA has no GPU to run on.
 
-`pip install 'hybrid_jax[cuda12]'` (the README's default) installs JAX's CUDA plugin. On a machine
-without an NVIDIA driver, JAX would try the plugin first, log a `cuInit(0) failed` traceback and fall
-back to the CPU. The entry points (`hybrid_jax.main`, `hybrid_jax.summary`, experiments/) call
+`pip install 'hybrid_jax[cuda12]'` (the README's default) installs JAX's CUDA plugin. On a
+machine without an NVIDIA driver, JAX would try the plugin first, log a `cuInit(0) failed` traceback
+and fall back to the CPU. The entry points (`hybrid_jax.main`, `hybrid_jax.summary`, experiments/) call
 `choose_platform()` before importing JAX: when JAX_PLATFORMS is unset, the CUDA plugin is installed
 and no NVIDIA driver is visible, it sets JAX_PLATFORMS=cpu. A machine with a driver (or a TPU, or a
 CPU-only install) is left to JAX's own choice, so a GPU machine still uses the GPU.

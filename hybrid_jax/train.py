@@ -268,8 +268,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state = state.replace(params=params)
         reporting.say(f'Initialised parameters from {config.init_checkpoint}.', chief)
     start = int(parallel.to_host(state.step))
-    profiler = reporting.StepProfiler(os.path.join(workdir, 'tensorboard'), config.profile_steps,
-                                      first_step=start + 2, active=chief)  # After compiling.
+    profiler = reporting.StepProfiler(os.path.join(workdir, 'tensorboard'),
+                                      config.get('profile_steps', 0), first_step=start + 2,
+                                      active=chief)  # Step start + 1 compiles.
     return _train_loop(run, state, train_it, manager, writer, latest, profiler)
   finally:
     if profiler is not None:

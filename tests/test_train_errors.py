@@ -1,8 +1,9 @@
-"""Only the project's own error types become one-line messages; every other exception keeps its traceback.
+"""Only the project's own error types become one-line messages; anything else keeps its traceback.
 
 Each user-fixable check raises a `hybrid_jax.errors` type with a one-line message (in process), and
 through the command line: a project error is one `error: ...` line, a NaN stop too, while a plain
-`ValueError` from inside training (a researcher's bug in a model they are editing) keeps its traceback.
+`ValueError` from inside training (a researcher's bug in a model they are editing) keeps its
+traceback.
 """
 
 import os
@@ -43,28 +44,33 @@ def _lr(**fields):
 
 
 CASES = {
-    'keep_checkpoints': (errors.ConfigError, lambda: checkpointing.create_manager('/tmp/x', 0, 'mae')),
-    'empty eval': (errors.DataError, lambda: metrics.finalize({'count': np.float32(0), 'loss': 0.0})),
+    'keep_checkpoints': (errors.ConfigError,
+                         lambda: checkpointing.create_manager('/tmp/x', 0, 'mae')),
+    'empty eval': (errors.DataError,
+                   lambda: metrics.finalize({'count': np.float32(0), 'loss': 0.0})),
     'no eval batches': (errors.DataError,
                         lambda: train.run_eval(None, None, [], 1, 0, None)),
     'branches': (errors.ConfigError, lambda: fusion.check_switches('all', 'concat')),
     'fusion': (errors.ConfigError, lambda: fusion.check_switches('both', 'sum')),
-    'dtype': (errors.ConfigError, lambda: models.create_model(_with(video, **{'model.dtype': 'f16'}))),
+    'dtype': (errors.ConfigError,
+              lambda: models.create_model(_with(video, **{'model.dtype': 'f16'}))),
     'key frame': (errors.ConfigError,
                   lambda: models.create_model(_with(video, **{'model.key_frame_index': 10}))),
     'task': (errors.ConfigError, lambda: models.create_model(_with(video, task='audio'))),
     'task (batch)': (errors.ConfigError, lambda: models.dummy_batch(_with(video, task='audio'))),
     'frame shape': (errors.ConfigError, lambda: models.create_model(video.get_config('smoke')).init(
         jax.random.key(0), {'clip': np.zeros((1, 10, 32, 32, 1), np.uint8)})),
-    'window shape': (errors.ConfigError, lambda: models.create_model(sensor.get_config('smoke')).init(
-        jax.random.key(0), {'window': np.zeros((1, 5, 3, 5), np.float32)})),
+    'window shape': (errors.ConfigError,
+                     lambda: models.create_model(sensor.get_config('smoke')).init(
+                         jax.random.key(0), {'window': np.zeros((1, 5, 3, 5), np.float32)})),
     'global batch': (errors.ConfigError,
                      lambda: parallel.per_process_batch_size(10, jax.devices(), 'batch_size')),
     'local batch': (errors.ConfigError, lambda: parallel.shard_batch({'x': np.zeros((8, 2))}, 3)),
     'warmup': (errors.ConfigError, _lr(lr_schedule='warmup_cosine', warmup_steps=10,
                                        num_train_steps=10)),
     'schedule': (errors.ConfigError, _lr(lr_schedule='linear')),
-    'variant': (errors.ConfigError, lambda: configs_common.apply_variant(sensor.get_config(), 'tiny')),
+    'variant': (errors.ConfigError,
+                lambda: configs_common.apply_variant(sensor.get_config(), 'tiny')),
 }
 
 

@@ -1,4 +1,4 @@
-"""Researcher conveniences: hyperparameters in TensorBoard beside the metrics, a jax.profiler trace."""
+"""Researcher conveniences: hyperparameters in TensorBoard beside the metrics; a profiler trace."""
 
 import glob
 import os
