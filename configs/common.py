@@ -6,6 +6,8 @@ Task files (video.py, text.py, sensor.py) import this `get_config()` and fill in
 
 import ml_collections
 
+from hybrid_jax import errors
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The shared fields with their defaults; task files override what their task needs."""
@@ -33,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
   config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
   config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
+  config.profile_steps = 0  # jax.profiler trace of N train steps into workdir/tensorboard; 0: off.
 
   # Model switches shared by all tasks (the task file adds its layer sizes).
   config.model = ml_collections.ConfigDict()
@@ -64,5 +67,6 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.eval_every_steps = 4
     config.checkpoint_every_steps = 2
   elif variant:
-    raise ValueError(f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
+    raise errors.ConfigError(
+        f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
   return config

@@ -11,12 +11,14 @@ Writes a markdown table to --out (default experiments/benchmark_input_pipeline_r
 import argparse
 import os
 import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hybrid_jax import platforms
 
-import jax  # pylint: disable=g-import-not-at-top
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -27,6 +29,7 @@ from configs import video
 import hybrid_jax.data as data
 from hybrid_jax import models
 from hybrid_jax import tasks
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 DATASETS = (('moving_digits', video), ('bbc_news', text), ('tweet_sentiment', text), ('weather_stations', sensor))
 

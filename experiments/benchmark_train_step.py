@@ -10,10 +10,11 @@ experiments/benchmark_input_pipeline.py compares its pipeline against this table
 import argparse
 import os
 import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -18,17 +18,22 @@ import os
 import sys
 import time
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hybrid_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hybrid_jax import cli
+from hybrid_jax import data
+from hybrid_jax import models
+from hybrid_jax import train
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 # (label, branches, fusion): each branch alone, then both branches under every fusion.
 VARIANTS = [('cnn only', 'cnn', 'concat'), ('lstm only', 'lstm', 'concat')] + [

@@ -1,8 +1,11 @@
 """Command-line plumbing shared by `hybrid_jax.main` and `hybrid_jax.summary`.
 
-Bad input (an unknown config key, a malformed override, a config or data that cannot work) ends the
-program with one line on stderr that says what to do, instead of a traceback. Set
-HYBRID_JAX_TRACEBACK=1 to see the full traceback.
+Bad input ends the program with one line on stderr that says what to do, instead of a traceback:
+errors while the flags and the config file are parsed (an unknown config key, a malformed override),
+and the project's own error types (`hybrid_jax.errors`: config, data, checkpoint, input, non-finite
+training) raised while the program runs. Any other exception is a bug (in hybrid_jax or in code a
+researcher is editing) and keeps its full traceback. Set HYBRID_JAX_TRACEBACK=1 to see the traceback
+of the one-line errors too.
 
 `--config.model.FIELD=None` sets a model field to None ("take it from the data") whatever the
 field's type: ml_collections cannot parse None for int or tuple fields, so such overrides are taken
@@ -17,12 +20,13 @@ from typing import Callable
 from absl import app
 from absl import flags
 
-from hybrid_jax.errors import ConfigError
+from hybrid_jax import errors
 
-# What config files and --config.x=y overrides raise while flags are parsed.
+# What config files and --config.x=y overrides raise while flags are parsed (ml_collections raises
+# these builtin types for a bad override or a missing file, so they are one line only in parsing).
 CONFIG_ERRORS = (ValueError, KeyError, AttributeError, TypeError, OSError)
-# What our own start-up validation raises for input a user can fix (configs, data, checkpoints).
-USER_ERRORS = (ValueError, OSError)
+# What becomes one line once the program runs: the project's own types, nothing else.
+USER_ERRORS = (errors.HybridJaxError,)
 
 
 def _one_line(error: BaseException) -> str:
@@ -51,11 +55,24 @@ def _set_none(config, path: str) -> None:
   config[leaf] = None
 
 
+def _raise_deferred_config_errors() -> None:
+  """ml_collections keeps a config file's load error (OSError) until the config is first used.
+
+  Raise it here, while flags are parsed, so that a missing or unreadable config file is a one-line
+  error like any other bad flag, not a traceback from wherever the config is first read.
+  """
+  for name in flags.FLAGS:
+    value = flags.FLAGS[name].value
+    if type(value).__name__ == '_ErrorConfig':  # ml_collections.config_flags' deferred error.
+      raise vars(value)['_error']
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   nones = [m for m in map(_NONE_OVERRIDE.match, argv) if m]
   argv = [a for a in argv if not _NONE_OVERRIDE.match(a)]
   try:
     rest = flags.FLAGS(argv)
+    _raise_deferred_config_errors()
     for match in nones:
       _set_none(flags.FLAGS[match.group(1)].value, match.group(2))
     return rest
@@ -68,14 +85,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except SyntaxError as error:  # A config file that does not parse (raised while it is imported).
     if os.environ.get('HYBRID_JAX_TRACEBACK'):
       raise
-    sys.exit(_one_line(ConfigError(
+    sys.exit(_one_line(errors.ConfigError(
         f'config file {error.filename}, line {error.lineno}: {error.msg}; fix the file.')))
 
 
 def run(main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
-  """`absl.app.run(main)` with one-line errors for flags, configs and user-fixable failures.
+  """`absl.app.run(main)` with one-line errors for flags, configs and the project's error types.
 
-  `extra_errors`: further exception types whose message is already what the user should read.
+  `extra_errors`: further exception types whose message is already what the user should read
+  (prefer raising a `hybrid_jax.errors` type).
   """
 
   def guarded_main(argv):

@@ -10,9 +10,13 @@
 
 import os
 
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from hybrid_jax.errors import ConfigError
 
@@ -72,5 +76,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from hybrid_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top  (device-free)
-  cli.run(main, extra_errors=(checkpointing.CheckpointError, FloatingPointError))
+  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
+  cli.run(main)

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hybrid_jax import errors
+
 # Eval metrics that are better when smaller (the rest are better when larger).
 LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'rmse', 'mae_original_units', 'rmse_original_units')
 
@@ -93,7 +95,8 @@ def finalize(sums: Mapping[str, np.ndarray], top_k: int = 0,
   """
   count = float(sums['count'])
   if count <= 0:
-    raise ValueError('No examples were evaluated: the eval split is empty.')
+    raise errors.DataError('No examples were evaluated: the eval split is empty; check '
+                           'config.dataset.eval_split.')
   out: dict[str, object] = {'loss': float(sums['loss']) / count, 'num_examples': int(count)}
   if 'correct' in sums:
     out['accuracy'] = float(sums['correct']) / count

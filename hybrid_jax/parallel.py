@@ -123,12 +123,12 @@ def shard_batch(batch: dict[str, np.ndarray], num_local_devices: int) -> dict[st
   """Splits each per-process array [B, ...] into [local_devices, B // local_devices, ...].
 
   Raises:
-    ValueError: one line naming the numbers when B does not divide by the local device count.
+    ConfigError: one line naming the numbers when B does not divide by the local device count.
   """
   def split(x):
     x = np.asarray(x)
     if x.shape[0] % num_local_devices:
-      raise ValueError(f'A batch of {x.shape[0]} examples does not split over '
+      raise ConfigError(f'A batch of {x.shape[0]} examples does not split over '
                        f'{num_local_devices} local devices: use a batch size divisible by it.')
     return x.reshape((num_local_devices, x.shape[0] // num_local_devices) + x.shape[1:])
   return jax.tree.map(split, batch)

@@ -4,12 +4,13 @@ Only process 0 writes anything (`MetricWriter(..., active=jax.process_index() ==
 processes get a writer that does nothing, so the train loop never branches on the process.
 """
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from hybrid_jax import metrics as metrics_lib
 
@@ -53,6 +54,22 @@ class MetricWriter:
     if 'confusion' in values:
       self._tb.add_text(f'{split}/confusion', format_confusion(values['confusion']), step)
 
+  def write_hparams(self, hparams: Mapping[str, object], metric_tags: Sequence[str]) -> None:
+    """Hyperparameters for TensorBoard's HParams dashboard, in the same event file as the metrics.
+
+    Args:
+      hparams: flat {name: bool | int | float | str} (see `flat_hparams`).
+      metric_tags: scalar tags the dashboard shows beside them, e.g. ['eval/accuracy'].
+    """
+    if not self.active:
+      return
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+    experiment, session_start, session_end = summary.hparams(
+        dict(hparams), {tag: 0.0 for tag in metric_tags})  # Values come from the logged scalars.
+    for proto in (experiment, session_start, session_end):
+      self._tb.file_writer.add_summary(proto)
+    self._tb.flush()
+
   def close(self) -> None:
     if self.active:
       self._tb.close()
@@ -76,6 +93,62 @@ def _truncate_after(path: str, step: int) -> None:
     with open(tmp, 'w', encoding='utf-8') as f:
       f.writelines(kept)
     os.replace(tmp, path)
+def flat_hparams(config: Mapping[str, object], prefix: str = '') -> dict[str, object]:
+  """A nested config as flat {'model.lstm_units': 64, ...} with HParams-friendly values.
+
+  bool, int, float and str stay as they are; None and sequences become their str().
+  """
+  out: dict[str, object] = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if hasattr(value, 'items'):
+      out.update(flat_hparams(value, f'{name}.'))
+    elif isinstance(value, (bool, int, float, str)):
+      out[name] = value
+    else:
+      out[name] = str(value)
+  return out
+
+
+class StepProfiler:
+  """Captures a `jax.profiler` trace of `num_steps` train steps into `log_dir` (process 0).
+
+  The trace starts at `first_step` (after compilation) and stops after its last step, once that
+  step's results are ready; open it with TensorBoard's profile plugin or Perfetto
+  (`<log_dir>/plugins/profile/<run>/*.trace.json.gz`).
+  """
+
+  def __init__(self, log_dir: str, num_steps: int, first_step: int, active: bool = True):
+    self.log_dir = log_dir
+    self.first_step = first_step
+    self.last_step = first_step + num_steps - 1
+    self.enabled = active and num_steps > 0
+    self.tracing = False
+
+  def step_context(self, step: int):
+    """Context around dispatching train step `step` (1-based); starts the trace at the first."""
+    import jax  # pylint: disable=g-import-not-at-top
+    if self.enabled and step == self.first_step and not self.tracing:
+      jax.profiler.start_trace(self.log_dir)
+      self.tracing = True
+    if self.tracing:
+      return jax.profiler.StepTraceAnnotation('train', step_num=step)
+    return contextlib.nullcontext()
+
+  def after_step(self, step: int, outputs) -> None:
+    """Stops the trace after the last traced step, when its outputs are computed."""
+    if self.tracing and step >= self.last_step:
+      self.stop(outputs)
+
+  def stop(self, outputs=None) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+    if self.tracing:
+      if outputs is not None:
+        jax.block_until_ready(outputs)
+      jax.profiler.stop_trace()
+      self.tracing = False
+      say(f'Wrote a profile of steps {self.first_step}-{self.last_step} to '
+          f'{os.path.join(self.log_dir, "plugins", "profile")}.')
 
 
 class Progress:

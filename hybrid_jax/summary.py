@@ -9,6 +9,11 @@ offline on first use); otherwise config.head='' means the input kind's default h
 
 from typing import Any
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 from ml_collections import config_flags
 import ml_collections
@@ -16,6 +21,7 @@ import ml_collections
 from hybrid_jax import cli
 from hybrid_jax import models
 from hybrid_jax import tasks
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/video.py.',
                                           lock_config=True)

@@ -9,6 +9,7 @@
 Data flows one way: config -> data + model -> train state -> steps -> checkpoints / metrics.
 """
 
+import contextlib
 import copy
 import functools
 import json
@@ -25,13 +26,12 @@ from flax.training import train_state as train_state_lib
 from hybrid_jax import checkpointing
 from hybrid_jax import config_validation
 from hybrid_jax import data as data_lib
+from hybrid_jax import errors
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
 from hybrid_jax import reporting
 from hybrid_jax import tasks
-from hybrid_jax.errors import ConfigError
-from hybrid_jax.errors import TrainingError
 
 TrainState = train_state_lib.TrainState
 
@@ -44,14 +44,14 @@ def _optimizer(learning_rate: float, lr_schedule: str, warmup_steps: int, num_tr
     schedule = optax.constant_schedule(learning_rate)
   elif lr_schedule == 'warmup_cosine':
     if not 0 <= warmup_steps < num_train_steps:
-      raise ValueError(f'config.warmup_steps={warmup_steps} must be in [0, num_train_steps='
-                       f'{num_train_steps}).')
+      raise errors.ConfigError(f'config.warmup_steps={warmup_steps} must be in [0, num_train_steps='
+                               f'{num_train_steps}): set --config.warmup_steps.')
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
         decay_steps=num_train_steps, end_value=0.0)
   else:
-    raise ValueError(f"Unknown config.lr_schedule={lr_schedule!r}: use 'constant' or "
-                     "'warmup_cosine'.")
+    raise errors.ConfigError(f"Unknown config.lr_schedule={lr_schedule!r}: use 'constant' or "
+                             "'warmup_cosine'.")
   # Keras Adam defaults (the reference): b1=0.9, b2=0.999, eps=1e-7.
   if weight_decay > 0:  # Decoupled decay on kernels/embeddings only, never biases or scales.
     adam = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-7, weight_decay=weight_decay,
@@ -159,7 +159,7 @@ def run_eval(p_eval_step: Callable[..., Any], state: TrainState,
     sums = p_eval_step(state, parallel.shard_batch(batch, num_local_devices))
     total = metrics_lib.add_sums(total, parallel.to_host(sums))
   if total is None:
-    raise ValueError('The eval split produced no batches: check config.dataset.eval_split.')
+    raise errors.DataError('The eval split produced no batches: check config.dataset.eval_split.')
   return metrics_lib.finalize(total, top_k, target_std)
 
 
@@ -199,8 +199,9 @@ class _Run:
     self.top_k = config.top_k if num_classes and 0 < config.top_k < num_classes else 0
     self.best_metric = config.best_metric or self.head.best_metric
     names = self.head.eval_metrics(self.top_k)
+    self.eval_metric_names = names
     if self.best_metric not in names:
-      raise ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of the '
+      raise errors.ConfigError(f'config.best_metric={self.best_metric!r} is not an eval metric of the '
                         f'{self.head.name} head: use one of {names}.')
     self.target_std = self.info.target_std if self.regression else None
     self.params_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
@@ -228,7 +229,7 @@ def _check_finite(step: int, values: dict[str, float], last_saved: Optional[int]
 
 def _diverged(step: int, what: str, last_saved: Optional[int]) -> None:
   saved = f'the last checkpoint is step {last_saved}' if last_saved else 'no checkpoint was saved'
-  raise TrainingError(
+  raise errors.TrainingError(
       f'Non-finite {what} at step {step}; stopped without saving ({saved}). Lower '
       '--config.learning_rate or set --config.grad_clip_norm.')
 
@@ -293,16 +294,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
   # Records past the restored step are replayed now: drop them (metrics.jsonl and TensorBoard).
   writer = reporting.MetricWriter(workdir, active=chief, resume_step=latest or 0)
+  writer.write_hparams(reporting.flat_hparams(config.to_dict()),
+                       [f'eval/{name}' for name in run.eval_metric_names])
+  start = int(parallel.to_host(state.step))
+  profiler = reporting.StepProfiler(os.path.join(workdir, 'tensorboard'),
+                                    config.get('profile_steps', 0), first_step=start + 2,
+                                    active=chief)  # Step start + 1 compiles.
   try:
-    return _train_loop(run, state, train_it, manager, writer, latest)
+    return _train_loop(run, state, train_it, manager, writer, latest, profiler)
   finally:
+    profiler.stop()  # A run that ended inside the traced steps still writes its trace.
     checkpointing.finish(manager)  # Async saves complete, manifests are written, errors surface.
     manager.close()
     writer.close()
 
 
 def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
-                last_saved: Optional[int]) -> dict[str, object]:
+                last_saved: Optional[int],
+                profiler: Optional[reporting.StepProfiler] = None) -> dict[str, object]:
   """The loop proper: steps, NaN checks, logging, eval, checkpoints (see `train_and_evaluate`)."""
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
@@ -315,8 +324,11 @@ def _train_loop(run: _Run, state: TrainState, train_it, manager, writer,
   eval_metrics = None
   while step < total:
     batch = parallel.shard_batch(next(train_it), num_local)
-    state, device_metrics = run.p_train(state, batch, run.dropout_key)
+    with profiler.step_context(step + 1) if profiler else contextlib.nullcontext():
+      state, device_metrics = run.p_train(state, batch, run.dropout_key)
     step += 1
+    if profiler:
+      profiler.after_step(step, device_metrics)
     if previous is not None:  # Check the step before (already done) without stalling dispatch.
       window.append(_host_metrics(*previous, last_saved))
     previous = (step, device_metrics)

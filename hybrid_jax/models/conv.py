@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax.errors import ConfigError
+
 Array = jax.Array
 
 
@@ -60,7 +62,7 @@ class SensorCNN(nn.Module):
   @nn.compact
   def __call__(self, series_BTC: Array, lengths_B: Array | None = None) -> Array:
     if self.pooling not in ('flatten', 'global_max'):
-      raise ValueError(f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'.")
+      raise ConfigError(f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'.")
     keep_odd = self.pooling == 'global_max'
     x = series_BTC
     for i, features in enumerate(self.conv_features):

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax import errors
+
 Array = jax.Array
 
 BRANCHES = ('both', 'cnn', 'lstm')
@@ -41,11 +43,11 @@ class Fusion(nn.Module):
       return nn.relu(sum(projected))
     if self.kind == 'gated':
       if len(projected) != 2:
-        raise ValueError(f"fusion='gated' mixes exactly 2 branches, got {len(projected)}.")
+        raise errors.ConfigError(f"fusion='gated' mixes exactly 2 branches, got {len(projected)}.")
       gate = nn.sigmoid(nn.Dense(self.dim, dtype=self.dtype, name='gate')(
           jnp.concatenate(branch_features, axis=-1)))
       return gate * projected[0] + (1 - gate) * projected[1]
-    raise ValueError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
+    raise errors.ConfigError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
 
 
 class FusionHead(nn.Module):
@@ -98,6 +100,6 @@ class HybridModel(nn.Module):
 def check_switches(branches: str, fusion: str) -> None:
   """One-line errors for unknown branch or fusion switches."""
   if branches not in BRANCHES:
-    raise ValueError(f'Unknown config.model.branches={branches!r}: use one of {BRANCHES}.')
+    raise errors.ConfigError(f'Unknown config.model.branches={branches!r}: use one of {BRANCHES}.')
   if fusion not in FUSIONS:
-    raise ValueError(f'Unknown config.model.fusion={fusion!r}: use one of {FUSIONS}.')
+    raise errors.ConfigError(f'Unknown config.model.fusion={fusion!r}: use one of {FUSIONS}.')

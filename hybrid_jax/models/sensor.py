@@ -5,6 +5,7 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax
 
+from hybrid_jax import errors
 from hybrid_jax.models import conv, fusion, lstm
 
 Array = jax.Array
@@ -40,7 +41,7 @@ class SensorModel(fusion.HybridModel):
     shape = tuple(window_BT_.shape[1:])
     expected = tuple(self.window_shape)
     if shape[1:] != expected[1:] or (self.pooling == 'flatten' and shape[0] != expected[0]):
-      raise ValueError(
+      raise errors.ConfigError(
           f'Windows are {shape} but config.model.window_shape={expected}: set '
           '--config.model.window_shape to match the data.')
     batch_size, time = window_BT_.shape[:2]

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax import errors
 from hybrid_jax.models import conv, fusion, lstm
 
 Array = jax.Array
@@ -33,7 +34,7 @@ class VideoModel(fusion.HybridModel):
     clip_BTHWC = _as_float(batch['clip'], self.dtype)
     batch_size, time = clip_BTHWC.shape[:2]
     if tuple(clip_BTHWC.shape[2:]) != tuple(self.frame_shape):
-      raise ValueError(
+      raise errors.ConfigError(
           f'Clip frames are {tuple(clip_BTHWC.shape[2:])} but config.model.frame_shape='
           f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.')
     frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name='frame_cnn')

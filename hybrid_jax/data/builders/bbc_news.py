@@ -39,5 +39,5 @@ class BbcNews(text_builder.TextClassificationBuilder):
           text = raw.decode('latin-1')
         rows.append((f'{topic}/{path.stem}', text, topic))
     if len(rows) != 2225:
-      raise ValueError(f'Expected 2,225 BBC articles in {root}, found {len(rows)}.')
+      raise common.DataError(f'Expected 2,225 BBC articles in {root}, found {len(rows)}.')
     return rows

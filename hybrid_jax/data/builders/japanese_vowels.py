@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hybrid_jax.data.builders import common
+from hybrid_jax.errors import DataError
 
 TRAIN_TS = common.VendoredFile(
     'JapaneseVowels_TRAIN.ts', sha256='68a430eabd919cc77f40b1f5f3bc0dcafacc1486bca9260785aeb7d262cc78cd')
@@ -27,11 +28,11 @@ SPEAKERS = tuple(f'speaker_{i}' for i in range(1, 10))
 VALIDATION_EVERY = 5  # Every 5th train utterance of a speaker is validation.
 
 
-def read_ts(path) -> tuple[list[np.ndarray], np.ndarray]:
-  """A multivariate .ts file -> (series float32 [time, channels] each, labels int64 [n] from 0)."""
+def read_ts(text: str) -> tuple[list[np.ndarray], np.ndarray]:
+  """A multivariate .ts file's text -> (series float32 [time, channels] each, labels int64 [n] from 0)."""
   series, labels = [], []
   in_data = False
-  for line in path.read_text(encoding='utf-8').splitlines():
+  for line in text.splitlines():
     line = line.strip()
     if not line or line.startswith('#'):
       continue
@@ -55,10 +56,10 @@ class JapaneseVowelsConfig(tfds.core.BuilderConfig):
 
 def load_splits(per_speaker: int | None = None) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
   """{'train', 'validation', 'test'}: (series, labels), in file order."""
-  train_x, train_y = read_ts(TRAIN_TS.verified_path())
-  test_x, test_y = read_ts(TEST_TS.verified_path())
+  train_x, train_y = read_ts(TRAIN_TS.read_bytes().decode('utf-8'))
+  test_x, test_y = read_ts(TEST_TS.read_bytes().decode('utf-8'))
   if (len(train_x), len(test_x)) != (270, 370) or {s.shape[1] for s in train_x + test_x} != {CHANNELS}:
-    raise ValueError('JapaneseVowels files do not hold 270 / 370 series of 12 channels.')
+    raise DataError('JapaneseVowels files do not hold 270 / 370 series of 12 channels.')
   rank = np.zeros(len(train_y), np.int64)  # Position of each utterance among its speaker's.
   for speaker in range(len(SPEAKERS)):
     rank[train_y == speaker] = np.arange(np.sum(train_y == speaker))

