@@ -146,9 +146,32 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   items = {'state': ocp.args.StandardRestore(abstract_state)}
   if data_iterator is not None:
     items['data'] = grain_checkpoint.CheckpointRestore(data_iterator)
+  return _restore(manager, step, items)['state']
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+  """Only the parameters of the train state saved at `step`: no optimizer state is read or built.
+
+  Args:
+    manager: from `create_manager`.
+    step: a saved step (see `resolve_step`).
+    abstract_params: the model's `params` tree of `jax.ShapeDtypeStruct`s with shardings (the
+      target devices); fixes structure, shapes and dtypes.
+
+  Raises:
+    CheckpointError: as `restore`.
+  """
+  item = {'params': abstract_params}
+  args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(item))
+  return _restore(manager, step, {'state': args})['state']['params']
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, items: dict[str, Any]) -> Any:
+  """`manager.restore` of `items` at `step`; any failure becomes a one-line CheckpointError."""
   path = os.path.join(str(manager.directory), str(step))
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # pylint: disable=broad-except
     pylogging.getLogger('asyncio').addFilter(_QUIET_ABANDONED_READS)
     text = str(e).strip()
@@ -165,7 +188,6 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
               'checkpoint, or use a fresh --workdir')
     raise CheckpointError(f'Could not restore checkpoint {path} ({type(e).__name__}: {detail}); '
                           f'{hint}.') from e
-  return restored['state']
 
 
 def load_params(path: str, abstract_state: Any) -> Any:

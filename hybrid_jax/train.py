@@ -24,6 +24,7 @@ from flax.training import train_state as train_state_lib
 
 from hybrid_jax import checkpointing
 from hybrid_jax import data as data_lib
+from hybrid_jax import inference
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
@@ -246,6 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
+    inference.save_spec(config, workdir)  # What hybrid_jax.load needs to predict without the data.
   train_it = data_lib.create_train_iterator(config, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
