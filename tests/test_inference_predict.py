@@ -303,3 +303,32 @@ def test_predict_cli(text_run, tmp_path):
   empty = _predict_cli([f'--workdir={text_run}', '--input=-'], stdin='\n')
   assert empty.returncode != 0 and 'Traceback' not in empty.stderr
   assert empty.stderr.strip().splitlines()[-1] == 'error: stdin has no text: give one text per line.'
+
+
+@pytest.mark.parametrize('task', ['text', 'video'])
+def test_catalog_runs_describe_their_inputs(task, tmp_path):
+  """imdb_reviews / ucf101 (mock data): the spec turns raw catalog inputs into the eval inputs."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from hybrid_jax.data import catalog  # pylint: disable=g-import-not-at-top
+  config = (text if task == 'text' else video).get_config('smoke')
+  config.dataset.data_dir = str(tmp_path)
+  if task == 'text':
+    config.dataset.name, key = 'imdb_reviews', 'text'
+    config.model.num_classes, config.model.vocab_size = None, 30
+  else:
+    config.dataset.name, key = 'ucf101', 'video'
+    config.model.num_classes, config.model.frame_shape, config.model.num_frames = 101, (16, 16, 1), 3
+  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+    data_lib.load_info(config)
+    spec = inference.build_spec(config)
+    records = datasets.resolve(config).builder.as_data_source(split='test')
+    raw = [records[i][key] for i in range(len(records))]
+    expected = _eval_inputs(config)
+  if task == 'text':
+    raw = [catalog._as_str(r) for r in raw]  # pylint: disable=protected-access
+    assert len(spec['input']['vocab']) == 30
+  else:
+    assert spec['input']['resample'] and raw[0].shape[1:] != (16, 16, 1)
+  batch = raw_inputs.kind(task).batch(raw, spec['input'])
+  for name, value in expected.items():
+    np.testing.assert_array_equal(batch[name], value)
