@@ -6,8 +6,8 @@
   python -m hybrid_jax.predict --workdir=workdirs/sensor --checkpoint=latest --input=windows.npz
 
 Inputs: text runs read text lines (blank lines are skipped; `line` in the output is the 1-based
-line number); video and sensor runs read `.npy` (an array [N, ...] of N examples) or `.npz` (each
-array one example, or a stack of them; `name` in the output is the array's name). Outputs:
+line number); video and sensor runs read `.npy` (an array [N, ...] of N examples, or one example)
+or `.npz` (each array one example, or a stack of them; `name` in the output is the array's name). Outputs:
 classification {"line"|"index", "label", "probabilities": {name: p}}; regression {"index",
 "value"} in the target's original units.
 """
@@ -64,15 +64,18 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
   except ValueError:
     raise InputError(f'{name} is not a .npy or .npz file: {task} runs read numpy arrays '
                      '(np.save / np.savez).') from None
+  example_ndim = {'video': 4, 'sensor': 3}.get(task)  # [T, H, W, C] clips, [T, S, F] windows.
   if isinstance(loaded, np.ndarray):
-    return list(loaded) if loaded.ndim else [loaded], [('index', i) for i in range(len(loaded))]
+    inputs = [loaded] if loaded.ndim == example_ndim else list(loaded) if loaded.ndim else []
+    if not inputs:
+      raise InputError(f'{name} holds no examples: give an array [N, ...] with N >= 1.')
+    return inputs, [('index', i) for i in range(len(inputs))]
   inputs, ids = [], []
   with loaded:
     if not loaded.files:
       raise InputError(f'{name} holds no arrays: give a .npz with one array per example.')
     for key in loaded.files:
       array = loaded[key]
-      example_ndim = {'video': 4, 'sensor': 3}.get(task, array.ndim)
       if array.ndim == example_ndim + 1:  # A stack of examples.
         inputs.extend(array)
         ids.extend(('name', f'{key}[{i}]') for i in range(len(array)))
