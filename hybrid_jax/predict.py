@@ -24,13 +24,19 @@ from absl import flags
 from absl import logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A trained run directory (holds inference.json and checkpoints/).')
-flags.DEFINE_string('checkpoint', 'best', "'best' (by the run's best_metric), 'latest' or a step.")
-flags.DEFINE_string('input', None, "Input file, or '-' for stdin: text lines (text runs), .npy or "
-                    '.npz arrays (video and sensor runs).')
-flags.DEFINE_enum('format', 'jsonl', ['jsonl', 'csv'], 'Output: one JSON line or CSV row per input.')
-flags.DEFINE_integer('batch_size', 64, 'Inputs per compiled call (the last one is padded).')
-flags.mark_flags_as_required(['workdir', 'input'])
+
+
+def define_flags() -> None:
+  """The command's flags (defined when run as a program, so importing this module defines none)."""
+  flags.DEFINE_string('workdir', None, 'A trained run directory (holds inference.json and '
+                      'checkpoints/).')
+  flags.DEFINE_string('checkpoint', 'best', "'best' (by the run's best_metric), 'latest' or a step.")
+  flags.DEFINE_string('input', None, "Input file, or '-' for stdin: text lines (text runs), .npy "
+                      'or .npz arrays (video and sensor runs).')
+  flags.DEFINE_enum('format', 'jsonl', ['jsonl', 'csv'], 'Output: one JSON line or CSV row per '
+                    'input.')
+  flags.DEFINE_integer('batch_size', 64, 'Inputs per compiled call (the last one is padded).')
+  flags.mark_flags_as_required(['workdir', 'input'])
 
 
 def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]:
@@ -121,4 +127,5 @@ def main(argv):
 if __name__ == '__main__':
   from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
   from hybrid_jax.errors import HybridJaxError  # pylint: disable=g-import-not-at-top
+  define_flags()
   cli.run(main, extra_errors=(HybridJaxError,))

@@ -328,3 +328,30 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
   batch = raw_inputs.kind(task).batch(raw, spec['input'])
   for name, value in expected.items():
     np.testing.assert_array_equal(batch[name], value)
+
+
+def test_predict_cli_reads_files_and_writes_csv(tmp_path):
+  import io  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import predict  # pylint: disable=g-import-not-at-top  (defines no flags)
+  windows = np.arange(2 * 4 * 3 * 1, dtype=np.float32).reshape(2, 4, 3, 1)
+  np.save(tmp_path / 'batch.npy', windows)
+  np.save(tmp_path / 'one.npy', windows[0])
+  np.savez(tmp_path / 'named.npz', a=windows[0], b=windows)
+  inputs, ids = predict.read_inputs(str(tmp_path / 'batch.npy'), 'sensor')
+  assert len(inputs) == 2 and ids == [('index', 0), ('index', 1)]
+  np.testing.assert_array_equal(inputs[1], windows[1])
+  inputs, ids = predict.read_inputs(str(tmp_path / 'one.npy'), 'sensor')  # One example.
+  assert len(inputs) == 1 and inputs[0].shape == (4, 3, 1)
+  inputs, ids = predict.read_inputs(str(tmp_path / 'named.npz'), 'sensor')
+  assert [i for _, i in ids] == ['a', 'b[0]', 'b[1]'] and len(inputs) == 3
+  (tmp_path / 'empty.npy').write_bytes(b'')
+  (tmp_path / 'text.npy').write_text('not numpy')
+  for name, message in {'empty.npy': 'is empty', 'text.npy': 'not a .npy or .npz',
+                        'missing.npy': 'Cannot read'}.items():
+    with pytest.raises(InputError, match=message) as e:
+      predict.read_inputs(str(tmp_path / name), 'video')
+    _one_line(e)
+  out = io.StringIO()
+  rows = [{'label': 'b', 'probabilities': {'a': 0.25, 'b': 0.75}}]
+  predict.write_rows(rows, [('line', 3)], ('a', 'b'), 'csv', out)
+  assert out.getvalue() == 'line,label,p_a,p_b\n3,b,0.25,0.75\n'
