@@ -22,6 +22,7 @@ import json
 import logging as pylogging
 import os
 import sys
+import types
 from typing import Any, Optional, Union
 
 import jax
@@ -377,8 +378,15 @@ def _read(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   items = {'state': ocp.args.StandardRestore(abstract_state)}
   if data_iterator is not None:
     items['data'] = grain_checkpoint.CheckpointRestore(data_iterator)
+  restored, problem = _read_items(manager, step, items)
+  return (None if restored is None else restored['state']), problem
+
+
+def _read_items(manager: ocp.CheckpointManager, step: int,
+                items: dict[str, Any]) -> tuple[Any, Optional[str]]:
+  """(restored items, None) or (None, why orbax could not read them)."""
   try:
-    return manager.restore(step, args=ocp.args.Composite(**items))['state'], None
+    return manager.restore(step, args=ocp.args.Composite(**items)), None
   except Exception as e:  # pylint: disable=broad-except  (reported, never matched on its text)
     _silence_abandoned_reads()
     text = str(e).strip()
@@ -456,6 +464,36 @@ def set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
       target, suffix = os.path.join(target_root, f'{step}.{suffix}'), suffix + 1
     os.replace(step_dir(manager, step), target)
     _warn(f'moved damaged checkpoint {step_dir(manager, step)} to {target} (not deleted).')
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any,
+                   config: Optional[Any] = None) -> Any:
+  """Only the parameters of the train state saved at `step`: no optimizer state is read or built.
+
+  The step is verified first, as by `restore` (fingerprint when `config` is given, checksums,
+  parameter names and shapes); then orbax restores the `params` subtree alone (partial restore).
+
+  Args:
+    manager: from `create_manager`.
+    step: a saved step (see `resolve_step`).
+    abstract_params: the model's `params` tree of `jax.ShapeDtypeStruct`s with shardings (the
+      target devices); fixes structure, shapes and dtypes.
+    config: the run's config, to compare with the step's stored fingerprint (None: not compared).
+
+  Raises:
+    CheckpointError: as `restore`.
+  """
+  problem = _check_step(manager, step, types.SimpleNamespace(params=abstract_params), config,
+                        'Checkpoint')
+  if problem is None:
+    item = {'params': abstract_params}
+    args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item))
+    restored, problem = _read_items(manager, step, {'state': args})
+    if problem is None:
+      return restored['state']['params']
+  raise CheckpointError(f'Checkpoint {step_dir(manager, step)} is damaged: {problem}; choose '
+                        'another step (--checkpoint=latest skips damaged ones).')
 
 
 def load_params(path: str, abstract_state: Any) -> Any:

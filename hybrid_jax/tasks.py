@@ -119,6 +119,11 @@ class InputKind:
     adjustable: data fields a config may set differently (the pipeline adapts), with their minimum.
     default_head: the head when config.head='' and no data has been read (model summaries).
     catalog_feature: the tfds feature class name that marks a TFDS catalog dataset of this kind.
+    saved_metadata: (config, dataset metadata) -> the JSON-able part of the metadata its decoder
+      reads, which a run stores (inference.json) to decode raw inputs without the dataset.
+    raw_shape: (config) -> the shape one raw input must have for prediction (None entries: any
+      size), or None when raw inputs are not arrays (text).
+    raw_description: (config) -> what one raw input is, in words (messages, the predict CLI).
   """
   name: str
   config_file: str
@@ -130,6 +135,10 @@ class InputKind:
   adjustable: dict[str, int] = dataclasses.field(default_factory=dict)
   default_head: str = 'classification'
   catalog_feature: str | None = None
+  saved_metadata: Callable[[ml_collections.ConfigDict, Metadata], dict[str, Any]] = (
+      lambda config, metadata: {})
+  raw_shape: Callable[[ml_collections.ConfigDict], tuple | None] = lambda config: None
+  raw_description: Callable[[ml_collections.ConfigDict], str] = lambda config: ''
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -150,8 +159,8 @@ def metadata_value(metadata: Metadata, key: str, what: str):
 class VideoDecoder:
   """A clip [time, height, width, channels] -> {'clip': uint8 [num_frames, *frame_shape]}.
 
-  Float clips are read as [0, 1] intensities. A clip of another shape is resampled: `num_frames`
-  evenly spaced frames, nearest-neighbour resize, RGB -> luma (ITU-R 601) or grey -> RGB.
+  Integer clips are pixels 0..255; float clips are read as [0, 1] intensities. A clip of another
+  shape is resampled: `num_frames` evenly spaced frames, nearest-neighbour resize, RGB -> luma (ITU-R 601) or grey -> RGB.
   `key`: the record feature holding the clip.
   """
 
@@ -163,7 +172,9 @@ class VideoDecoder:
     clip = np.asarray(clip)
     if clip.ndim != 4 or 0 in clip.shape or clip.shape[-1] not in (1, 3):
       raise InputError(f'A clip must be [time, height, width, 1 or 3 channels], got {clip.shape}.')
-    if clip.dtype != np.uint8:
+    if np.issubdtype(clip.dtype, np.integer) and clip.dtype != np.uint8:
+      clip = np.clip(clip, 0, 255).astype(np.uint8)  # Integer pixels 0..255.
+    elif clip.dtype != np.uint8:
       clip = np.clip(np.rint(clip.astype(np.float32) * 255), 0, 255).astype(np.uint8)
     if clip.shape != self.shape:
       clip = _resample(clip, self.shape)
@@ -294,6 +305,16 @@ def _sensor_decoder(config, metadata):
   return SensorDecoder(config.model.window_shape, metadata.get('feature_mean'), metadata.get('feature_std'))
 
 
+def _sensor_raw_shape(config) -> tuple:
+  """Fixed windows (pooling='flatten') take exactly window_shape; others any time >= 1."""
+  time, *channels = config.model.window_shape
+  return (time if config.model.get('pooling', 'flatten') == 'flatten' else None, *channels)
+
+
+def _shape_str(shape) -> str:
+  return '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
+
+
 INPUT_KINDS = {
     'video': InputKind(
         name='video', config_file='configs/video.py',
@@ -304,7 +325,11 @@ INPUT_KINDS = {
         data_fields=lambda meta: {
             'frame_shape': tuple(metadata_value(meta, 'frame_shape', '[height, width, channels]')),
             'num_frames': int(metadata_value(meta, 'num_frames', 'frames per clip'))},
-        catalog_feature='Video'),
+        catalog_feature='Video',
+        raw_shape=lambda config: (config.model.num_frames, *config.model.frame_shape),
+        raw_description=lambda config: (
+            f'clips {_shape_str((config.model.num_frames, *config.model.frame_shape))} '
+            '[time, height, width, channels]: uint8 pixels, or floats in [0, 1]')),
     'text': InputKind(
         name='text', config_file='configs/text.py',
         batch_keys={'tokens': np.int32, 'length': np.int32},
@@ -315,7 +340,13 @@ INPUT_KINDS = {
                                                      (metadata or {}).get('vocab')),
         data_fields=_text_fields,
         adjustable={'vocab_size': 3, 'max_length': 1},  # PAD, OOV, >= 1 word; >= 1 token.
-        catalog_feature='Text'),
+        catalog_feature='Text',
+        # Ids >= vocab_size become OOV anyway: only the first vocab_size words are needed.
+        saved_metadata=lambda config, meta: {
+            'vocab': list(metadata_value(meta, 'vocab', 'the train vocabulary')[:config.model.vocab_size])},
+        raw_description=lambda config: (
+            f'texts (str; tokenized, cut at {config.model.max_length} tokens, vocabulary of '
+            f'{config.model.vocab_size})')),
     'sensor': InputKind(
         name='sensor', config_file='configs/sensor.py',
         batch_keys={'window': np.float32, 'length': np.int32},
@@ -325,7 +356,13 @@ INPUT_KINDS = {
         decoder=_sensor_decoder,
         data_fields=lambda meta: {'window_shape': tuple(
             metadata_value(meta, 'window_shape', '[max time steps, *channels]'))},
-        default_head='regression'),
+        default_head='regression',
+        saved_metadata=lambda config, meta: {
+            k: np.asarray(meta[k], np.float32).tolist() for k in ('feature_mean', 'feature_std')
+            if meta and meta.get(k) is not None},
+        raw_shape=_sensor_raw_shape,
+        raw_description=lambda config: (
+            f'series {_shape_str(_sensor_raw_shape(config))} [time, *channels] in original units')),
 }
 
 

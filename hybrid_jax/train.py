@@ -27,6 +27,7 @@ from hybrid_jax import checkpointing
 from hybrid_jax import config_validation
 from hybrid_jax import data as data_lib
 from hybrid_jax import errors
+from hybrid_jax import inference
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import models
 from hybrid_jax import parallel
@@ -282,11 +283,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state = state.replace(params=checkpointing.load_params(config.init_checkpoint,
                                                              run.abstract_state))
       message = f'Initialised parameters from {config.init_checkpoint}.'
+  spec = inference.build_spec(config) if chief else None  # What `hybrid_jax.load` needs.
   # Accepted: from here on the run writes.
   if chief:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
+    inference.save_spec(workdir, spec)
   if message:
     reporting.say(message, chief)
   if damaged:

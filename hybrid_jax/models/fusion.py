@@ -93,8 +93,8 @@ class HybridModel(nn.Module):
 
   def head_kwargs(self) -> dict[str, Any]:
     """Keyword arguments of `FusionHead` that come from the shared fields."""
-    return dict(num_outputs=self.num_outputs, regression=self.regression, fusion=self.fusion, fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate,
-                dtype=self.dtype)
+    return dict(num_outputs=self.num_outputs, regression=self.regression, fusion=self.fusion,
+                fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate, dtype=self.dtype)
 
 
 def check_switches(branches: str, fusion: str) -> None:
