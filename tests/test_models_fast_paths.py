@@ -1,12 +1,16 @@
 """Fast paths are the same model: cuDNN LSTM packing and the video frame CNN formulations."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import rnn
 
-from hybrid_jax.models import lstm
+from configs import video
+from hybrid_jax import models
+from hybrid_jax.models import conv, lstm
 
 UNITS = 7
 
@@ -94,3 +98,57 @@ def test_packed_path_keeps_float32_under_bfloat16_compute():
   exact = lstm.LSTM(UNITS, implementation='scan').apply(
       variables, x.astype(jnp.bfloat16).astype(jnp.float32), lengths)
   np.testing.assert_allclose(packed, exact, atol=1e-6, rtol=1e-5)
+
+
+def perturbed(variables, scale=0.1):
+  """Parameters moved off their initial values (non-zero biases), the same for every formulation."""
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape)
+                                   for p, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize('features,kernel_size,shape', [
+    ((32, 64), 3, (3, 16, 16, 3)), ((8,), 5, (2, 7, 9, 2)), ((4, 6), 3, (2, 10, 6, 1))])
+def test_frame_cnn_formulations_are_the_same_function(features, kernel_size, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  modules = {f: conv.FrameCNN(features, kernel_size, formulation=f)
+             for f in conv.FRAME_CNN_FORMULATIONS}
+  inits = {f: m.init(jax.random.key(1), x) for f, m in modules.items()}
+  reference = inits['conv_relu_pool']
+  for f in modules:  # Same parameter names, shapes and initial values.
+    assert jax.tree.structure(inits[f]) == jax.tree.structure(reference)
+    for a, b in zip(jax.tree.leaves(inits[f]), jax.tree.leaves(reference)):
+      np.testing.assert_array_equal(a, b)
+  variables = perturbed(reference)
+  expected = modules['conv_relu_pool'].apply(variables, x)
+  loss = lambda f, v, x: jnp.sum(modules[f].apply(v, x) ** 2)
+  expected_grads = jax.grad(functools.partial(loss, 'conv_relu_pool'), argnums=(0, 1))(variables, x)
+  for f in modules:
+    np.testing.assert_allclose(modules[f].apply(variables, x), expected, atol=1e-6, rtol=1e-6)
+    grads = jax.grad(functools.partial(loss, f), argnums=(0, 1))(variables, x)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+  with pytest.raises(ValueError, match='formulation'):
+    conv.FrameCNN(formulation='patches').init(jax.random.key(0), x)
+
+
+def test_video_model_formulations_agree_and_keep_the_reference_parameter_count():
+  config = video.get_config()
+  config.model.update(frame_shape=(64, 64, 3), num_classes=10, num_frames=2)
+  model = models.create_model(config)
+  clip = np.random.default_rng(0).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
+  batch = {'clip': clip, 'length': np.array([2, 1], np.int32)}
+  variables = model.init(jax.random.key(0), batch)
+  assert sum(p.size for p in jax.tree.leaves(variables)) == 4_394_826
+  variables = perturbed(variables, 0.02)
+  outs, grads = [], []
+  for formulation, batching in [('conv_relu_pool', 'batched'), ('pool_first', 'batched'),
+                                ('pool_first', 'per_frame')]:
+    m = model.clone(frame_cnn_formulation=formulation, frame_cnn_batching=batching)
+    outs.append(m.apply(variables, batch))
+    grads.append(jax.grad(lambda v: jnp.sum(jax.nn.log_softmax(m.apply(v, batch))[:, 0]))(variables))
+  for out, grad in zip(outs[1:], grads[1:]):
+    np.testing.assert_allclose(out, outs[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grads[0])):
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
