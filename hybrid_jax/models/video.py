@@ -34,7 +34,7 @@ class VideoModel(fusion.HybridModel):
   conv_features: Sequence[int] = (32, 64)
   # How the frame CNN is computed; every choice gives the same values (speed and memory only).
   frame_cnn_formulation: str = 'pool_first'  # One of conv.FRAME_CNN_FORMULATIONS.
-  frame_cnn_batching: str = 'batched'  # One of FRAME_CNN_BATCHINGS.
+  frame_cnn_batching: str = 'per_frame'  # One of FRAME_CNN_BATCHINGS.
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
