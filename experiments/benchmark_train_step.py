@@ -175,7 +175,8 @@ def main_reference(args) -> None:
     if variant != 'before' and case in before:
       ratio = f'{r["examples_per_sec"] / before[case]["examples_per_sec"]:.2f}'
     lines.append(f'| {case} | {variant} | {r["batch_size"]} | {steps} | '
-                 f'{r["examples_per_sec"]:.1f} | {ratio} | {r["cpu_s_per_step"]:.2f} | {r["compile_s"]:.1f} | '
+                 f'{r["examples_per_sec"]:.1f} | {ratio} | {r["cpu_s_per_step"]:.3g} | '
+                 f'{r["compile_s"]:.1f} | '
                  f'{r["peak_rss_gb"]:.2f} |')
   write_table(lines, args)
 
