@@ -1,15 +1,30 @@
-"""Train-step throughput per default config: the pace the input pipeline has to beat.
+"""Train-step throughput: the default configs, or the reference shapes with before/after variants.
 
 Times the real pmapped `train.train_step` (the same compiled function the train loop uses) on a
 fixed in-memory batch, so the number is model + optimizer only, no data loading. The data stream's
-experiments/benchmark_input_pipeline.py compares its pipeline against this table (>= 3x needed).
+experiments/benchmark_input_pipeline.py compares its pipeline against the default table (>= 3x).
 
   JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py [--steps 20] [--out FILE.md]
+  JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py --reference [--cases video_b32_t8,...]
+      [--variants after,before] [--windows 5] [--out FILE.md]
+
+`--reference` runs the reference shapes (frames 64x64x3, LSTM(64), 10 classes; text vocab
+10,000 x 100, length 50; sensor 20x4) at the batch sizes of the peer comparison, each case and
+variant in a fresh subprocess (one at a time), and reports examples/s (median over timed windows),
+the process CPU seconds per step (all threads: steadier than wall time on a shared machine), the
+first step's time (compile + one step) and the child's peak RSS. Variant 'after' is the code as
+it is; 'before' is the previous formulation kept for the equality tests (video: the frame CNN's
+literal conv -> ReLU -> pool order on one batch of all frames), measured in the same run so that
+ratios survive a noisy machine; 'batched' and 'per_frame' name the video alternatives explicitly.
 """
 
 import argparse
+import json
 import os
 import platform
+import resource
+import subprocess
+import sys
 import time
 
 from hybrid_jax import platforms
@@ -21,6 +36,31 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import sensor, text, video  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hybrid_jax import models, parallel, tasks, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIGS = {'video': video, 'text': text, 'sensor': sensor}
+# The reference shapes (the parameter counts of tests/test_models_shapes.py).
+REFERENCE_MODEL = {
+    'video': dict(frame_shape=(64, 64, 3), num_classes=10),
+    'text': dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5),
+    'sensor': dict(window_shape=(20, 4, 1)),
+}
+# case name -> (task, batch size, extra model fields).
+REFERENCE_CASES = {
+    'video_b32_t8': ('video', 32, dict(num_frames=8)),
+    'video_b32_t16': ('video', 32, dict(num_frames=16)),
+    'video_b256_t8': ('video', 256, dict(num_frames=8)),
+    'text_b32': ('text', 32, {}),
+    'text_b256': ('text', 256, {}),
+    'sensor_b32': ('sensor', 32, {}),
+    'sensor_b256': ('sensor', 256, {}),
+}
+# variant -> task -> fields of the model's dataclass to override (the previous formulation).
+VARIANTS = {
+    'after': {},
+    'before': {'video': dict(frame_cnn_formulation='conv_relu_pool', frame_cnn_batching='batched')},
+    'batched': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='batched')},
+    'per_frame': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='per_frame')},
+}
 
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -41,11 +81,18 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[s
   return batch
 
 
-def benchmark(config, steps: int) -> dict[str, float]:
-  """Compiles once, warms up, then times `steps` steps; returns steps/s and examples/s."""
+def benchmark(config, steps: int, windows: int = 1, model_overrides: dict | None = None
+              ) -> dict[str, float]:
+  """Compiles once, warms up, then times `windows` windows of `steps` steps each.
+
+  Returns examples/s of the median window (and steps/s), the first step's seconds (compile + run)
+  and the batch size.
+  """
   devices = tuple(jax.devices())
   p_train, _ = train.make_steps(devices, tasks.head(config).name, 0)
   model = models.create_model(config)
+  if model_overrides:
+    model = model.clone(**model_overrides)
   state = parallel.replicate(train.create_train_state(config, model, jax.random.key(0)), devices)
   batch = parallel.shard_batch(synthetic_batch(config, config.batch_size,
                                                np.random.default_rng(0)), len(devices))
@@ -57,23 +104,90 @@ def benchmark(config, steps: int) -> dict[str, float]:
   for _ in range(2):  # Warm-up.
     state, metrics = p_train(state, batch, key)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = p_train(state, batch, key)
-  jax.block_until_ready((state, metrics))
-  elapsed = time.perf_counter() - start
+  window_s = []
+  cpu_start = time.process_time()
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = p_train(state, batch, key)
+    jax.block_until_ready((state, metrics))
+    window_s.append(time.perf_counter() - start)
+  cpu_s_per_step = (time.process_time() - cpu_start) / (windows * steps)
+  elapsed = float(np.median(window_s))
   return {'batch_size': config.batch_size, 'steps_per_sec': steps / elapsed,
-          'examples_per_sec': steps * config.batch_size / elapsed, 'compile_s': compile_s}
+          'examples_per_sec': steps * config.batch_size / elapsed, 'compile_s': compile_s,
+          'cpu_s_per_step': cpu_s_per_step}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=20, help='Timed steps per config.')
-  parser.add_argument('--out', default=None, help='Also write the table to this markdown file.')
-  args = parser.parse_args()
+def reference_config(case: str):
+  task, batch_size, extra = REFERENCE_CASES[case]
+  config = CONFIGS[task].get_config()
+  config.model.update(**REFERENCE_MODEL[task], **extra)
+  config.batch_size = batch_size
+  return config
+
+
+def run_child(case: str, variant: str, steps: int, windows: int) -> dict[str, float]:
+  """One case and variant in this process; adds the peak RSS (GB) of the process."""
+  config = reference_config(case)
+  task = REFERENCE_CASES[case][0]
+  result = benchmark(config, steps, windows, VARIANTS[variant].get(task))
+  result['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+  return result
+
+
+def steps_for(case: str, seconds: float = 4.0) -> int:
+  """Steps per timed window, so that a window lasts a few seconds on a 2-core CPU."""
+  guess = {'video_b32_t8': 1, 'video_b32_t16': 1, 'video_b256_t8': 1, 'text_b32': 40,
+           'text_b256': 8, 'sensor_b32': 200, 'sensor_b256': 60}[case]
+  return max(1, int(guess * seconds / 4.0))
+
+
+def main_reference(args) -> None:
+  cases = args.cases.split(',') if args.cases else list(REFERENCE_CASES)
+  variants = args.variants.split(',')
+  unknown = [c for c in cases if c not in REFERENCE_CASES] + [v for v in variants if v not in VARIANTS]
+  if unknown:
+    sys.exit(f'Unknown case or variant {unknown}: cases are {list(REFERENCE_CASES)}, variants '
+             f'{list(VARIANTS)}.')
   rows = []
-  for name, module in (('video', video), ('text', text), ('sensor', sensor)):
-    result = benchmark(module.get_config(), args.steps)
+  for case in cases:
+    task = REFERENCE_CASES[case][0]
+    for variant in variants:
+      if variant != 'after' and task not in VARIANTS[variant]:
+        continue  # Nothing changed for this task: 'before' would be the same code.
+      steps = args.steps or steps_for(case)
+      command = [sys.executable, os.path.abspath(__file__), '--child', case, variant, str(steps),
+                 str(args.windows)]
+      child = subprocess.run(command, capture_output=True, text=True, check=False)
+      if child.returncode != 0:
+        sys.exit(f'{case} {variant} failed:\n{child.stderr[-3000:]}')
+      result = json.loads(child.stdout.strip().splitlines()[-1])
+      rows.append((case, variant, steps, result))
+      print(f'{case} {variant}: {result["examples_per_sec"]:.1f} examples/s, first step '
+            f'{result["compile_s"]:.1f} s, peak RSS {result["peak_rss_gb"]:.2f} GB', flush=True)
+  before = {case: r for case, v, _, r in rows if v == 'before'}
+  header = (f'Train-step throughput at the reference shapes ({jax.device_count()} '
+            f'{jax.devices()[0].platform} device(s), {os.cpu_count()} cores, '
+            f'{platform.processor() or platform.machine()}, jax {jax.__version__}, '
+            f'python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end)')
+  lines = [header, '', '| case | variant | batch | steps/window | examples/s | x before | '
+           'CPU s/step | first step s | peak RSS GB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for case, variant, steps, r in rows:
+    ratio = ''
+    if variant != 'before' and case in before:
+      ratio = f'{r["examples_per_sec"] / before[case]["examples_per_sec"]:.2f}'
+    lines.append(f'| {case} | {variant} | {r["batch_size"]} | {steps} | '
+                 f'{r["examples_per_sec"]:.1f} | {ratio} | {r["cpu_s_per_step"]:.3g} | '
+                 f'{r["compile_s"]:.1f} | '
+                 f'{r["peak_rss_gb"]:.2f} |')
+  write_table(lines, args)
+
+
+def main_defaults(args) -> None:
+  rows = []
+  for name, module in CONFIGS.items():
+    result = benchmark(module.get_config(), args.steps or 20, args.windows)
     rows.append((name, result))
     print(f'{name}: {result["examples_per_sec"]:.0f} examples/s', flush=True)
   header = (f'Train-step throughput (default configs, {jax.device_count()} '
@@ -85,12 +199,36 @@ def main():
   for name, r in rows:
     lines.append(f'| {name} | {r["batch_size"]} | {r["steps_per_sec"]:.2f} | '
                  f'{r["examples_per_sec"]:.0f} | {r["compile_s"]:.1f} |')
+  write_table(lines, args)
+
+
+def write_table(lines: list[str], args) -> None:
   table = '\n'.join(lines)
   print(table)
   if args.out:
     with open(args.out, 'w', encoding='utf-8') as f:
       f.write(table + '\n\nCommand: `JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py '
-              f'--steps {args.steps} --out {args.out}`\n')
+              f'{" ".join(sys.argv[1:])}`\n')
+
+
+def main():
+  if len(sys.argv) > 1 and sys.argv[1] == '--child':
+    case, variant, steps, windows = sys.argv[2:6]
+    print(json.dumps(run_child(case, variant, int(steps), int(windows))), flush=True)
+    return
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--steps', type=int, default=0,
+                      help='Timed steps per window (default: 20; with --reference, per case).')
+  parser.add_argument('--windows', type=int, default=1, help='Timed windows; the median is reported.')
+  parser.add_argument('--reference', action='store_true', help='Reference shapes and variants.')
+  parser.add_argument('--cases', default='', help=f'With --reference: subset of {list(REFERENCE_CASES)}.')
+  parser.add_argument('--variants', default='after,before', help=f'With --reference: of {list(VARIANTS)}.')
+  parser.add_argument('--out', default=None, help='Also write the table to this markdown file.')
+  args = parser.parse_args()
+  if args.reference:
+    main_reference(args)
+  else:
+    main_defaults(args)
 
 
 if __name__ == '__main__':

@@ -33,13 +33,56 @@ class ConvPoolFlatten(nn.Module):
     return x.reshape(x.shape[0], -1)
 
 
-class FrameCNN(ConvPoolFlatten):
+FRAME_CNN_FORMULATIONS = ('pool_first', 'conv_relu_pool')
+
+
+class FrameCNN(nn.Module):
   """[batch, height, width, channels] -> [batch, features].
 
-  Defaults reproduce the reference: Conv32-3x3 -> MaxPool2 -> Conv64-3x3 -> MaxPool2 -> Flatten.
+  Defaults reproduce the reference: Conv32-3x3 -> MaxPool2 -> Conv64-3x3 -> MaxPool2 -> Flatten
+  (each convolution with bias and ReLU; parameters `conv_{i}/{kernel, bias}` as `nn.Conv`'s).
+
+  `formulation` picks how the same function is computed:
+  - 'pool_first' (default): convolution without bias -> MaxPool2 -> bias -> ReLU. Max-pooling
+    commutes with adding a per-channel bias and with ReLU (both are monotone, rounding included), so
+    the values are identical, while the bias, the ReLU and their gradients touch a 4x smaller tensor
+    and the backward pass keeps fewer full-resolution activations (less time and memory on CPU).
+  - 'conv_relu_pool': the literal order, `nn.Conv` -> ReLU -> MaxPool2 (the equality tests' reference).
   """
   conv_features: Sequence[int] = (32, 64)
-  spatial_dims: int = 2
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+  formulation: str = 'pool_first'
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    if self.formulation not in FRAME_CNN_FORMULATIONS:
+      raise ValueError(f'Unknown FrameCNN formulation {self.formulation!r}: use one of '
+                       f'{FRAME_CNN_FORMULATIONS}.')
+    window = (self.kernel_size, self.kernel_size)
+    for i, features in enumerate(self.conv_features):
+      if self.formulation == 'conv_relu_pool':
+        x = nn.Conv(features, window, padding='SAME', dtype=self.dtype, name=f'conv_{i}')(x)
+        x = max_pool2(nn.relu(x), 2)
+        continue
+      kernel, bias = _ConvParams(window + (x.shape[-1], features), name=f'conv_{i}')()
+      x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+      x = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x = nn.relu(max_pool2(x, 2) + bias)
+    return x.reshape(x.shape[0], -1)
+
+
+class _ConvParams(nn.Module):
+  """Declares `nn.Conv`'s parameters (names, shapes, initialisers) without applying the layer."""
+  kernel_shape: Sequence[int]
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.kernel_shape),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.kernel_shape[-1],), jnp.float32)
+    return kernel, bias
 
 
 class SensorCNN(nn.Module):

@@ -11,6 +11,10 @@ from hybrid_jax.models import conv, fusion, lstm
 
 Array = jax.Array
 
+# 'batched': one CNN call on all batch·time frames; 'per_frame': one call per time step (a Python
+# loop, so XLA can free each step's activations sooner: less peak memory at large batches).
+FRAME_CNN_BATCHINGS = ('batched', 'per_frame')
+
 
 class VideoModel(fusion.HybridModel):
   """[CNN(key frame), LSTM(CNN(frame_t) for t in clip)] -> fusion -> Dense softmax logits.
@@ -28,6 +32,9 @@ class VideoModel(fusion.HybridModel):
   frame_shape: Sequence[int] = (64, 64, 3)
   key_frame_index: int = 0
   conv_features: Sequence[int] = (32, 64)
+  # How the frame CNN is computed; every choice gives the same values (speed and memory only).
+  frame_cnn_formulation: str = 'pool_first'  # One of conv.FRAME_CNN_FORMULATIONS.
+  frame_cnn_batching: str = 'per_frame'  # One of FRAME_CNN_BATCHINGS.
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
@@ -37,12 +44,19 @@ class VideoModel(fusion.HybridModel):
       raise errors.ConfigError(
           f'Clip frames are {tuple(clip_BTHWC.shape[2:])} but config.model.frame_shape='
           f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.')
-    frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name='frame_cnn')
+    frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype,
+                              self.frame_cnn_formulation, name='frame_cnn')
     features = []
     frame_features_BTF = None
     if self.uses('lstm'):
-      frame_features_BTF = frame_cnn(
-          clip_BTHWC.reshape(batch_size * time, *clip_BTHWC.shape[2:])).reshape(batch_size, time, -1)
+      if self.frame_cnn_batching == 'per_frame':
+        frame_features_BTF = jnp.stack([frame_cnn(clip_BTHWC[:, t]) for t in range(time)], axis=1)
+      elif self.frame_cnn_batching == 'batched':
+        frame_features_BTF = frame_cnn(clip_BTHWC.reshape(
+            batch_size * time, *clip_BTHWC.shape[2:])).reshape(batch_size, time, -1)
+      else:
+        raise ValueError(f'Unknown frame_cnn_batching {self.frame_cnn_batching!r}: use one of '
+                         f'{FRAME_CNN_BATCHINGS}.')
     if self.uses('cnn'):
       if 'frame' in batch:
         features.append(frame_cnn(_as_float(batch['frame'], self.dtype)))
