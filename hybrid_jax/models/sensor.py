@@ -32,10 +32,10 @@ class SensorModel(fusion.HybridModel):
     batch_size, time = window_BTSF.shape[:2]
     series_BTC = window_BTSF.reshape(batch_size, time, -1).astype(self.dtype)
     features = []
-    if self.uses('cnn'):
-      features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype, name='cnn')(
+    for name in self.copies('cnn'):
+      features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
           series_BTC))
-    if self.uses('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(series_BTC))
+    for name in self.copies('lstm'):
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(series_BTC))
     return fusion.FusionHead(
         1, regression=True, **self.head_kwargs(), name='head')(features, train=train)
