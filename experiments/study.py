@@ -83,17 +83,21 @@ class DatasetSpec:
   overrides: config fields set on top, e.g. {'dataset.name': 'tweet_sentiment'}.
   margin: equivalence margin of the decision rule, in the primary metric's units.
   seeds: default number of seeds (0..seeds-1); arms: default arms; lrs: default learning rates.
+  evals_per_run: default validation evaluations (and checkpoints) per run.
   """
   config: str
   overrides: dict
   margin: float
   seeds: int = 10
+  evals_per_run: int = 10
   arms: tuple[str, ...] = ALL_ARMS
   lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    'moving_digits': DatasetSpec('video', {}, margin=0.01, seeds=5, arms=VIDEO_ARMS),
+    # An eval of 1,600 validation clips costs ~20-60 s on CPU, a tenth of a run: 5 per run.
+    'moving_digits': DatasetSpec('video', {}, margin=0.01, seeds=5, arms=VIDEO_ARMS,
+                                 evals_per_run=5),
     'bbc_news': DatasetSpec('text', {}, margin=0.01),
     'tweet_sentiment': DatasetSpec(
         'text', {'dataset.name': 'tweet_sentiment', 'model.num_classes': 3}, margin=0.01),
@@ -113,7 +117,7 @@ class Protocol:
   seeds: Optional[Sequence[int]] = None  # None: range(each dataset's default).
   lrs: Optional[Sequence[float]] = None
   steps: dict = dataclasses.field(default_factory=dict)  # dataset -> num_train_steps.
-  evals_per_run: int = 10
+  evals_per_run: Optional[int] = None  # None: each dataset's default.
   train_split: str = 'train[:90%]'
   validation_split: str = 'train[90%:]'
   test_split: str = 'test'
@@ -145,7 +149,7 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
     config[section][name] = value
   name = config.dataset.name + (f'/{protocol.builder_config}' if protocol.builder_config else '')
   steps = int(protocol.steps.get(dataset, config.num_train_steps))
-  every = max(1, steps // max(1, protocol.evals_per_run))
+  every = max(1, steps // max(1, protocol.evals_per_run or spec.evals_per_run))
   config.dataset.update(name=name, train_split=protocol.train_split,
                         eval_split=protocol.validation_split)
   if protocol.data_dir:
@@ -246,8 +250,10 @@ def _prune(config, workdir: str, result: dict, keep: str) -> None:
   """Deletes every checkpoint except the best one (keep='best'); nothing with keep='all'."""
   if keep != 'best' or result.get('best_step') is None:
     return
-  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-    return
+  directory = checkpointing.checkpoint_dir(workdir)
+  if not os.path.isdir(directory) or sorted(
+      d for d in os.listdir(directory) if d.isdigit()) == [str(result['best_step'])]:
+    return  # Nothing to delete (the common case when a finished study is re-run).
   manager = _manager(workdir, config, read_only=False)
   try:
     for step in manager.all_steps():
@@ -338,6 +344,10 @@ def predict_split(config, workdir: str, step: int, split: str, zero: Optional[in
   return outputs
 
 
+def _num_examples(outputs: dict[str, np.ndarray]) -> int:
+  return len(outputs['label' if 'label' in outputs else 'target'])
+
+
 def metric_of(outputs: dict[str, np.ndarray]) -> float:
   """Accuracy, or MAE in original units, from `predict_split` outputs."""
   if 'probs' in outputs:
@@ -371,7 +381,7 @@ def test_run(config, workdir: str, result: dict, redundancy: bool, protocol: Pro
   np.savez(os.path.join(workdir, 'test_outputs.npz'), **outputs)
   rng = np.random.default_rng(0)
   record = {'fingerprint': result['fingerprint'], 'step': step, 'split': split,
-            'metric': metric_of(outputs), 'num_examples': len(next(iter(outputs.values()))),
+            'metric': metric_of(outputs), 'num_examples': _num_examples(outputs),
             'sampling_ci': sampling_ci(outputs, rng)}
   if redundancy and len(features) == 2:
     n = len(features[0])
@@ -466,7 +476,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     for k in range(len(seeds)):
       ens = ensemble_outputs([outputs[m][k] for m in study_arms.ENSEMBLE_MEMBERS])
       tests['ensemble'].append({'metric': metric_of(ens), 'sampling_ci': sampling_ci(ens, rng),
-                                'num_examples': len(ens['label' if 'label' in ens else 'target'])})
+                                'num_examples': _num_examples(ens)})
 
   summary = {
       'dataset': dataset, 'metric': metric, 'lower_is_better': lower, 'margin': spec.margin,
@@ -532,7 +542,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
                     '(default 3e-4,1e-3,3e-3).', **f)
   flags.DEFINE_list('steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).',
                     **f)
-  flags.DEFINE_integer('evals_per_run', 10, 'Validation evaluations (and checkpoints) per run.', **f)
+  flags.DEFINE_integer('evals_per_run', None, 'Validation evaluations (and checkpoints) per run '
+                       "(default: each dataset's own, 10; video 5).", **f)
   flags.DEFINE_bool('validation_from_train', True, 'Carve validation from train (train[:90%] / '
                     'train[90%:]); turn off once the datasets ship a validation split.', **f)
   flags.DEFINE_string('train_split', None, 'Train split (overrides --validation_from_train).', **f)

@@ -169,7 +169,10 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
               f'{len(summary["seeds"])} seeds: {a["min_holm_p"]:.4f}.', '']
   red = a['redundancy']
   if red:
-    ci = lambda v: '{:.3f} [{:.3f}, {:.3f}]'.format(*study_stats.mean_ci(v))  # pylint: disable=unnecessary-lambda-assignment
+
+    def ci(values):
+      return '{:.3f} [{:.3f}, {:.3f}]'.format(*study_stats.mean_ci(values))
+
     intact = summary['test']['concat']
     lines += ['## Redundancy of the concat model (test, mean [95% CI] over seeds)', '',
               f'Branch feature widths: CNN {red["widths"][0]}, LSTM {red["widths"][1]}.', '',

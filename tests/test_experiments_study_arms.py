@@ -25,7 +25,10 @@ FLAT = 12 * 64  # 768 CNN features after MaxPool2 of 24 steps.
 
 def test_branch_copies_have_exact_parameter_counts():
   config = sensor.get_config()
-  count = lambda **fields: arms.count_params(arms.with_model(config, **fields))  # pylint: disable=unnecessary-lambda-assignment
+
+  def count(**fields):
+    return arms.count_params(arms.with_model(config, **fields))
+
   assert count(branches='cnn') == CONV + FLAT + 1
   assert count(branches='both') == CONV + LSTM + FLAT + 32 + 1
   assert count(branches='cnn+cnn') == 2 * CONV + 2 * FLAT + 1
