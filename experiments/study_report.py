@@ -129,7 +129,10 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       f'examples). {summary["steps"]} steps per run; learning rate per arm chosen from '
       f'{", ".join(f"{x:g}" for x in summary["lrs"])} by mean best-validation {metric}; the kept '
       f'checkpoint of each run is the best on validation; test evaluated once per selected run. '
-      f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order).', '',
+      f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order)'
+      + ('' if summary['selection_seeds'] == summary['seeds'] else
+         f'; learning rates chosen on seeds {", ".join(map(str, summary["selection_seeds"]))} only, '
+         'the other seeds run at the chosen rate') + '.', '',
       f'## Arms: test {metric} {arrow}', '',
       '| arm | params | chosen lr | validation (mean) | test mean [95% CI over seeds] | seed sd '
       '| test-set sampling ± (95%, one run) | s / run |',
