@@ -68,7 +68,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   assert summary['test']['concat'][1] == test['metric']
 
   # The ensemble averages the members' aligned predictions.
-  members = [study.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
+  members = [study.study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
              for arm in ('cnn', 'lstm')]
   expected = np.mean(np.abs((members[0]['prediction'] + members[1]['prediction']) / 2 -
                             members[0]['target'])) * members[0]['scale']
@@ -95,7 +95,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   def no_training(*args, **kwargs):
     raise AssertionError('a finished run was trained again')
 
-  monkeypatch.setattr(study.train, 'train_and_evaluate', no_training)
+  monkeypatch.setattr(study.study_runs.train, 'train_and_evaluate', no_training)
   [again] = study.run_study(protocol)
   assert again['test'] == summary['test'] and again['chosen_lr'] == summary['chosen_lr']
   monkeypatch.undo()
@@ -123,7 +123,7 @@ def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
   workdir.mkdir()
   (workdir / 'result.json').write_text(json.dumps({'fingerprint': 'something else'}))
   with pytest.raises(study.ConfigError, match='another config'):
-    study.train_run(base, str(workdir))
+    study.study_runs.train_run(base, str(workdir))
 
 
 def test_train_order_depends_only_on_the_seed(tiny_data_dir):
