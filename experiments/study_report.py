@@ -210,17 +210,23 @@ def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
   if not rows:
     return None
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+  fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
   y = np.arange(len(rows))[::-1]
-  means = np.array([r['mean'] for r in rows])
-  err = np.array([[r['mean'] - r['low'] for r in rows], [r['high'] - r['mean'] for r in rows]])
-  ax.axvspan(-summary['margin'], summary['margin'], color='0.9', label=f'±{summary["margin"]:g}')
+  ax.axvspan(-summary['margin'], summary['margin'], color='0.9',
+             label=f'equivalence margin ±{summary["margin"]:g}')
   ax.axvline(0, color='0.4', lw=1)
-  ax.errorbar(means, y, xerr=err, fmt='o', color='C0', capsize=3)
+  for primary, marker, label in ((True, 'o', 'primary comparison'), (False, 's', 'other')):
+    idx = [i for i, r in enumerate(rows) if r['primary'] == primary]
+    if idx:
+      ax.errorbar([rows[i]['mean'] for i in idx], y[idx], fmt=marker, capsize=3,
+                  color='C0' if primary else 'C7', label=label,
+                  xerr=[[rows[i]['mean'] - rows[i]['low'] for i in idx],
+                        [rows[i]['high'] - rows[i]['mean'] for i in idx]])
   ax.set_yticks(y, [r['label'] for r in rows])
-  ax.set_xlabel(f'concat − arm, test {summary["metric"]} (> 0: concat better), 95% CI over seeds')
-  ax.set_title(f'{summary["dataset"]}: {summary["analysis"]["verdict"]}', fontsize=10)
-  ax.legend(loc='best', fontsize=8)
+  ax.set_xlabel(f'concat − arm, test {summary["metric"]} (> 0: concat better), 95% CI over '
+                f'{len(summary["seeds"])} seeds')
+  ax.set_title(f'{summary["dataset"]}: concat {summary["analysis"]["verdict"]}', fontsize=9)
+  ax.legend(loc='best', fontsize=7)
   fig.tight_layout()
   path = os.path.join(results_dir, f'study_{summary["dataset"]}_forest.png')
   fig.savefig(path, dpi=110)
