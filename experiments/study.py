@@ -271,6 +271,29 @@ def provenance(protocol: Protocol) -> dict:
           'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 
+def plan(protocol: Protocol) -> str:
+  """What the protocol will train, per dataset: runs per arm and how many are already finished."""
+  lines = []
+  for dataset in protocol.datasets:
+    if dataset not in DATASETS:
+      raise ConfigError(f'Unknown --datasets entry {dataset!r}: use any of {sorted(DATASETS)}.')
+    spec = DATASETS[dataset]
+    config = importlib.import_module(f'configs.{spec.config}').get_config(protocol.config_variant)
+    seeds = list(protocol.seeds if protocol.seeds is not None else range(spec.seeds))
+    lrs = protocol.lrs or spec.lrs
+    k = min(len(seeds), protocol.selection_seeds or spec.selection_seeds or len(seeds))
+    trained = [a for a in (protocol.arms or spec.arms) if study_arms.ARMS[a].trained]
+    per_arm = len(lrs) * k + len(seeds) - k
+    done = sum(os.path.exists(os.path.join(protocol.study_dir, dataset, a, r, 'result.json'))
+               for a in trained if os.path.isdir(os.path.join(protocol.study_dir, dataset, a))
+               for r in os.listdir(os.path.join(protocol.study_dir, dataset, a)))
+    lines.append(f'{dataset}: {len(trained)} trained arms x {per_arm} runs ({len(lrs)} rates x {k} '
+                 f'selection seeds + {len(seeds) - k} more seeds) = {len(trained) * per_arm} runs '
+                 f'of {protocol.steps.get(dataset, config.num_train_steps)} steps; {done} finished. '
+                 f'Arms: {", ".join(trained)}.')
+  return '\n'.join(lines)
+
+
 def run_study(protocol: Protocol) -> list[dict]:
   """Every dataset of the protocol, then the summary across datasets."""
   os.makedirs(protocol.study_dir, exist_ok=True)
@@ -304,6 +327,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   flags.DEFINE_string('config_variant', '', "Config variant of every task, e.g. 'smoke'.", **f)
   flags.DEFINE_string('builder_config', '', "Builder config of every dataset, e.g. 'tiny'.", **f)
   flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: TFDS's).", **f)
+  flags.DEFINE_bool('plan', False, 'Only print what would be trained (runs per dataset), then stop.',
+                    **f)
   flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
   flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
   flags.DEFINE_string('results_dir', os.path.join(ROOT, 'experiments', 'results'),
@@ -336,7 +361,10 @@ def protocol_from_flags(args, argv: Sequence[str]) -> Protocol:
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)
-  run_study(protocol_from_flags(flags.FLAGS, sys.argv))
+  protocol = protocol_from_flags(flags.FLAGS, sys.argv)
+  print(plan(protocol), flush=True)
+  if not flags.FLAGS.plan:
+    run_study(protocol)
 
 
 if __name__ == '__main__':

@@ -163,3 +163,14 @@ def test_flags_map_onto_the_protocol():
   values(['study.py', '--steps=bbc_news'])
   with pytest.raises(study.ConfigError, match='dataset=N'):
     study.protocol_from_flags(values, ['study.py'])
+
+
+def test_plan_counts_the_runs_of_the_grid(tmp_path):
+  study = load_study()
+  protocol = study.Protocol(study_dir=str(tmp_path), results_dir=str(tmp_path),
+                            datasets=['weather_stations'], arms=['cnn', 'lstm', 'concat', 'ensemble'],
+                            seeds=[0, 1, 2], lrs=[1e-3, 3e-3], selection_seeds=1)
+  # 3 trained arms x (2 rates x 1 selection seed + 2 more seeds at the chosen rate).
+  assert '= 12 runs' in study.plan(protocol) and '0 finished' in study.plan(protocol)
+  protocol.selection_seeds = None
+  assert '= 18 runs' in study.plan(protocol)
