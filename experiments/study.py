@@ -209,8 +209,8 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
       workdir = run_dir(protocol, dataset, arm, lr, seed)
       result = runs[arm, lr, seed]
       if result['best_step'] is None:
-        raise ValueError(f'{dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
-                         'rate; drop that rate from --lrs.')
+        raise ConfigError(f'{dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
+                          'rate; drop that rate from --lrs.')
       config = copy.deepcopy(configs[arm])
       config.update(learning_rate=lr, seed=seed)
       tests[arm].append(study_runs.test_run(config, workdir, result, arm == 'concat',

@@ -114,8 +114,9 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
       manager.close()
     values = dict(curve)
     if best_step not in values:
-      raise ValueError(f'{workdir}: best checkpoint step {best_step} has no eval line in '
-                       'metrics.jsonl; the run directory is inconsistent, delete it.')
+      raise checkpointing.CheckpointError(
+          f'{workdir}: best checkpoint step {best_step} has no eval line in metrics.jsonl; the run '
+          'directory is inconsistent: delete it and run the study again.')
     val_best = values[best_step]
   result = {'fingerprint': fp, 'seconds': time.perf_counter() - start,
             'params': study_arms.count_params(config), 'diverged': diverged,
@@ -288,7 +289,8 @@ def ensemble_outputs(members: Sequence[dict[str, np.ndarray]]) -> dict[str, np.n
   truth = 'label' if key == 'probs' else 'target'
   for m in members[1:]:
     if not np.array_equal(m[truth], first[truth]):  # Trust nothing read back: same examples, order.
-      raise ValueError('Ensemble members were evaluated on different test examples.')
+      raise ConfigError('Ensemble members were evaluated on different test examples: re-run the '
+                        'study with one --test_split for every arm.')
   out = {key: np.mean([m[key] for m in members], axis=0), truth: first[truth]}
   if 'scale' in first:
     out['scale'] = first['scale']
