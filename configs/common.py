@@ -39,8 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Model switches shared by all tasks (the task file adds its layer sizes).
   config.model = ml_collections.ConfigDict()
-  config.model.branches = 'both'  # 'both' | 'cnn' | 'lstm': which branches feed the head.
-  config.model.fusion = 'concat'  # 'concat' | 'gated' | 'projected_sum' (used when branches='both').
+  config.model.branches = 'both'  # 'both' | 'cnn' | 'lstm' | 'cnn+cnn' | 'lstm+lstm' (2 copies).
+  config.model.fusion = 'concat'  # 'concat' | 'gated' | 'projected_sum' (when two branches feed the head).
   config.model.fusion_dim = 128  # Width of the learned fusions' projections.
   config.model.dropout_rate = 0.0  # Dropout on the fused vector before the head (reference: none).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.

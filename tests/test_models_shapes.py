@@ -81,8 +81,10 @@ def test_output_shapes_for_every_switch(task, branches, fusion):
   assert out.shape == expected and out.dtype == jnp.float32
   assert np.all(np.isfinite(out))
   top = set(variables['params'])
-  assert ('lstm' in top) == (branches != 'cnn')
-  assert ('cnn' in top or 'frame_cnn' in top) == (task == 'video' or branches != 'lstm')
+  assert ('lstm' in top) == (branches in ('both', 'lstm', 'lstm+lstm'))
+  assert ('cnn' in top or 'frame_cnn' in top) == (task == 'video' or branches != 'lstm' and
+                                                  branches != 'lstm+lstm')
+  assert ('cnn_copy' in top, 'lstm_copy' in top) == (branches == 'cnn+cnn', branches == 'lstm+lstm')
   assert ('fusion' in variables['params']['head']) == (branches == 'both' and fusion != 'concat')
 
 

@@ -14,7 +14,9 @@ from hybrid_jax import errors
 
 Array = jax.Array
 
-BRANCHES = ('both', 'cnn', 'lstm')
+# 'cnn+cnn' / 'lstm+lstm': two independently initialised copies of one branch, fused like 'both' (a
+# capacity control: does concat help because the branches differ, or because there are two?).
+BRANCHES = ('both', 'cnn', 'lstm', 'cnn+cnn', 'lstm+lstm')
 FUSIONS = ('concat', 'gated', 'projected_sum')
 
 
@@ -89,7 +91,17 @@ class HybridModel(nn.Module):
 
   def uses(self, branch: str) -> bool:
     """Whether the 'cnn' or 'lstm' branch feeds the head."""
-    return self.branches in ('both', branch)
+    return bool(self.copies(branch))
+
+  def copies(self, branch: str) -> tuple[str, ...]:
+    """Module names of the copies of the 'cnn' or 'lstm' branch that feed the head, in order.
+
+    () when unused, (branch,) normally, (branch, branch + '_copy') for 'cnn+cnn' / 'lstm+lstm'
+    (the second copy has its own parameters, initialised independently).
+    """
+    if self.branches == f'{branch}+{branch}':
+      return (branch, f'{branch}_copy')
+    return (branch,) if self.branches in ('both', branch) else ()
 
   def head_kwargs(self) -> dict[str, Any]:
     """Keyword arguments of `FusionHead` that come from the shared fields."""

@@ -47,9 +47,9 @@ class SensorModel(fusion.HybridModel):
     batch_size, time = window_BT_.shape[:2]
     series_BTC = window_BT_.reshape(batch_size, time, -1).astype(self.dtype)
     features = []
-    if self.uses('cnn'):
+    for name in self.copies('cnn'):
       features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype,
-                                     pooling=self.pooling, name='cnn')(series_BTC, lengths_B))
-    if self.uses('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(series_BTC, lengths_B))
+                                     pooling=self.pooling, name=name)(series_BTC, lengths_B))
+    for name in self.copies('lstm'):
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(series_BTC, lengths_B))
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

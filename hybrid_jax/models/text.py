@@ -32,9 +32,9 @@ class TextModel(fusion.HybridModel):
     lengths_B = batch.get('length')
     embedded_BLD = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name='embed')(tokens_BL)
     features = []
-    if self.uses('cnn'):
-      features.append(conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name='cnn')(
+    for name in self.copies('cnn'):
+      features.append(conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
           embedded_BLD, lengths_B))
-    if self.uses('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(embedded_BLD, lengths_B))
+    for name in self.copies('lstm'):
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(embedded_BLD, lengths_B))
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

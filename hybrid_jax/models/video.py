@@ -64,8 +64,12 @@ class VideoModel(fusion.HybridModel):
         features.append(frame_features_BTF[:, self.key_frame_index])
       else:
         features.append(frame_cnn(clip_BTHWC[:, self.key_frame_index]))
-    if frame_features_BTF is not None:
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name='lstm')(
+    for name in self.copies('cnn')[1:]:  # 'cnn+cnn': a second frame CNN of its own, on the key frame.
+      key_frame = batch['frame'] if 'frame' in batch else clip_BTHWC[:, self.key_frame_index]
+      features.append(conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
+          _as_float(key_frame, self.dtype)))
+    for name in self.copies('lstm'):  # 'lstm+lstm': two LSTMs over the one shared per-frame CNN.
+      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(
           frame_features_BTF, batch.get('length')))
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)
 

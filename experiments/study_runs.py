@@ -1,0 +1,297 @@
+"""One run of the study: train (or reuse / resume) it, then evaluate its kept checkpoint on test.
+
+  result = train_run(config, workdir)          # result.json: validation curve, best step, seconds
+  record = test_run(config, workdir, result)   # test.json + test_outputs.npz (per-example outputs)
+  ens = ensemble_outputs([load_outputs(a), load_outputs(b)])
+
+Per-example outputs come from the run's own checkpoint (`predict_split`) until
+`hybrid_jax.load(workdir).predict/embed` exists. Branch features, and the metric with one branch's
+features zeroed, come from a flax method interceptor on `fusion.Fusion` (no model change needed).
+"""
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hybrid_jax import checkpointing
+from hybrid_jax import data as data_lib
+from hybrid_jax import models
+from hybrid_jax import train
+from hybrid_jax.errors import ConfigError
+from hybrid_jax.models import fusion
+import study_arms
+import study_stats
+
+
+def primary_metric(config) -> tuple[str, bool]:
+  """(metric name, lower is better): accuracy for classification, MAE in original units otherwise."""
+  if models.is_regression(config):
+    return 'mae_original_units', True
+  return 'accuracy', False
+
+
+def fingerprint(config) -> str:
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_json(path: str) -> Optional[dict]:
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def write_json(path: str, value: Any) -> None:
+  """Atomic: a crash never leaves a half-written result that a later invocation would trust."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(value, f, indent=1, default=float)
+  os.replace(tmp, path)
+
+
+def validation_curve(workdir: str, metric: str) -> list[tuple[int, float]]:
+  """(step, metric) of every eval line in metrics.jsonl; a resumed run's repeats: the last wins."""
+  points = {}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      for line in f:
+        record = json.loads(line)
+        if record.get('split') == 'eval' and metric in record:
+          points[int(record['step'])] = float(record[metric])
+  return sorted(points.items())
+
+
+def _manager(workdir: str, config, read_only: bool):
+  return checkpointing.create_manager(workdir, 1, config.best_metric, read_only=read_only)
+
+
+def train_run(config, workdir: str, keep: str = 'best') -> dict:
+  """Trains one run (or reuses / resumes it) and returns its result.json record.
+
+  The record: fingerprint, seconds, params, diverged, best_step, val_best (the primary metric of the
+  kept checkpoint on the validation split), val_curve [[step, value]].
+  """
+  path = os.path.join(workdir, 'result.json')
+  fp = fingerprint(config)
+  result = read_json(path)
+  if result is not None:
+    if result.get('fingerprint') != fp:
+      raise ConfigError(f'{workdir} holds a run of another config (fingerprint '
+                        f'{result.get("fingerprint")} != {fp}): delete it or use another '
+                        '--study_dir.')
+    _prune(config, workdir, result, keep)
+    return result
+  metric, _ = primary_metric(config)
+  start = time.perf_counter()
+  diverged = None
+  try:
+    try:
+      train.train_and_evaluate(config, workdir)
+    except checkpointing.CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
+      logging.warning('Restarting %s from scratch: %s', workdir, e)
+      shutil.rmtree(workdir)
+      train.train_and_evaluate(config, workdir)
+  except FloatingPointError as e:
+    diverged = str(e)
+  curve = validation_curve(workdir, metric)
+  best_step, val_best = None, None
+  if diverged is None:
+    manager = _manager(workdir, config, read_only=True)
+    try:
+      best_step = checkpointing.resolve_step(manager, 'best')
+    finally:
+      manager.close()
+    values = dict(curve)
+    if best_step not in values:
+      raise checkpointing.CheckpointError(
+          f'{workdir}: best checkpoint step {best_step} has no eval line in metrics.jsonl; the run '
+          'directory is inconsistent: delete it and run the study again.')
+    val_best = values[best_step]
+  result = {'fingerprint': fp, 'seconds': time.perf_counter() - start,
+            'params': study_arms.count_params(config), 'diverged': diverged,
+            'best_step': best_step, 'val_best': val_best, 'val_curve': curve}
+  write_json(path, result)
+  _prune(config, workdir, result, keep)
+  return result
+
+
+def _prune(config, workdir: str, result: dict, keep: str) -> None:
+  """Deletes every checkpoint except the best one (keep='best'); nothing with keep='all'."""
+  if keep != 'best' or result.get('best_step') is None:
+    return
+  directory = checkpointing.checkpoint_dir(workdir)
+  if not os.path.isdir(directory) or sorted(
+      d for d in os.listdir(directory) if d.isdigit()) == [str(result['best_step'])]:
+    return  # Nothing to delete (the common case when a finished study is re-run).
+  manager = _manager(workdir, config, read_only=False)
+  try:
+    for step in manager.all_steps():
+      if step != result['best_step']:
+        manager.delete(step)
+  finally:
+    manager.close()
+
+
+def _zeroing_interceptor(zero: Optional[int]):
+  """Flax method interceptor on `fusion.Fusion`: records its branch inputs (sow) and zeroes one."""
+
+  def interceptor(next_fun, args, kwargs, context):
+    if not (isinstance(context.module, fusion.Fusion) and context.method_name == '__call__'):
+      return next_fun(*args, **kwargs)
+    features = list(args[0])
+    context.module.sow('intermediates', 'branch_features', tuple(features))
+    if zero is not None:
+      features[zero] = jnp.zeros_like(features[zero])
+    return next_fun(features, *args[1:], **kwargs)
+
+  return interceptor
+
+
+_FORWARD_FNS: dict[Any, Any] = {}
+
+
+def _forward_fn(model, regression: bool, zero: Optional[int]):
+  """jit((params, batch) -> (probabilities | predictions, [fusion inputs])), one per model and mode.
+
+  Cached so that the seeds and runs of one arm compile once.
+  """
+  key = (model, regression, zero)
+  if key not in _FORWARD_FNS:
+
+    def forward(params, batch):
+      with nn.intercept_methods(_zeroing_interceptor(zero)):
+        out, state = model.apply({'params': params}, batch, train=False, mutable=['intermediates'])
+      features = jax.tree.leaves(state['intermediates'])
+      return (out if regression else jax.nn.softmax(out.astype(jnp.float32), -1)), features
+
+    _FORWARD_FNS[key] = jax.jit(forward)
+  return _FORWARD_FNS[key]
+
+
+def predict_split(config, workdir: str, step: int, split: str, zero: Optional[int] = None,
+                  with_features: bool = False) -> dict[str, np.ndarray]:
+  """Per-example outputs of checkpoint `step` of `workdir` on `split`, in the split's order.
+
+  (Until `hybrid_jax.load(workdir).predict/embed` exists; this reads the run's own checkpoint.)
+
+  Args:
+    zero: index of a branch whose features are zeroed before the fusion (0: first branch).
+    with_features: also return 'features_<i>' [N, d_i], the inputs of the fusion.
+  Returns:
+    Classification: 'probs' float32 [N, classes], 'label' int [N]. Regression: 'prediction' and
+    'target' float32 [N] (normalized units) and 'scale' (target std: x scale = original units).
+  """
+  config = copy.deepcopy(config)
+  config.dataset.eval_split = split
+  model = models.create_model(config)
+  device = jax.local_devices()[0]
+  abstract = checkpointing.abstract_like(
+      jax.eval_shape(lambda k: train.create_train_state(config, model, k), jax.random.key(0)),
+      jax.sharding.SingleDeviceSharding(device))
+  manager = _manager(workdir, config, read_only=True)
+  try:
+    params = checkpointing.restore(manager, step, abstract).params
+  finally:
+    manager.close()
+  regression = models.is_regression(config)
+  forward = _forward_fn(model, regression, zero)
+  keep_keys = ('target',) if regression else ('label',)
+  chunks: dict[str, list[np.ndarray]] = {}
+  for batch in data_lib.create_eval_batches(config, process_index=0, process_count=1):
+    mask = np.asarray(batch.pop('mask'))
+    out, features = forward(params, {k: v for k, v in batch.items() if k not in keep_keys})
+    parts = {'prediction' if regression else 'probs': np.asarray(out)}
+    parts.update({k: np.asarray(batch[k]) for k in keep_keys})
+    if with_features:
+      parts.update({f'features_{i}': np.asarray(f).reshape(len(mask), -1)
+                    for i, f in enumerate(features)})
+    for k, v in parts.items():
+      chunks.setdefault(k, []).append(v[mask])
+  outputs = {k: np.concatenate(v) for k, v in chunks.items()}
+  if regression:
+    outputs['scale'] = np.float64(data_lib.load_info(config).target_std)
+  return outputs
+
+
+def num_examples(outputs: dict[str, np.ndarray]) -> int:
+  return len(outputs['label' if 'label' in outputs else 'target'])
+
+
+def metric_of(outputs: dict[str, np.ndarray]) -> float:
+  """Accuracy, or MAE in original units, from `predict_split` outputs."""
+  if 'probs' in outputs:
+    return float(np.mean(np.argmax(outputs['probs'], -1) == outputs['label']))
+  return float(np.mean(np.abs(outputs['prediction'] - outputs['target'])) * outputs['scale'])
+
+
+def sampling_ci(outputs: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[float, float]:
+  """95% test-set sampling CI of one run's metric: Wilson (accuracy) or bootstrap over examples."""
+  if 'probs' in outputs:
+    correct = np.argmax(outputs['probs'], -1) == outputs['label']
+    return study_stats.wilson_interval(float(correct.sum()), len(correct))
+  errors = np.abs(outputs['prediction'] - outputs['target']) * outputs['scale']
+  return study_stats.mean_ci_over_examples(errors, rng=rng)
+
+
+def test_run(config, workdir: str, result: dict, redundancy: bool, split: str = 'test',
+             cka_max_examples: int = 2_000) -> dict:
+  """Evaluates the kept checkpoint on the test split once; test.json + test_outputs.npz (reused).
+
+  With `redundancy` (the concat model): CKA between its branch features and the metric with each
+  branch's features zeroed.
+  """
+  path = os.path.join(workdir, 'test.json')
+  done = read_json(path)
+  if done is not None and done.get('fingerprint') == result['fingerprint'] and (
+      'redundancy' in done or not redundancy):
+    return done
+  step = result['best_step']
+  outputs = predict_split(config, workdir, step, split, with_features=redundancy)
+  features = [outputs.pop(k) for k in sorted(k for k in outputs if k.startswith('features_'))]
+  np.savez(os.path.join(workdir, 'test_outputs.npz'), **outputs)
+  rng = np.random.default_rng(0)
+  record = {'fingerprint': result['fingerprint'], 'step': step, 'split': split,
+            'metric': metric_of(outputs), 'num_examples': num_examples(outputs),
+            'sampling_ci': sampling_ci(outputs, rng)}
+  if redundancy and len(features) == 2:
+    n = len(features[0])
+    sub = np.sort(rng.permutation(n)[:cka_max_examples])
+    record['redundancy'] = {
+        'cka': study_stats.linear_cka(features[0], features[1]),
+        'cka_debiased': study_stats.linear_cka(features[0][sub], features[1][sub], debiased=True),
+        'widths': [int(f.shape[1]) for f in features],
+        'zeroed': [metric_of(predict_split(config, workdir, step, split, zero=i))
+                   for i in range(2)]}
+  write_json(path, record)
+  return record
+
+
+def load_outputs(workdir: str) -> dict[str, np.ndarray]:
+  with np.load(os.path.join(workdir, 'test_outputs.npz')) as f:
+    return {k: f[k] for k in f.files}
+
+
+def ensemble_outputs(members: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Averaged probabilities (classification) or predictions (regression) of aligned test outputs."""
+  first = members[0]
+  key = 'probs' if 'probs' in first else 'prediction'
+  truth = 'label' if key == 'probs' else 'target'
+  for m in members[1:]:
+    if not np.array_equal(m[truth], first[truth]):  # Trust nothing read back: same examples, order.
+      raise ConfigError('Ensemble members were evaluated on different test examples: re-run the '
+                        'study with one --test_split for every arm.')
+  out = {key: np.mean([m[key] for m in members], axis=0), truth: first[truth]}
+  if 'scale' in first:
+    out['scale'] = first['scale']
+  return out

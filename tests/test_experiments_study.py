@@ -1,0 +1,176 @@
+"""experiments/study.py end to end on tiny data: runs, selection, test outputs, reports, resumption."""
+
+import copy
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from hybrid_jax import data as data_lib
+from hybrid_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_study():
+  sys.path.insert(0, str(ROOT / 'experiments'))  # study.py imports its sibling modules.
+  spec = importlib.util.spec_from_file_location('study', ROOT / 'experiments' / 'study.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
+  return study.Protocol(
+      study_dir=str(tmp_path / 'runs'), results_dir=str(tmp_path / 'results'),
+      datasets=['weather_stations'], arms=['cnn', 'lstm', 'concat', 'ensemble'], seeds=[0, 1],
+      lrs=[1e-3, 3e-3], evals_per_run=2, config_variant='smoke', builder_config='tiny',
+      data_dir=tiny_data_dir, num_resamples=500, command='pytest', **kwargs)
+
+
+def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path, monkeypatch):
+  study = load_study()
+  protocol = tiny_protocol(study, tiny_data_dir, tmp_path, selection_seeds=1)
+  [summary] = study.run_study(protocol)
+
+  runs = tmp_path / 'runs' / 'weather_stations'
+  for arm, chosen in summary['chosen_lr'].items():
+    # Rates are chosen on seed 0 (selection_seeds=1); seed 1 runs only at the chosen rate.
+    assert sorted(p.name for p in (runs / arm).iterdir()) == sorted(
+        ['lr0.001_seed0', 'lr0.003_seed0', f'lr{chosen:g}_seed1'])
+    for run in (runs / arm).iterdir():
+      result = json.loads((run / 'result.json').read_text())
+      assert result['best_step'] in (2, 4) and result['val_best'] == dict(
+          result['val_curve'])[result['best_step']]
+      steps = sorted(int(p.name) for p in (run / 'checkpoints').iterdir() if p.name.isdigit())
+      assert steps == [result['best_step']]  # Only the best checkpoint is kept.
+    # Selection on validation only: the chosen rate has the best validation MAE on seed 0.
+    val = {x: json.loads((runs / arm / f'lr{x:g}_seed0' / 'result.json').read_text())['val_best']
+           for x in protocol.lrs}
+    assert val[chosen] == min(val.values()) == summary['val_means'][f'{arm}@{chosen:g}']
+    # The test split is evaluated only at the chosen rate.
+    for x in protocol.lrs:
+      assert (runs / arm / f'lr{x:g}_seed0' / 'test.json').exists() == (x == chosen)
+
+  # Per-example test outputs reproduce the train loop's own evaluation of the kept checkpoint.
+  workdir = runs / 'concat' / f'lr{summary["chosen_lr"]["concat"]:g}_seed1'
+  config = json.loads((workdir / 'config.json').read_text())
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config)
+  config.dataset.eval_split = 'test'
+  test = json.loads((workdir / 'test.json').read_text())
+  reference = train.evaluate(config, str(workdir), checkpoint=test['step'])
+  assert test['metric'] == pytest.approx(reference['mae_original_units'], rel=1e-5)
+  assert summary['test']['concat'][1] == test['metric']
+
+  # The ensemble averages the members' aligned predictions.
+  members = [study.study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
+             for arm in ('cnn', 'lstm')]
+  expected = np.mean(np.abs((members[0]['prediction'] + members[1]['prediction']) / 2 -
+                            members[0]['target'])) * members[0]['scale']
+  assert summary['test']['ensemble'][0] == pytest.approx(expected)
+
+  analysis = summary['analysis']
+  assert analysis['best_single'] in ('cnn', 'lstm')
+  assert [r['arm'] for r in analysis['comparisons']][:2] == [analysis['best_single'], 'ensemble']
+  assert all(r['holm_p'] >= r['p_value'] for r in analysis['comparisons'])
+  red = analysis['redundancy']
+  assert red['widths'] == [12 * 64, 32] and len(red['cka']) == 2
+  assert all(0 <= c <= 1 for c in red['cka'])
+
+  results = tmp_path / 'results'
+  report = (results / 'study_weather_stations.md').read_text()
+  for needle in ('Command: `pytest`', 'late ensemble', 'Holm p', 'linear CKA', 'Verdict',
+                 'study_weather_stations_forest.png', 'Decision rule'):
+    assert needle in report
+  for png in ('study_weather_stations_forest.png', 'study_weather_stations_val_curves.png'):
+    assert (results / png).read_bytes()[:4] == b'\x89PNG'
+  assert analysis['verdict'] in (results / 'study_summary.md').read_text()
+
+  # Resumption: a second invocation reuses every run and trains nothing.
+  def no_training(*args, **kwargs):
+    raise AssertionError('a finished run was trained again')
+
+  monkeypatch.setattr(study.study_runs.train, 'train_and_evaluate', no_training)
+  [again] = study.run_study(protocol)
+  assert again['test'] == summary['test'] and again['chosen_lr'] == summary['chosen_lr']
+  monkeypatch.undo()
+
+  # A run interrupted before it recorded its result restarts cleanly and ends the same.
+  lost = runs / 'lstm' / f'lr{summary["chosen_lr"]["lstm"]:g}_seed1'
+  before = json.loads((lost / 'result.json').read_text())
+  (lost / 'result.json').unlink()
+  for step_dir in (lost / 'checkpoints').iterdir():
+    if step_dir.is_dir():
+      for p in sorted(step_dir.rglob('*'), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+      step_dir.rmdir()
+  [third] = study.run_study(protocol)
+  after = json.loads((lost / 'result.json').read_text())
+  assert (after['best_step'], after['val_best']) == (before['best_step'], before['val_best'])
+  assert third['test'] == summary['test']
+
+
+def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
+  study = load_study()
+  protocol = tiny_protocol(study, tiny_data_dir, tmp_path)
+  base = study.base_config('weather_stations', protocol)
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'result.json').write_text(json.dumps({'fingerprint': 'something else'}))
+  with pytest.raises(study.ConfigError, match='another config'):
+    study.study_runs.train_run(base, str(workdir))
+
+
+def test_train_order_depends_only_on_the_seed(tiny_data_dir):
+  """Paired seeds: every arm (and learning rate) of one seed trains on the same batches."""
+  study = load_study()
+  protocol = study.Protocol(study_dir='unused', results_dir='unused', datasets=['bbc_news'],
+                            config_variant='smoke', builder_config='tiny', data_dir=tiny_data_dir)
+  base = study.base_config('bbc_news', protocol)
+  sizes = {'cnn_width': 7, 'lstm_units': 5, 'gated_dim': 3, 'projected_sum_dim': 3}
+
+  def first_batches(arm, seed, lr):
+    config = study.study_arms.ARMS[arm].configure(base, sizes)
+    config.update(seed=seed, learning_rate=lr)
+    it = data_lib.create_train_iterator(config, process_index=0, process_count=1)
+    return [next(it)['tokens'] for _ in range(6)]  # More than one epoch of the tiny split.
+
+  reference = first_batches('concat', 0, 1e-3)
+  for arm, lr in (('cnn', 1e-3), ('lstm_wide', 3e-3), ('cnn+cnn', 3e-4)):
+    np.testing.assert_array_equal(first_batches(arm, 0, lr), reference)
+  assert not all(np.array_equal(a, b) for a, b in zip(first_batches('concat', 1, 1e-3), reference))
+
+
+def test_flags_map_onto_the_protocol():
+  study = load_study()
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  study.define_flags(values)
+  values(['study.py', '--datasets=bbc_news', '--seeds=3', '--lrs=1e-3,3e-3',
+          '--steps=bbc_news=500', '--novalidation_from_train'])
+  protocol = study.protocol_from_flags(values, ['experiments/study.py', '--seeds=3'])
+  assert protocol.seeds == [0, 1, 2] and protocol.lrs == [1e-3, 3e-3]
+  assert protocol.steps == {'bbc_news': 500}
+  assert (protocol.train_split, protocol.validation_split) == ('train', 'validation')
+  values(['study.py', '--seeds=4,7', '--validation_from_train'])
+  protocol = study.protocol_from_flags(values, ['study.py'])
+  assert protocol.seeds == [4, 7] and protocol.validation_split == 'train[90%:]'
+  values(['study.py', '--steps=bbc_news'])
+  with pytest.raises(study.ConfigError, match='dataset=N'):
+    study.protocol_from_flags(values, ['study.py'])
+
+
+def test_plan_counts_the_runs_of_the_grid(tmp_path):
+  study = load_study()
+  protocol = study.Protocol(study_dir=str(tmp_path), results_dir=str(tmp_path),
+                            datasets=['weather_stations'], arms=['cnn', 'lstm', 'concat', 'ensemble'],
+                            seeds=[0, 1, 2], lrs=[1e-3, 3e-3], selection_seeds=1)
+  # 3 trained arms x (2 rates x 1 selection seed + 2 more seeds at the chosen rate).
+  assert '= 12 runs' in study.plan(protocol) and '0 finished' in study.plan(protocol)
+  protocol.selection_seeds = None
+  assert '= 18 runs' in study.plan(protocol)
