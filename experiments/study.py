@@ -25,9 +25,9 @@ a finished run is reused, an interrupted one resumes from its own checkpoint (or
 scratch if that checkpoint cannot be restored). A run dir holding a different config stops the study
 with one line. After a run, only its best checkpoint is kept (--keep=best) to bound disk use.
 
-Until every shipped dataset has a validation split, `--validation_from_train` (the default) carves
-it from train (train[:90%] / train[90%:]); `--train_split/--validation_split/--test_split` name the
-splits explicitly once they exist.
+Every shipped dataset has train / validation / test splits, used by default;
+`--validation_from_train` carves validation from train instead (train[:90%] / train[90%:]), and
+`--train_split/--validation_split/--test_split` name other splits (e.g. of your own dataset).
 """
 
 import copy
@@ -99,8 +99,7 @@ DATASETS: dict[str, DatasetSpec] = {
     'tweet_sentiment': DatasetSpec(
         'text', {'dataset.name': 'tweet_sentiment', 'model.num_classes': 3}, margin=0.01),
     'weather_stations': DatasetSpec('sensor', {}, margin=0.05),  # 0.05 °F of MAE.
-    # The time-series classification set of issue 7 gets its line here when it lands, e.g.
-    # 'japanese_vowels': DatasetSpec('<its config module>', {}, margin=0.01),
+    'japanese_vowels': DatasetSpec('japanese_vowels', {}, margin=0.01),
 }
 
 
@@ -319,8 +318,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   flags.DEFINE_integer('selection_seeds', None, 'Choose learning rates on the first K seeds; the '
                        "other seeds run only at the chosen rate (default: each dataset's own; "
                        'all seeds, video 1).', **f)
-  flags.DEFINE_bool('validation_from_train', True, 'Carve validation from train (train[:90%] / '
-                    'train[90%:]); turn off once the datasets ship a validation split.', **f)
+  flags.DEFINE_bool('validation_from_train', False, 'Carve validation from train (train[:90%] / '
+                    "train[90%:]) instead of the datasets' own validation split.", **f)
   flags.DEFINE_string('train_split', None, 'Train split (overrides --validation_from_train).', **f)
   flags.DEFINE_string('validation_split', None, 'Validation split (idem).', **f)
   flags.DEFINE_string('test_split', 'test', 'Test split, evaluated once per selected run.', **f)
