@@ -12,8 +12,12 @@ from hybrid_jax import errors
 def get_config() -> ml_collections.ConfigDict:
   """The shared fields with their defaults; task files override what their task needs."""
   config = ml_collections.ConfigDict()
-  config.task = ''  # Input kind: 'video' | 'text' | 'sensor' (hybrid_jax/tasks.py); set by the task file.
-  config.head = ''  # 'classification' | 'regression' | '' (from the data: a 'label' or a 'target' feature).
+  config.task = (
+    ''  # Input kind: 'video' | 'text' | 'sensor' (hybrid_jax/tasks.py); set by the task file.
+  )
+  config.head = (
+    ''  # 'classification' | 'regression' | '' (from the data: a 'label' or a 'target' feature).
+  )
   config.seed = 0  # Seeds parameters, dropout and data order: same seed, same numbers.
 
   # Optimisation (the reference compiles with Keras Adam defaults).
@@ -32,7 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500  # Save every N steps and at the end.
   config.keep_checkpoints = 3  # Keep the last K checkpoints (and the best one).
   config.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
-  config.best_metric = ''  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
+  config.best_metric = (
+    ''  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
+  )
   config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
   config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
   config.profile_steps = 0  # jax.profiler trace of N train steps into workdir/tensorboard; 0: off.
@@ -40,7 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Model switches shared by all tasks (the task file adds its layer sizes).
   config.model = ml_collections.ConfigDict()
   config.model.branches = 'both'  # 'both' | 'cnn' | 'lstm' | 'cnn+cnn' | 'lstm+lstm' (2 copies).
-  config.model.fusion = 'concat'  # 'concat' | 'gated' | 'projected_sum' (when two branches feed the head).
+  config.model.fusion = (
+    'concat'  # 'concat' | 'gated' | 'projected_sum' (when two branches feed the head).
+  )
   config.model.fusion_dim = 128  # Width of the learned fusions' projections.
   config.model.dropout_rate = 0.0  # Dropout on the fused vector before the head (reference: none).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
@@ -50,8 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.name = ''  # A shipped builder or a TFDS catalog name; set by the task file.
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS's default dir.
   config.dataset.train_split = 'train'  # Split trained on.
-  config.dataset.eval_split = 'validation'  # Split evaluated during training (picks "best"); test: --mode=eval --split=test.
-  config.dataset.builder_module = ''  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
+  config.dataset.eval_split = (
+    'validation'  # Split evaluated during training (picks "best"); test: --mode=eval --split=test.
+  )
+  config.dataset.builder_module = (
+    ''  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
+  )
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
 
   return config
@@ -68,5 +80,6 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.checkpoint_every_steps = 2
   elif variant:
     raise errors.ConfigError(
-        f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing.")
+      f"Unknown config variant {variant!r}: append ':smoke' to the config path or nothing."
+    )
   return config

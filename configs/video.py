@@ -20,11 +20,18 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.model.frame_shape = (64, 64, 1)  # (height, width, channels) of a frame.
   config.model.num_frames = 10  # Frames per clip (the LSTM's sequence length).
-  config.model.key_frame_index = 0  # Clip frame the CNN branch reads when no separate key frame is fed.
-  config.model.conv_features = (32, 64)  # Filters of the 3x3 conv layers, each followed by MaxPool2.
+  config.model.key_frame_index = (
+    0  # Clip frame the CNN branch reads when no separate key frame is fed.
+  )
+  config.model.conv_features = (
+    32,
+    64,
+  )  # Filters of the 3x3 conv layers, each followed by MaxPool2.
   config.model.kernel_size = 3  # Conv kernel size (square).
   config.model.lstm_units = 64  # LSTM hidden size.
-  config.model.num_classes = 20  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
+  config.model.num_classes = (
+    20  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
+  )
 
   # Run length: ~10 min on an idle 2-core CPU (~0.9 steps/s at batch 32; see README results).
   config.num_train_steps = 500  # Constant lr 1e-3: a 300-step cosine decay ended far worse.

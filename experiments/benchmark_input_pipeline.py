@@ -31,7 +31,12 @@ from hybrid_jax import models
 from hybrid_jax import tasks
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DATASETS = (('moving_digits', video), ('bbc_news', text), ('tweet_sentiment', text), ('weather_stations', sensor))
+DATASETS = (
+  ('moving_digits', video),
+  ('bbc_news', text),
+  ('tweet_sentiment', text),
+  ('weather_stations', sensor),
+)
 
 
 def pipeline_rate(config, seconds: float) -> float:
@@ -83,7 +88,9 @@ def main():
   parser.add_argument('--data_dir', default=None, help='TFDS data_dir (default: TFDS default).')
   parser.add_argument('--workers', default='0,2', help='Comma-separated grain worker counts.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Timing window per measurement.')
-  parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'benchmark_input_pipeline_results.md'))
+  parser.add_argument(
+    '--out', default=os.path.join(os.path.dirname(__file__), 'benchmark_input_pipeline_results.md')
+  )
   args = parser.parse_args()
   workers = [int(w) for w in args.workers.split(',')]
   rows = []
@@ -100,18 +107,31 @@ def main():
     step = train_step_rate(config, args.seconds)
     best = max(rates.values())
     rows.append((name, info.num_train_examples, config.batch_size, rates, step, best / step))
-    print(f'{name}: pipeline {rates} ex/s, train step {step:.0f} ex/s, ratio {best / step:.1f}x', flush=True)
-  header = ('| dataset | train examples | batch | ' + ' | '.join(f'pipeline ex/s ({w} workers)' for w in workers)
-            + ' | train step ex/s | pipeline / step |')
+    print(
+      f'{name}: pipeline {rates} ex/s, train step {step:.0f} ex/s, ratio {best / step:.1f}x',
+      flush=True,
+    )
+  header = (
+    '| dataset | train examples | batch | '
+    + ' | '.join(f'pipeline ex/s ({w} workers)' for w in workers)
+    + ' | train step ex/s | pipeline / step |'
+  )
   lines = [
-      '# Input pipeline benchmark', '',
-      f'`python experiments/benchmark_input_pipeline.py --workers={args.workers} --seconds={args.seconds:g}` on '
-      f'{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} backend {jax.default_backend()}; '
-      'default configs (train step: jitted Adam step of the default model, one device).', '',
-      header, '|' + '---|' * (5 + len(workers))]
+    '# Input pipeline benchmark',
+    '',
+    f'`python experiments/benchmark_input_pipeline.py --workers={args.workers} --seconds={args.seconds:g}` on '
+    f'{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} backend {jax.default_backend()}; '
+    'default configs (train step: jitted Adam step of the default model, one device).',
+    '',
+    header,
+    '|' + '---|' * (5 + len(workers)),
+  ]
   for name, n, batch, rates, step, ratio in rows:
-    lines.append(f'| {name} | {n:,} | {batch} | ' + ' | '.join(f'{rates[w]:,.0f}' for w in workers)
-                 + f' | {step:,.0f} | {ratio:.1f}x |')
+    lines.append(
+      f'| {name} | {n:,} | {batch} | '
+      + ' | '.join(f'{rates[w]:,.0f}' for w in workers)
+      + f' | {step:,.0f} | {ratio:.1f}x |'
+    )
   with open(args.out, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))

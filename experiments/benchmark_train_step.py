@@ -40,26 +40,26 @@ from hybrid_jax import models, parallel, tasks, train  # pylint: disable=g-impor
 CONFIGS = {'video': video, 'text': text, 'sensor': sensor}
 # The reference shapes (the parameter counts of tests/test_models_shapes.py).
 REFERENCE_MODEL = {
-    'video': dict(frame_shape=(64, 64, 3), num_classes=10),
-    'text': dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5),
-    'sensor': dict(window_shape=(20, 4, 1)),
+  'video': dict(frame_shape=(64, 64, 3), num_classes=10),
+  'text': dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5),
+  'sensor': dict(window_shape=(20, 4, 1)),
 }
 # case name -> (task, batch size, extra model fields).
 REFERENCE_CASES = {
-    'video_b32_t8': ('video', 32, dict(num_frames=8)),
-    'video_b32_t16': ('video', 32, dict(num_frames=16)),
-    'video_b256_t8': ('video', 256, dict(num_frames=8)),
-    'text_b32': ('text', 32, {}),
-    'text_b256': ('text', 256, {}),
-    'sensor_b32': ('sensor', 32, {}),
-    'sensor_b256': ('sensor', 256, {}),
+  'video_b32_t8': ('video', 32, dict(num_frames=8)),
+  'video_b32_t16': ('video', 32, dict(num_frames=16)),
+  'video_b256_t8': ('video', 256, dict(num_frames=8)),
+  'text_b32': ('text', 32, {}),
+  'text_b256': ('text', 256, {}),
+  'sensor_b32': ('sensor', 32, {}),
+  'sensor_b256': ('sensor', 256, {}),
 }
 # variant -> task -> fields of the model's dataclass to override (the previous formulation).
 VARIANTS = {
-    'after': {},
-    'before': {'video': dict(frame_cnn_formulation='conv_relu_pool', frame_cnn_batching='batched')},
-    'batched': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='batched')},
-    'per_frame': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='per_frame')},
+  'after': {},
+  'before': {'video': dict(frame_cnn_formulation='conv_relu_pool', frame_cnn_batching='batched')},
+  'batched': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='batched')},
+  'per_frame': {'video': dict(frame_cnn_formulation='pool_first', frame_cnn_batching='per_frame')},
 }
 
 
@@ -77,12 +77,15 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[s
   if head.regression:
     batch[head.label_key] = rng.normal(size=(batch_size,)).astype(np.float32)
   else:
-    batch[head.label_key] = rng.integers(0, config.model.num_classes, (batch_size,)).astype(np.int32)
+    batch[head.label_key] = rng.integers(0, config.model.num_classes, (batch_size,)).astype(
+      np.int32
+    )
   return batch
 
 
-def benchmark(config, steps: int, windows: int = 1, model_overrides: dict | None = None
-              ) -> dict[str, float]:
+def benchmark(
+  config, steps: int, windows: int = 1, model_overrides: dict | None = None
+) -> dict[str, float]:
   """Compiles once, warms up, then times `windows` windows of `steps` steps each.
 
   Returns examples/s of the median window (and steps/s), the first step's seconds (compile + run)
@@ -94,8 +97,9 @@ def benchmark(config, steps: int, windows: int = 1, model_overrides: dict | None
   if model_overrides:
     model = model.clone(**model_overrides)
   state = parallel.replicate(train.create_train_state(config, model, jax.random.key(0)), devices)
-  batch = parallel.shard_batch(synthetic_batch(config, config.batch_size,
-                                               np.random.default_rng(0)), len(devices))
+  batch = parallel.shard_batch(
+    synthetic_batch(config, config.batch_size, np.random.default_rng(0)), len(devices)
+  )
   key = jax.random.key(1)
   start = time.perf_counter()
   state, metrics = p_train(state, batch, key)
@@ -114,9 +118,13 @@ def benchmark(config, steps: int, windows: int = 1, model_overrides: dict | None
     window_s.append(time.perf_counter() - start)
   cpu_s_per_step = (time.process_time() - cpu_start) / (windows * steps)
   elapsed = float(np.median(window_s))
-  return {'batch_size': config.batch_size, 'steps_per_sec': steps / elapsed,
-          'examples_per_sec': steps * config.batch_size / elapsed, 'compile_s': compile_s,
-          'cpu_s_per_step': cpu_s_per_step}
+  return {
+    'batch_size': config.batch_size,
+    'steps_per_sec': steps / elapsed,
+    'examples_per_sec': steps * config.batch_size / elapsed,
+    'compile_s': compile_s,
+    'cpu_s_per_step': cpu_s_per_step,
+  }
 
 
 def reference_config(case: str):
@@ -138,18 +146,29 @@ def run_child(case: str, variant: str, steps: int, windows: int) -> dict[str, fl
 
 def steps_for(case: str, seconds: float = 4.0) -> int:
   """Steps per timed window, so that a window lasts a few seconds on a 2-core CPU."""
-  guess = {'video_b32_t8': 1, 'video_b32_t16': 1, 'video_b256_t8': 1, 'text_b32': 40,
-           'text_b256': 8, 'sensor_b32': 200, 'sensor_b256': 60}[case]
+  guess = {
+    'video_b32_t8': 1,
+    'video_b32_t16': 1,
+    'video_b256_t8': 1,
+    'text_b32': 40,
+    'text_b256': 8,
+    'sensor_b32': 200,
+    'sensor_b256': 60,
+  }[case]
   return max(1, int(guess * seconds / 4.0))
 
 
 def main_reference(args) -> None:
   cases = args.cases.split(',') if args.cases else list(REFERENCE_CASES)
   variants = args.variants.split(',')
-  unknown = [c for c in cases if c not in REFERENCE_CASES] + [v for v in variants if v not in VARIANTS]
+  unknown = [c for c in cases if c not in REFERENCE_CASES] + [
+    v for v in variants if v not in VARIANTS
+  ]
   if unknown:
-    sys.exit(f'Unknown case or variant {unknown}: cases are {list(REFERENCE_CASES)}, variants '
-             f'{list(VARIANTS)}.')
+    sys.exit(
+      f'Unknown case or variant {unknown}: cases are {list(REFERENCE_CASES)}, variants '
+      f'{list(VARIANTS)}.'
+    )
   rows = []
   for case in cases:
     task = REFERENCE_CASES[case][0]
@@ -157,30 +176,49 @@ def main_reference(args) -> None:
       if variant != 'after' and task not in VARIANTS[variant]:
         continue  # Nothing changed for this task: 'before' would be the same code.
       steps = args.steps or steps_for(case)
-      command = [sys.executable, os.path.abspath(__file__), '--child', case, variant, str(steps),
-                 str(args.windows)]
+      command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        '--child',
+        case,
+        variant,
+        str(steps),
+        str(args.windows),
+      ]
       child = subprocess.run(command, capture_output=True, text=True, check=False)
       if child.returncode != 0:
         sys.exit(f'{case} {variant} failed:\n{child.stderr[-3000:]}')
       result = json.loads(child.stdout.strip().splitlines()[-1])
       rows.append((case, variant, steps, result))
-      print(f'{case} {variant}: {result["examples_per_sec"]:.1f} examples/s, first step '
-            f'{result["compile_s"]:.1f} s, peak RSS {result["peak_rss_gb"]:.2f} GB', flush=True)
+      print(
+        f'{case} {variant}: {result["examples_per_sec"]:.1f} examples/s, first step '
+        f'{result["compile_s"]:.1f} s, peak RSS {result["peak_rss_gb"]:.2f} GB',
+        flush=True,
+      )
   before = {case: r for case, v, _, r in rows if v == 'before'}
-  header = (f'Train-step throughput at the reference shapes ({jax.device_count()} '
-            f'{jax.devices()[0].platform} device(s), {os.cpu_count()} cores, '
-            f'{platform.processor() or platform.machine()}, jax {jax.__version__}, '
-            f'python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end)')
-  lines = [header, '', '| case | variant | batch | steps/window | examples/s | x before | '
-           'CPU s/step | first step s | peak RSS GB |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  header = (
+    f'Train-step throughput at the reference shapes ({jax.device_count()} '
+    f'{jax.devices()[0].platform} device(s), {os.cpu_count()} cores, '
+    f'{platform.processor() or platform.machine()}, jax {jax.__version__}, '
+    f'python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end)'
+  )
+  lines = [
+    header,
+    '',
+    '| case | variant | batch | steps/window | examples/s | x before | '
+    'CPU s/step | first step s | peak RSS GB |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ]
   for case, variant, steps, r in rows:
     ratio = ''
     if variant != 'before' and case in before:
       ratio = f'{r["examples_per_sec"] / before[case]["examples_per_sec"]:.2f}'
-    lines.append(f'| {case} | {variant} | {r["batch_size"]} | {steps} | '
-                 f'{r["examples_per_sec"]:.1f} | {ratio} | {r["cpu_s_per_step"]:.3g} | '
-                 f'{r["compile_s"]:.1f} | '
-                 f'{r["peak_rss_gb"]:.2f} |')
+    lines.append(
+      f'| {case} | {variant} | {r["batch_size"]} | {steps} | '
+      f'{r["examples_per_sec"]:.1f} | {ratio} | {r["cpu_s_per_step"]:.3g} | '
+      f'{r["compile_s"]:.1f} | '
+      f'{r["peak_rss_gb"]:.2f} |'
+    )
   write_table(lines, args)
 
 
@@ -190,15 +228,23 @@ def main_defaults(args) -> None:
     result = benchmark(module.get_config(), args.steps or 20, args.windows)
     rows.append((name, result))
     print(f'{name}: {result["examples_per_sec"]:.0f} examples/s', flush=True)
-  header = (f'Train-step throughput (default configs, {jax.device_count()} '
-            f'{jax.devices()[0].platform} device(s), {os.cpu_count()} cores, '
-            f'{platform.processor() or platform.machine()}, jax {jax.__version__}, '
-            f'load average {os.getloadavg()[0]:.1f} at the end)')
-  lines = [header, '', '| config | global batch | steps/s | examples/s | compile s |',
-           '|---|---:|---:|---:|---:|']
+  header = (
+    f'Train-step throughput (default configs, {jax.device_count()} '
+    f'{jax.devices()[0].platform} device(s), {os.cpu_count()} cores, '
+    f'{platform.processor() or platform.machine()}, jax {jax.__version__}, '
+    f'load average {os.getloadavg()[0]:.1f} at the end)'
+  )
+  lines = [
+    header,
+    '',
+    '| config | global batch | steps/s | examples/s | compile s |',
+    '|---|---:|---:|---:|---:|',
+  ]
   for name, r in rows:
-    lines.append(f'| {name} | {r["batch_size"]} | {r["steps_per_sec"]:.2f} | '
-                 f'{r["examples_per_sec"]:.0f} | {r["compile_s"]:.1f} |')
+    lines.append(
+      f'| {name} | {r["batch_size"]} | {r["steps_per_sec"]:.2f} | '
+      f'{r["examples_per_sec"]:.0f} | {r["compile_s"]:.1f} |'
+    )
   write_table(lines, args)
 
 
@@ -207,8 +253,10 @@ def write_table(lines: list[str], args) -> None:
   print(table)
   if args.out:
     with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(table + '\n\nCommand: `JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py '
-              f'{" ".join(sys.argv[1:])}`\n')
+      f.write(
+        table + '\n\nCommand: `JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py '
+        f'{" ".join(sys.argv[1:])}`\n'
+      )
 
 
 def main():
@@ -217,12 +265,22 @@ def main():
     print(json.dumps(run_child(case, variant, int(steps), int(windows))), flush=True)
     return
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=0,
-                      help='Timed steps per window (default: 20; with --reference, per case).')
-  parser.add_argument('--windows', type=int, default=1, help='Timed windows; the median is reported.')
+  parser.add_argument(
+    '--steps',
+    type=int,
+    default=0,
+    help='Timed steps per window (default: 20; with --reference, per case).',
+  )
+  parser.add_argument(
+    '--windows', type=int, default=1, help='Timed windows; the median is reported.'
+  )
   parser.add_argument('--reference', action='store_true', help='Reference shapes and variants.')
-  parser.add_argument('--cases', default='', help=f'With --reference: subset of {list(REFERENCE_CASES)}.')
-  parser.add_argument('--variants', default='after,before', help=f'With --reference: of {list(VARIANTS)}.')
+  parser.add_argument(
+    '--cases', default='', help=f'With --reference: subset of {list(REFERENCE_CASES)}.'
+  )
+  parser.add_argument(
+    '--variants', default='after,before', help=f'With --reference: of {list(VARIANTS)}.'
+  )
   parser.add_argument('--out', default=None, help='Also write the table to this markdown file.')
   args = parser.parse_args()
   if args.reference:

@@ -37,7 +37,8 @@ from hybrid_jax import train
 
 # (label, branches, fusion): each branch alone, then both branches under every fusion.
 VARIANTS = [('cnn only', 'cnn', 'concat'), ('lstm only', 'lstm', 'concat')] + [
-    (f'both, {fusion}', 'both', fusion) for fusion in models.FUSIONS]
+  (f'both, {fusion}', 'both', fusion) for fusion in models.FUSIONS
+]
 
 
 def variant_config(config, branches: str, fusion: str, seed: int):
@@ -53,8 +54,11 @@ def count_params(config) -> int:
 
 
 def headline_metrics(config) -> list[str]:
-  return ['mae_original_units', 'rmse_original_units'] if models.is_regression(config) else [
-      'accuracy', 'loss']
+  return (
+    ['mae_original_units', 'rmse_original_units']
+    if models.is_regression(config)
+    else ['accuracy', 'loss']
+  )
 
 
 def run_ablation(config, seeds: list[int], workdir: str) -> list[dict[str, object]]:
@@ -66,28 +70,45 @@ def run_ablation(config, seeds: list[int], workdir: str) -> list[dict[str, objec
     for seed in seeds:
       run_config = variant_config(config, branches, fusion, seed)
       start = time.perf_counter()
-      results.append(train.train_and_evaluate(
-          run_config, os.path.join(workdir, f'{branches}_{fusion}_seed{seed}')))
+      results.append(
+        train.train_and_evaluate(
+          run_config, os.path.join(workdir, f'{branches}_{fusion}_seed{seed}')
+        )
+      )
       seconds.append(time.perf_counter() - start)
-    stats = {name: (float(np.mean([r[name] for r in results])),
-                    float(np.std([r[name] for r in results]))) for name in headline_metrics(config)}
-    rows.append({'variant': label, 'params': count_params(run_config), 'stats': stats,
-                 'seconds': float(np.mean(seconds))})
+    stats = {
+      name: (float(np.mean([r[name] for r in results])), float(np.std([r[name] for r in results])))
+      for name in headline_metrics(config)
+    }
+    rows.append(
+      {
+        'variant': label,
+        'params': count_params(run_config),
+        'stats': stats,
+        'seconds': float(np.mean(seconds)),
+      }
+    )
   return rows
 
 
 def format_rows(config, rows: list[dict[str, object]], seeds: list[int]) -> str:
   names = headline_metrics(config)
-  lines = [f'{config.task} on {config.dataset.name}: {config.num_train_steps} steps, batch '
-           f'{config.batch_size}, lr {config.learning_rate} ({config.lr_schedule}), seeds '
-           f'{",".join(map(str, seeds))}; final-step {config.dataset.eval_split} metrics, mean ± std over '
-           'seeds.', '',
-           '| variant | params | ' + ' | '.join(names) + ' | s / run |',
-           '|---|---:|' + '---:|' * len(names) + '---:|']
+  lines = [
+    f'{config.task} on {config.dataset.name}: {config.num_train_steps} steps, batch '
+    f'{config.batch_size}, lr {config.learning_rate} ({config.lr_schedule}), seeds '
+    f'{",".join(map(str, seeds))}; final-step {config.dataset.eval_split} metrics, mean ± std over '
+    'seeds.',
+    '',
+    '| variant | params | ' + ' | '.join(names) + ' | s / run |',
+    '|---|---:|' + '---:|' * len(names) + '---:|',
+  ]
   for row in rows:
     cells = [f'{row["stats"][n][0]:.4f} ± {row["stats"][n][1]:.4f}' for n in names]
-    lines.append(f'| {row["variant"]} | {row["params"]:,} | ' + ' | '.join(cells) +
-                 f' | {row["seconds"]:.0f} |')
+    lines.append(
+      f'| {row["variant"]} | {row["params"]:,} | '
+      + ' | '.join(cells)
+      + f' | {row["seconds"]:.0f} |'
+    )
   return '\n'.join(lines)
 
 
@@ -101,7 +122,9 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # Progress lines and tables are printed; library INFO is noise.
+  logging.set_verbosity(
+    logging.WARNING
+  )  # Progress lines and tables are printed; library INFO is noise.
   args = flags.FLAGS
   config = args.config
   seeds = [int(s) for s in args.seeds]

@@ -33,6 +33,7 @@ def summary_features(series: list[np.ndarray]) -> np.ndarray:
 
 def run() -> dict[str, object]:
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+
   splits = japanese_vowels.load_splits()
   features = {s: summary_features(x) for s, (x, _) in splits.items()}
   labels = {s: y for s, (_, y) in splits.items()}
@@ -44,9 +45,12 @@ def run() -> dict[str, object]:
 
   validation = {c: fit(c).score(features['validation'], labels['validation']) for c in GRID}
   best_c = max(GRID, key=lambda c: (validation[c], -c))
-  return {'validation_accuracy_by_C': validation, 'C': best_c,
-          'validation_accuracy': validation[best_c],
-          'test_accuracy': fit(best_c).score(features['test'], labels['test'])}
+  return {
+    'validation_accuracy_by_C': validation,
+    'C': best_c,
+    'validation_accuracy': validation[best_c],
+    'test_accuracy': fit(best_c).score(features['test'], labels['test']),
+  }
 
 
 def main():
@@ -54,16 +58,24 @@ def main():
   parser.add_argument('--out', default='', help='Also write the result table here (markdown).')
   args = parser.parse_args()
   import sklearn  # pylint: disable=g-import-not-at-top
+
   result = run()
   lines = [
-      '# japanese_vowels: logistic regression on per-channel summary statistics', '',
-      f'Command: `python {" ".join(sys.argv)}`  ',
-      f'Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}.', '',
-      'Train 216 / validation 54 / test 370 series (the splits of the japanese_vowels builder).', '',
-      '| C | validation accuracy |', '|---:|---:|',
-      *[f'| {c:g} | {a:.4f} |' for c, a in result['validation_accuracy_by_C'].items()], '',
-      f"Chosen on validation: C={result['C']:g} (validation {result['validation_accuracy']:.4f}); "
-      f"**test accuracy {result['test_accuracy']:.4f}**.", '']
+    '# japanese_vowels: logistic regression on per-channel summary statistics',
+    '',
+    f'Command: `python {" ".join(sys.argv)}`  ',
+    f'Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}.',
+    '',
+    'Train 216 / validation 54 / test 370 series (the splits of the japanese_vowels builder).',
+    '',
+    '| C | validation accuracy |',
+    '|---:|---:|',
+    *[f'| {c:g} | {a:.4f} |' for c, a in result['validation_accuracy_by_C'].items()],
+    '',
+    f"Chosen on validation: C={result['C']:g} (validation {result['validation_accuracy']:.4f}); "
+    f"**test accuracy {result['test_accuracy']:.4f}**.",
+    '',
+  ]
   text = '\n'.join(lines)
   print(text)
   if args.out:

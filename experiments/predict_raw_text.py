@@ -43,10 +43,14 @@ def main():
     times.append(time.perf_counter() - t)
   with open(os.path.join(args.workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     evals = {r['step']: r for r in map(json.loads, f) if r['split'] == 'eval'}
-  print(f'{model}: load {loaded - start:.2f} s; predict {len(texts)} raw texts: first call '
-        f'{times[0]:.2f} s, second {times[1]:.2f} s; traces {model.num_traces}')
-  print(f'accuracy on the raw test strings {np.mean(out.label_ids == labels):.6f}; in-training eval '
-        f"at step {model.step}: {evals[model.step]['accuracy']:.6f}")
+  print(
+    f'{model}: load {loaded - start:.2f} s; predict {len(texts)} raw texts: first call '
+    f'{times[0]:.2f} s, second {times[1]:.2f} s; traces {model.num_traces}'
+  )
+  print(
+    f'accuracy on the raw test strings {np.mean(out.label_ids == labels):.6f}; in-training eval '
+    f"at step {model.step}: {evals[model.step]['accuracy']:.6f}"
+  )
 
 
 if __name__ == '__main__':

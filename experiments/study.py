@@ -81,6 +81,7 @@ class DatasetSpec:
   selection_seeds: choose the learning rate on the first K seeds only (None: all); the other seeds
     then run only at the chosen rate (a budget lever for slow datasets).
   """
+
   config: str
   overrides: dict
   margin: float
@@ -92,20 +93,23 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    # An eval of 1,600 validation clips costs ~20-60 s on CPU, a tenth of a run: 5 per run.
-    'moving_digits': DatasetSpec('video', {}, margin=0.01, seeds=5, arms=VIDEO_ARMS,
-                                 evals_per_run=5, selection_seeds=1),
-    'bbc_news': DatasetSpec('text', {}, margin=0.01),
-    'tweet_sentiment': DatasetSpec(
-        'text', {'dataset.name': 'tweet_sentiment', 'model.num_classes': 3}, margin=0.01),
-    'weather_stations': DatasetSpec('sensor', {}, margin=0.05),  # 0.05 °F of MAE.
-    'japanese_vowels': DatasetSpec('japanese_vowels', {}, margin=0.01),
+  # An eval of 1,600 validation clips costs ~20-60 s on CPU, a tenth of a run: 5 per run.
+  'moving_digits': DatasetSpec(
+    'video', {}, margin=0.01, seeds=5, arms=VIDEO_ARMS, evals_per_run=5, selection_seeds=1
+  ),
+  'bbc_news': DatasetSpec('text', {}, margin=0.01),
+  'tweet_sentiment': DatasetSpec(
+    'text', {'dataset.name': 'tweet_sentiment', 'model.num_classes': 3}, margin=0.01
+  ),
+  'weather_stations': DatasetSpec('sensor', {}, margin=0.05),  # 0.05 °F of MAE.
+  'japanese_vowels': DatasetSpec('japanese_vowels', {}, margin=0.01),
 }
 
 
 @dataclasses.dataclass
 class Protocol:
   """Everything one invocation decides (flags map one to one onto these fields)."""
+
   study_dir: str
   results_dir: str
   datasets: Sequence[str]
@@ -140,12 +144,18 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
   name = config.dataset.name + (f'/{protocol.builder_config}' if protocol.builder_config else '')
   steps = int(protocol.steps.get(dataset, config.num_train_steps))
   every = max(1, steps // max(1, protocol.evals_per_run or spec.evals_per_run))
-  config.dataset.update(name=name, train_split=protocol.train_split,
-                        eval_split=protocol.validation_split)
+  config.dataset.update(
+    name=name, train_split=protocol.train_split, eval_split=protocol.validation_split
+  )
   if protocol.data_dir:
     config.dataset.data_dir = protocol.data_dir
-  config.update(num_train_steps=steps, eval_every_steps=every, checkpoint_every_steps=every,
-                log_every_steps=min(int(config.log_every_steps), every), keep_checkpoints=1)
+  config.update(
+    num_train_steps=steps,
+    eval_every_steps=every,
+    checkpoint_every_steps=every,
+    log_every_steps=min(int(config.log_every_steps), every),
+    keep_checkpoints=1,
+  )
   config.best_metric = study_runs.primary_metric(config)[0]
   data_lib.load_info(config)  # Prepares the data, fills the model fields the data determines.
   return config
@@ -174,8 +184,11 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
   trained = [a for a in arms if study_arms.ARMS[a].trained]
   configs = {a: study_arms.ARMS[a].configure(base, sizes) for a in trained}
 
-  num_select = len(seeds) if not (protocol.selection_seeds or spec.selection_seeds) else min(
-      len(seeds), protocol.selection_seeds or spec.selection_seeds)
+  num_select = (
+    len(seeds)
+    if not (protocol.selection_seeds or spec.selection_seeds)
+    else min(len(seeds), protocol.selection_seeds or spec.selection_seeds)
+  )
   select_seeds = seeds[:num_select]
   runs: dict[tuple[str, float, int], dict] = {}
 
@@ -183,17 +196,27 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     config = copy.deepcopy(configs[arm])
     config.update(learning_rate=lr, seed=seed)
     print(f'[study] {dataset} {arm} lr={lr:g} seed={seed}', flush=True)
-    runs[arm, lr, seed] = study_runs.train_run(config, run_dir(protocol, dataset, arm, lr, seed),
-                                               protocol.keep)
+    runs[arm, lr, seed] = study_runs.train_run(
+      config, run_dir(protocol, dataset, arm, lr, seed), protocol.keep
+    )
 
   for seed in select_seeds:  # Seeds outermost: an interrupted study has balanced arms so far.
     for lr in lrs:
       for arm in trained:
         run(arm, lr, seed)
   worst = np.inf if lower else -np.inf
-  val_means = {(a, lr): float(np.mean([worst if runs[a, lr, s]['val_best'] is None
-                                       else runs[a, lr, s]['val_best'] for s in select_seeds]))
-               for a in trained for lr in lrs}
+  val_means = {
+    (a, lr): float(
+      np.mean(
+        [
+          worst if runs[a, lr, s]['val_best'] is None else runs[a, lr, s]['val_best']
+          for s in select_seeds
+        ]
+      )
+    )
+    for a in trained
+    for lr in lrs
+  }
   chosen = {a: (min if lower else max)(lrs, key=lambda lr, a=a: val_means[a, lr]) for a in trained}
   for seed in seeds[num_select:]:  # With selection_seeds < seeds: the rest only at the chosen rate.
     for arm in trained:
@@ -208,12 +231,17 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
       workdir = run_dir(protocol, dataset, arm, lr, seed)
       result = runs[arm, lr, seed]
       if result['best_step'] is None:
-        raise ConfigError(f'{dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
-                          'rate; drop that rate from --lrs.')
+        raise ConfigError(
+          f'{dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
+          'rate; drop that rate from --lrs.'
+        )
       config = copy.deepcopy(configs[arm])
       config.update(learning_rate=lr, seed=seed)
-      tests[arm].append(study_runs.test_run(config, workdir, result, arm == 'concat',
-                                            protocol.test_split, protocol.cka_max_examples))
+      tests[arm].append(
+        study_runs.test_run(
+          config, workdir, result, arm == 'concat', protocol.test_split, protocol.cka_max_examples
+        )
+      )
       if arm in study_arms.ENSEMBLE_MEMBERS and 'ensemble' in arms:
         outputs[arm].append(study_runs.load_outputs(workdir))
   if 'ensemble' in arms:
@@ -221,28 +249,39 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     tests['ensemble'] = []
     for k in range(len(seeds)):
       ens = study_runs.ensemble_outputs([outputs[m][k] for m in study_arms.ENSEMBLE_MEMBERS])
-      tests['ensemble'].append({'metric': study_runs.metric_of(ens),
-                                'sampling_ci': study_runs.sampling_ci(ens, rng),
-                                'num_examples': study_runs.num_examples(ens)})
+      tests['ensemble'].append(
+        {
+          'metric': study_runs.metric_of(ens),
+          'sampling_ci': study_runs.sampling_ci(ens, rng),
+          'num_examples': study_runs.num_examples(ens),
+        }
+      )
 
   summary = {
-      'dataset': dataset, 'metric': metric, 'lower_is_better': lower, 'margin': spec.margin,
-      'seeds': seeds, 'selection_seeds': select_seeds, 'lrs': lrs, 'arms': arms,
-      'chosen_lr': chosen,
-      'val_means': {f'{a}@{lr:g}': v for (a, lr), v in val_means.items()},
-      'sizes': sizes,
-      'params': {a: study_arms.count_params(configs[a]) for a in trained},
-      'test': {a: [t['metric'] for t in tests[a]] for a in tests},
-      'sampling_ci': {a: [list(t['sampling_ci']) for t in tests[a]] for a in tests},
-      'num_test_examples': tests[arms[0]][0]['num_examples'],
-      'redundancy': [t['redundancy'] for t in tests.get('concat', []) if 'redundancy' in t],
-      'val_curves': {a: [runs[a, chosen[a], s]['val_curve'] for s in seeds] for a in trained},
-      'seconds': {a: float(np.mean([r['seconds'] for (arm, _, _), r in runs.items() if arm == a]))
-                  for a in trained},
-      'steps': int(base.num_train_steps), 'splits': [protocol.train_split,
-                                                     protocol.validation_split,
-                                                     protocol.test_split],
-      'data': base.dataset.name,
+    'dataset': dataset,
+    'metric': metric,
+    'lower_is_better': lower,
+    'margin': spec.margin,
+    'seeds': seeds,
+    'selection_seeds': select_seeds,
+    'lrs': lrs,
+    'arms': arms,
+    'chosen_lr': chosen,
+    'val_means': {f'{a}@{lr:g}': v for (a, lr), v in val_means.items()},
+    'sizes': sizes,
+    'params': {a: study_arms.count_params(configs[a]) for a in trained},
+    'test': {a: [t['metric'] for t in tests[a]] for a in tests},
+    'sampling_ci': {a: [list(t['sampling_ci']) for t in tests[a]] for a in tests},
+    'num_test_examples': tests[arms[0]][0]['num_examples'],
+    'redundancy': [t['redundancy'] for t in tests.get('concat', []) if 'redundancy' in t],
+    'val_curves': {a: [runs[a, chosen[a], s]['val_curve'] for s in seeds] for a in trained},
+    'seconds': {
+      a: float(np.mean([r['seconds'] for (arm, _, _), r in runs.items() if arm == a]))
+      for a in trained
+    },
+    'steps': int(base.num_train_steps),
+    'splits': [protocol.train_split, protocol.validation_split, protocol.test_split],
+    'data': base.dataset.name,
   }
   summary['analysis'] = study_report.analyse(summary, protocol.num_resamples)
   study_runs.write_json(os.path.join(protocol.study_dir, dataset, 'summary.json'), summary)
@@ -252,22 +291,29 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
 
 def provenance(protocol: Protocol) -> dict:
   """The exact command, git commit (and whether the tree was dirty) and package versions."""
+
   def git(*args):
     try:
-      return subprocess.run(['git', '-C', ROOT, *args], capture_output=True, text=True,
-                            check=True).stdout.strip()
+      return subprocess.run(
+        ['git', '-C', ROOT, *args], capture_output=True, text=True, check=True
+      ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
       return 'unknown'
+
   versions = {'python': platform.python_version()}
   for name in ('jax', 'flax', 'optax', 'orbax.checkpoint', 'grain', 'numpy'):
     try:
       versions[name] = importlib.import_module(name).__version__
     except (ImportError, AttributeError):
       versions[name] = 'unknown'
-  return {'command': protocol.command, 'commit': git('rev-parse', 'HEAD'),
-          'dirty': bool(git('status', '--porcelain', '--untracked-files=no')),
-          'versions': versions, 'devices': f'{jax.device_count()} x {jax.devices()[0].platform}',
-          'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+  return {
+    'command': protocol.command,
+    'commit': git('rev-parse', 'HEAD'),
+    'dirty': bool(git('status', '--porcelain', '--untracked-files=no')),
+    'versions': versions,
+    'devices': f'{jax.device_count()} x {jax.devices()[0].platform}',
+    'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+  }
 
 
 def plan(protocol: Protocol) -> str:
@@ -283,13 +329,18 @@ def plan(protocol: Protocol) -> str:
     k = min(len(seeds), protocol.selection_seeds or spec.selection_seeds or len(seeds))
     trained = [a for a in (protocol.arms or spec.arms) if study_arms.ARMS[a].trained]
     per_arm = len(lrs) * k + len(seeds) - k
-    done = sum(os.path.exists(os.path.join(protocol.study_dir, dataset, a, r, 'result.json'))
-               for a in trained if os.path.isdir(os.path.join(protocol.study_dir, dataset, a))
-               for r in os.listdir(os.path.join(protocol.study_dir, dataset, a)))
-    lines.append(f'{dataset}: {len(trained)} trained arms x {per_arm} runs ({len(lrs)} rates x {k} '
-                 f'selection seeds + {len(seeds) - k} more seeds) = {len(trained) * per_arm} runs '
-                 f'of {protocol.steps.get(dataset, config.num_train_steps)} steps; {done} finished. '
-                 f'Arms: {", ".join(trained)}.')
+    done = sum(
+      os.path.exists(os.path.join(protocol.study_dir, dataset, a, r, 'result.json'))
+      for a in trained
+      if os.path.isdir(os.path.join(protocol.study_dir, dataset, a))
+      for r in os.listdir(os.path.join(protocol.study_dir, dataset, a))
+    )
+    lines.append(
+      f'{dataset}: {len(trained)} trained arms x {per_arm} runs ({len(lrs)} rates x {k} '
+      f'selection seeds + {len(seeds) - k} more seeds) = {len(trained) * per_arm} runs '
+      f'of {protocol.steps.get(dataset, config.num_train_steps)} steps; {done} finished. '
+      f'Arms: {", ".join(trained)}.'
+    )
   return '\n'.join(lines)
 
 
@@ -305,57 +356,97 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   """Command-line flags (defined only when run as a script, so tests can import this module)."""
   f = dict(flag_values=flag_values)
   flags.DEFINE_list('datasets', list(DATASETS), f'Datasets to study, of {list(DATASETS)}.', **f)
-  flags.DEFINE_list('arms', None, f"Arms (default: each dataset's own list), of {list(ALL_ARMS)}.",
-                    **f)
-  flags.DEFINE_string('seeds', None, 'Seeds: a count N (0..N-1) or a list 0,1,2 (default: each '
-                      "dataset's own count).", **f)
-  flags.DEFINE_list('lrs', None, 'Learning-rate grid, chosen per arm on validation '
-                    '(default 3e-4,1e-3,3e-3).', **f)
-  flags.DEFINE_list('steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).',
-                    **f)
-  flags.DEFINE_integer('evals_per_run', None, 'Validation evaluations (and checkpoints) per run '
-                       "(default: each dataset's own, 10; video 5).", **f)
-  flags.DEFINE_integer('selection_seeds', None, 'Choose learning rates on the first K seeds; the '
-                       "other seeds run only at the chosen rate (default: each dataset's own; "
-                       'all seeds, video 1).', **f)
-  flags.DEFINE_bool('validation_from_train', False, 'Carve validation from train (train[:90%] / '
-                    "train[90%:]) instead of the datasets' own validation split.", **f)
+  flags.DEFINE_list(
+    'arms', None, f"Arms (default: each dataset's own list), of {list(ALL_ARMS)}.", **f
+  )
+  flags.DEFINE_string(
+    'seeds',
+    None,
+    'Seeds: a count N (0..N-1) or a list 0,1,2 (default: each dataset\'s own count).',
+    **f,
+  )
+  flags.DEFINE_list(
+    'lrs', None, 'Learning-rate grid, chosen per arm on validation (default 3e-4,1e-3,3e-3).', **f
+  )
+  flags.DEFINE_list(
+    'steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).', **f
+  )
+  flags.DEFINE_integer(
+    'evals_per_run',
+    None,
+    'Validation evaluations (and checkpoints) per run (default: each dataset\'s own, 10; video 5).',
+    **f,
+  )
+  flags.DEFINE_integer(
+    'selection_seeds',
+    None,
+    'Choose learning rates on the first K seeds; the '
+    "other seeds run only at the chosen rate (default: each dataset's own; "
+    'all seeds, video 1).',
+    **f,
+  )
+  flags.DEFINE_bool(
+    'validation_from_train',
+    False,
+    'Carve validation from train (train[:90%] / '
+    "train[90%:]) instead of the datasets' own validation split.",
+    **f,
+  )
   flags.DEFINE_string('train_split', None, 'Train split (overrides --validation_from_train).', **f)
   flags.DEFINE_string('validation_split', None, 'Validation split (idem).', **f)
   flags.DEFINE_string('test_split', 'test', 'Test split, evaluated once per selected run.', **f)
   flags.DEFINE_string('config_variant', '', "Config variant of every task, e.g. 'smoke'.", **f)
   flags.DEFINE_string('builder_config', '', "Builder config of every dataset, e.g. 'tiny'.", **f)
   flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: TFDS's).", **f)
-  flags.DEFINE_bool('plan', False, 'Only print what would be trained (runs per dataset), then stop.',
-                    **f)
+  flags.DEFINE_bool(
+    'plan', False, 'Only print what would be trained (runs per dataset), then stop.', **f
+  )
   flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
   flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
-  flags.DEFINE_string('results_dir', os.path.join(ROOT, 'experiments', 'results'),
-                      'Where the reports and plots go.', **f)
+  flags.DEFINE_string(
+    'results_dir',
+    os.path.join(ROOT, 'experiments', 'results'),
+    'Where the reports and plots go.',
+    **f,
+  )
 
 
 def protocol_from_flags(args, argv: Sequence[str]) -> Protocol:
   seeds = None
   if args.seeds:
-    seeds = (list(range(int(args.seeds))) if ',' not in args.seeds
-             else [int(s) for s in args.seeds.split(',') if s])
+    seeds = (
+      list(range(int(args.seeds)))
+      if ',' not in args.seeds
+      else [int(s) for s in args.seeds.split(',') if s]
+    )
   steps = {}
   for item in args.steps:
     name, _, value = item.partition('=')
     if not value.isdigit():
       raise ConfigError(f'--steps entry {item!r} is not dataset=N, e.g. bbc_news=500.')
     steps[name] = int(value)
-  train_split, validation_split = (('train[:90%]', 'train[90%:]') if args.validation_from_train
-                                   else ('train', 'validation'))
+  train_split, validation_split = (
+    ('train[:90%]', 'train[90%:]') if args.validation_from_train else ('train', 'validation')
+  )
   return Protocol(
-      study_dir=args.study_dir, results_dir=args.results_dir, datasets=args.datasets,
-      arms=args.arms, seeds=seeds, lrs=[float(x) for x in args.lrs] if args.lrs else None,
-      steps=steps, evals_per_run=args.evals_per_run, selection_seeds=args.selection_seeds,
-      train_split=args.train_split or train_split,
-      validation_split=args.validation_split or validation_split, test_split=args.test_split,
-      config_variant=args.config_variant, builder_config=args.builder_config,
-      data_dir=args.data_dir, keep=args.keep,
-      command='python ' + ' '.join([os.path.relpath(argv[0], ROOT)] + list(argv[1:])))
+    study_dir=args.study_dir,
+    results_dir=args.results_dir,
+    datasets=args.datasets,
+    arms=args.arms,
+    seeds=seeds,
+    lrs=[float(x) for x in args.lrs] if args.lrs else None,
+    steps=steps,
+    evals_per_run=args.evals_per_run,
+    selection_seeds=args.selection_seeds,
+    train_split=args.train_split or train_split,
+    validation_split=args.validation_split or validation_split,
+    test_split=args.test_split,
+    config_variant=args.config_variant,
+    builder_config=args.builder_config,
+    data_dir=args.data_dir,
+    keep=args.keep,
+    command='python ' + ' '.join([os.path.relpath(argv[0], ROOT)] + list(argv[1:])),
+  )
 
 
 def main(argv):

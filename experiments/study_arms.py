@@ -85,19 +85,28 @@ def match_sizes(config: Config) -> dict[str, object]:
   """
   base_conv = tuple(config.model.conv_features)
   target = count_params(with_model(config, branches='both', fusion='concat'))
-  cnn = lambda w: count_params(with_model(config, branches='cnn',  # pylint: disable=g-long-lambda
-                                          conv_features=widened_conv_features(base_conv, w)))
+  cnn = lambda w: count_params(
+    with_model(
+      config,
+      branches='cnn',  # pylint: disable=g-long-lambda
+      conv_features=widened_conv_features(base_conv, w),
+    )
+  )
   lstm = lambda u: count_params(with_model(config, branches='lstm', lstm_units=u))
-  sizes = {'target': target,
-           'cnn_width': _closest_int(cnn, target, base_conv[-1]),
-           'lstm_units': _closest_int(lstm, target, int(config.model.lstm_units))}
+  sizes = {
+    'target': target,
+    'cnn_width': _closest_int(cnn, target, base_conv[-1]),
+    'lstm_units': _closest_int(lstm, target, int(config.model.lstm_units)),
+  }
   for fusion in ('gated', 'projected_sum'):  # The count is affine in fusion_dim: solve, then check.
-    at = lambda d, f=fusion: count_params(with_model(config, branches='both', fusion=f,
-                                                     fusion_dim=d))
+    at = lambda d, f=fusion: count_params(
+      with_model(config, branches='both', fusion=f, fusion_dim=d)
+    )
     slope = at(2) - at(1)
     dim = max(1, int(round((target - (at(1) - slope)) / slope)))
-    sizes[f'{fusion}_dim'] = min((d for d in (dim - 1, dim, dim + 1) if d >= 1),
-                                 key=lambda d: abs(at(d) - target))
+    sizes[f'{fusion}_dim'] = min(
+      (d for d in (dim - 1, dim, dim + 1) if d >= 1), key=lambda d: abs(at(d) - target)
+    )
   return sizes
 
 
@@ -110,6 +119,7 @@ class Arm:
   trained: False for the late ensemble, which averages other arms' test outputs.
   matched: whether it is a capacity control sized to concat's parameter count.
   """
+
   label: str
   model: dict
   trained: bool = True
@@ -126,24 +136,35 @@ def _wide_cnn(config, sizes):
 
 
 ARMS: dict[str, Arm] = {
-    'cnn': Arm('cnn only', dict(branches='cnn', fusion='concat')),
-    'lstm': Arm('lstm only', dict(branches='lstm', fusion='concat')),
-    'concat': Arm('concat (reference)', dict(branches='both', fusion='concat')),
-    'gated': Arm('gated', dict(branches='both', fusion='gated')),
-    'projected_sum': Arm('projected_sum', dict(branches='both', fusion='projected_sum')),
-    'gated_matched': Arm('gated, matched', dict(
-        branches='both', fusion='gated', fusion_dim=lambda c, s: int(s['gated_dim'])),
-                         matched=True),
-    'projected_sum_matched': Arm('projected_sum, matched', dict(
-        branches='both', fusion='projected_sum',
-        fusion_dim=lambda c, s: int(s['projected_sum_dim'])), matched=True),
-    'cnn_wide': Arm('cnn only, widened', dict(branches='cnn', fusion='concat',
-                                              conv_features=_wide_cnn), matched=True),
-    'lstm_wide': Arm('lstm only, widened', dict(
-        branches='lstm', fusion='concat', lstm_units=lambda c, s: int(s['lstm_units'])),
-                     matched=True),
-    'cnn+cnn': Arm('cnn ∥ cnn', dict(branches='cnn+cnn', fusion='concat')),
-    'lstm+lstm': Arm('lstm ∥ lstm', dict(branches='lstm+lstm', fusion='concat')),
-    'ensemble': Arm('late ensemble (cnn, lstm)', {}, trained=False),
+  'cnn': Arm('cnn only', dict(branches='cnn', fusion='concat')),
+  'lstm': Arm('lstm only', dict(branches='lstm', fusion='concat')),
+  'concat': Arm('concat (reference)', dict(branches='both', fusion='concat')),
+  'gated': Arm('gated', dict(branches='both', fusion='gated')),
+  'projected_sum': Arm('projected_sum', dict(branches='both', fusion='projected_sum')),
+  'gated_matched': Arm(
+    'gated, matched',
+    dict(branches='both', fusion='gated', fusion_dim=lambda c, s: int(s['gated_dim'])),
+    matched=True,
+  ),
+  'projected_sum_matched': Arm(
+    'projected_sum, matched',
+    dict(
+      branches='both', fusion='projected_sum', fusion_dim=lambda c, s: int(s['projected_sum_dim'])
+    ),
+    matched=True,
+  ),
+  'cnn_wide': Arm(
+    'cnn only, widened',
+    dict(branches='cnn', fusion='concat', conv_features=_wide_cnn),
+    matched=True,
+  ),
+  'lstm_wide': Arm(
+    'lstm only, widened',
+    dict(branches='lstm', fusion='concat', lstm_units=lambda c, s: int(s['lstm_units'])),
+    matched=True,
+  ),
+  'cnn+cnn': Arm('cnn ∥ cnn', dict(branches='cnn+cnn', fusion='concat')),
+  'lstm+lstm': Arm('lstm ∥ lstm', dict(branches='lstm+lstm', fusion='concat')),
+  'ensemble': Arm('late ensemble (cnn, lstm)', {}, trained=False),
 }
 ENSEMBLE_MEMBERS = ('cnn', 'lstm')

@@ -1,8 +1,8 @@
 """The study's analysis, markdown reports and plots (matplotlib is imported only to draw).
 
-  analysis = analyse(summary)                              # statistics + verdict of one dataset
-  write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
-  write_summary(summaries, results_dir, provenance)        # study_summary.md
+analysis = analyse(summary)                              # statistics + verdict of one dataset
+write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
+write_summary(summaries, results_dir, provenance)        # study_summary.md
 """
 
 import os
@@ -44,16 +44,21 @@ def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, bool
     return None, []
   best = (min if lower else max)(singles, key=val)
   other = [a for a in singles if a != best]
-  wanted = [(f'best single branch ({best})', best, True),
-            ('late ensemble', 'ensemble', True),
-            (f'widened best branch ({best}_wide)', f'{best}_wide', True),
-            (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', False)]
+  wanted = [
+    (f'best single branch ({best})', best, True),
+    ('late ensemble', 'ensemble', True),
+    (f'widened best branch ({best}_wide)', f'{best}_wide', True),
+    (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', False),
+  ]
   for o in other:
-    wanted += [(f'other branch ({o})', o, False), (f'widened other branch ({o}_wide)',
-                                                   f'{o}_wide', False),
-               (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', False)]
-  wanted += [(a, a, False) for a in ('gated_matched', 'projected_sum_matched', 'gated',
-                                     'projected_sum')]
+    wanted += [
+      (f'other branch ({o})', o, False),
+      (f'widened other branch ({o}_wide)', f'{o}_wide', False),
+      (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', False),
+    ]
+  wanted += [
+    (a, a, False) for a in ('gated_matched', 'projected_sum_matched', 'gated', 'projected_sum')
+  ]
   return best, [(label, arm, primary) for label, arm, primary in wanted if arm in arms]
 
 
@@ -65,14 +70,23 @@ def analyse(summary: dict, num_resamples: int = study_stats.NUM_RESAMPLES) -> di
   for arm, values in summary['test'].items():
     mean, lo, hi = study_stats.mean_ci(values, num_resamples=num_resamples, rng=rng)
     halves = [(h - l) / 2 for l, h in summary['sampling_ci'][arm]]
-    arms[arm] = {'mean': float(mean), 'low': float(lo), 'high': float(hi),
-                 'sd': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                 'sampling_half_width': float(np.median(halves))}
+    arms[arm] = {
+      'mean': float(mean),
+      'low': float(lo),
+      'high': float(hi),
+      'sd': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+      'sampling_half_width': float(np.median(halves)),
+    }
   best, wanted = comparisons(summary)
   rows = []
   for label, other, primary in wanted:
-    d = study_stats.paired_difference(summary['test']['concat'], summary['test'][other],
-                                      lower_is_better=lower, num_resamples=num_resamples, rng=rng)
+    d = study_stats.paired_difference(
+      summary['test']['concat'],
+      summary['test'][other],
+      lower_is_better=lower,
+      num_resamples=num_resamples,
+      rng=rng,
+    )
     rows.append({'label': label, 'arm': other, 'primary': primary, **d.__dict__})
   for row, adjusted in zip(rows, study_stats.holm([r['p_value'] for r in rows]) if rows else []):
     row['holm_p'] = float(adjusted)
@@ -84,17 +98,26 @@ def analyse(summary: dict, num_resamples: int = study_stats.NUM_RESAMPLES) -> di
     redundancy['zeroed_lstm'] = [r['zeroed'][1] for r in red]
     redundancy['widths'] = red[0]['widths']
   n = len(summary['seeds'])
-  return {'arms': arms, 'best_single': best, 'comparisons': rows, 'redundancy': redundancy,
-          'min_holm_p': min(1.0, len(rows) * study_stats.min_p_value(n)) if rows else None,
-          'verdict': verdict(rows, summary['margin'])}
+  return {
+    'arms': arms,
+    'best_single': best,
+    'comparisons': rows,
+    'redundancy': redundancy,
+    'min_holm_p': min(1.0, len(rows) * study_stats.min_p_value(n)) if rows else None,
+    'verdict': verdict(rows, summary['margin']),
+  }
 
 
 def verdict(rows: Sequence[dict], margin: float) -> str:
   """The pre-declared decision rule (DECISION_RULE) applied to the comparisons of a dataset."""
   if not rows:
     return 'not assessed (needs the concat, cnn and lstm arms)'
-  significant = lambda r, sign: r['holm_p'] < ALPHA and (  # pylint: disable=g-long-lambda
-      r['low'] > 0 if sign > 0 else r['high'] < 0)
+  significant = lambda r, sign: (
+    r['holm_p'] < ALPHA
+    and (  # pylint: disable=g-long-lambda
+      r['low'] > 0 if sign > 0 else r['high'] < 0
+    )
+  )
   main = rows[0]
   if significant(main, +1):
     controls = [r for r in rows[1:3] if r['primary']]
@@ -112,9 +135,12 @@ def verdict(rows: Sequence[dict], margin: float) -> str:
 def _header(provenance: dict) -> list[str]:
   v = ', '.join(f'{k} {x}' for k, x in provenance['versions'].items())
   dirty = ' (with uncommitted changes)' if provenance['dirty'] else ''
-  return [f'Command: `{provenance["command"]}`', '',
-          f'Commit `{provenance["commit"]}`{dirty}; {v}; {provenance["devices"]}; '
-          f'{provenance["date"]}.', '']
+  return [
+    f'Command: `{provenance["command"]}`',
+    '',
+    f'Commit `{provenance["commit"]}`{dirty}; {v}; {provenance["devices"]}; {provenance["date"]}.',
+    '',
+  ]
 
 
 def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> str:
@@ -123,20 +149,31 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
   a = summary['analysis']
   name, metric = summary['dataset'], summary['metric']
   arrow = '↓' if summary['lower_is_better'] else '↑'
-  lines = [f'# Study: {name}', ''] + _header(provenance) + [
+  lines = (
+    [f'# Study: {name}', '']
+    + _header(provenance)
+    + [
       f'Data `{summary["data"]}`, splits train `{summary["splits"][0]}`, validation '
       f'`{summary["splits"][1]}`, test `{summary["splits"][2]}` ({summary["num_test_examples"]} '
       f'examples). {summary["steps"]} steps per run; learning rate per arm chosen from '
       f'{", ".join(f"{x:g}" for x in summary["lrs"])} by mean best-validation {metric}; the kept '
       f'checkpoint of each run is the best on validation; test evaluated once per selected run. '
       f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order)'
-      + ('' if summary['selection_seeds'] == summary['seeds'] else
-         f'; learning rates chosen on seeds {", ".join(map(str, summary["selection_seeds"]))} only, '
-         'the other seeds run at the chosen rate') + '.', '',
-      f'## Arms: test {metric} {arrow}', '',
+      + (
+        ''
+        if summary['selection_seeds'] == summary['seeds']
+        else f'; learning rates chosen on seeds {", ".join(map(str, summary["selection_seeds"]))} only, '
+        'the other seeds run at the chosen rate'
+      )
+      + '.',
+      '',
+      f'## Arms: test {metric} {arrow}',
+      '',
       '| arm | params | chosen lr | validation (mean) | test mean [95% CI over seeds] | seed sd '
       '| test-set sampling ± (95%, one run) | s / run |',
-      '|---|---:|---:|---:|---|---:|---:|---:|']
+      '|---|---:|---:|---:|---|---:|---:|---:|',
+    ]
+  )
   target = summary['sizes']['target']
   for arm in summary['arms']:
     s = a['arms'][arm]
@@ -147,29 +184,48 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       flag = ' (not matched: smallest size exceeds concat)'
     lr = summary['chosen_lr'].get(arm)
     val = summary['val_means'].get(f'{arm}@{lr:g}') if lr else None
-    cells = [spec.label, f'{params:,}{flag}' if params else 'its members\' runs',
-             f'{lr:g}' if lr else 'members\'', _fmt(val) if val is not None else '–',
-             f'{_fmt(s["mean"])} [{_fmt(s["low"])}, {_fmt(s["high"])}]', _fmt(s['sd']),
-             _fmt(s['sampling_half_width']),
-             f'{summary["seconds"][arm]:.0f}' if arm in summary['seconds'] else '–']
+    cells = [
+      spec.label,
+      f'{params:,}{flag}' if params else 'its members\' runs',
+      f'{lr:g}' if lr else 'members\'',
+      _fmt(val) if val is not None else '–',
+      f'{_fmt(s["mean"])} [{_fmt(s["low"])}, {_fmt(s["high"])}]',
+      _fmt(s['sd']),
+      _fmt(s['sampling_half_width']),
+      f'{summary["seconds"][arm]:.0f}' if arm in summary['seconds'] else '–',
+    ]
     lines.append('| ' + ' | '.join(cells) + ' |')
-  lines += ['', 'Test-set sampling ±: half-width of the 95% CI of one run\'s metric from the finite '
-            'test set (Wilson for accuracy, bootstrap over examples for MAE), median over seeds: '
-            'compare it with the seed CI.', '']
+  lines += [
+    '',
+    'Test-set sampling ±: half-width of the 95% CI of one run\'s metric from the finite '
+    'test set (Wilson for accuracy, bootstrap over examples for MAE), median over seeds: '
+    'compare it with the seed CI.',
+    '',
+  ]
   if a['comparisons']:
-    lines += [f'## Paired differences on test: concat − arm (positive = concat better; best single '
-              f'branch chosen on validation: {a["best_single"]})', '',
-              '| comparison | mean difference [95% CI] | P(concat better) | concat wins | p (sign-flip) '
-              '| Holm p |', '|---|---|---:|---:|---:|---:|']
+    lines += [
+      f'## Paired differences on test: concat − arm (positive = concat better; best single '
+      f'branch chosen on validation: {a["best_single"]})',
+      '',
+      '| comparison | mean difference [95% CI] | P(concat better) | concat wins | p (sign-flip) '
+      '| Holm p |',
+      '|---|---|---:|---:|---:|---:|',
+    ]
     for r in a['comparisons']:
       star = ' (primary)' if r['primary'] else ''
-      lines.append(f'| {r["label"]}{star} | {r["mean"]:+.4f} [{r["low"]:+.4f}, {r["high"]:+.4f}] | '
-                   f'{r["prob_better"]:.3f} | {r["wins"]:g}/{r["n"]} | {r["p_value"]:.4f} | '
-                   f'{r["holm_p"]:.4f} |')
-    lines += ['', f'P(concat better): fraction of bootstrap resamples of the seeds whose mean paired '
-              f'difference is > 0. p: two-sided exact sign-flip permutation test; Holm over the '
-              f'{len(a["comparisons"])} comparisons. Smallest reachable Holm p with '
-              f'{len(summary["seeds"])} seeds: {a["min_holm_p"]:.4f}.', '']
+      lines.append(
+        f'| {r["label"]}{star} | {r["mean"]:+.4f} [{r["low"]:+.4f}, {r["high"]:+.4f}] | '
+        f'{r["prob_better"]:.3f} | {r["wins"]:g}/{r["n"]} | {r["p_value"]:.4f} | '
+        f'{r["holm_p"]:.4f} |'
+      )
+    lines += [
+      '',
+      f'P(concat better): fraction of bootstrap resamples of the seeds whose mean paired '
+      f'difference is > 0. p: two-sided exact sign-flip permutation test; Holm over the '
+      f'{len(a["comparisons"])} comparisons. Smallest reachable Holm p with '
+      f'{len(summary["seeds"])} seeds: {a["min_holm_p"]:.4f}.',
+      '',
+    ]
   red = a['redundancy']
   if red:
 
@@ -177,15 +233,22 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       return '{:.3f} [{:.3f}, {:.3f}]'.format(*study_stats.mean_ci(values))
 
     intact = summary['test']['concat']
-    lines += ['## Redundancy of the concat model (test, mean [95% CI] over seeds)', '',
-              f'Branch feature widths: CNN {red["widths"][0]}, LSTM {red["widths"][1]}.', '',
-              '| linear CKA(CNN, LSTM) | debiased CKA | ' + metric + ' intact | CNN features zeroed '
-              '| LSTM features zeroed |', '|---|---|---|---|---|',
-              f'| {ci(red["cka"])} | {ci(red["cka_debiased"])} | {ci(intact)} | '
-              f'{ci(red["zeroed_cnn"])} | {ci(red["zeroed_lstm"])} |', '',
-              'CKA near 1: the branches carry the same information (up to a rotation and scale); the '
-              'plain estimate is biased upwards for wide features, the debiased one is not. A '
-              'large drop when a branch is zeroed means the head relies on it.', '']
+    lines += [
+      '## Redundancy of the concat model (test, mean [95% CI] over seeds)',
+      '',
+      f'Branch feature widths: CNN {red["widths"][0]}, LSTM {red["widths"][1]}.',
+      '',
+      '| linear CKA(CNN, LSTM) | debiased CKA | ' + metric + ' intact | CNN features zeroed '
+      '| LSTM features zeroed |',
+      '|---|---|---|---|---|',
+      f'| {ci(red["cka"])} | {ci(red["cka_debiased"])} | {ci(intact)} | '
+      f'{ci(red["zeroed_cnn"])} | {ci(red["zeroed_lstm"])} |',
+      '',
+      'CKA near 1: the branches carry the same information (up to a rotation and scale); the '
+      'plain estimate is biased upwards for wide features, the debiased one is not. A '
+      'large drop when a branch is zeroed means the head relies on it.',
+      '',
+    ]
   forest, curves = plot_forest(summary, results_dir), plot_curves(summary, results_dir)
   lines += [f'## Verdict: concat **{a["verdict"]}**', '', DECISION_RULE, '']
   if forest:
@@ -199,8 +262,10 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
 
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -212,19 +277,33 @@ def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
   y = np.arange(len(rows))[::-1]
-  ax.axvspan(-summary['margin'], summary['margin'], color='0.9',
-             label=f'equivalence margin ±{summary["margin"]:g}')
+  ax.axvspan(
+    -summary['margin'],
+    summary['margin'],
+    color='0.9',
+    label=f'equivalence margin ±{summary["margin"]:g}',
+  )
   ax.axvline(0, color='0.4', lw=1)
   for primary, marker, label in ((True, 'o', 'primary comparison'), (False, 's', 'other')):
     idx = [i for i, r in enumerate(rows) if r['primary'] == primary]
     if idx:
-      ax.errorbar([rows[i]['mean'] for i in idx], y[idx], fmt=marker, capsize=3,
-                  color='C0' if primary else 'C7', label=label,
-                  xerr=[[rows[i]['mean'] - rows[i]['low'] for i in idx],
-                        [rows[i]['high'] - rows[i]['mean'] for i in idx]])
+      ax.errorbar(
+        [rows[i]['mean'] for i in idx],
+        y[idx],
+        fmt=marker,
+        capsize=3,
+        color='C0' if primary else 'C7',
+        label=label,
+        xerr=[
+          [rows[i]['mean'] - rows[i]['low'] for i in idx],
+          [rows[i]['high'] - rows[i]['mean'] for i in idx],
+        ],
+      )
   ax.set_yticks(y, [r['label'] for r in rows])
-  ax.set_xlabel(f'concat − arm, test {summary["metric"]} (> 0: concat better), 95% CI over '
-                f'{len(summary["seeds"])} seeds')
+  ax.set_xlabel(
+    f'concat − arm, test {summary["metric"]} (> 0: concat better), 95% CI over '
+    f'{len(summary["seeds"])} seeds'
+  )
   ax.set_title(f'{summary["dataset"]}: concat {summary["analysis"]["verdict"]}', fontsize=9)
   ax.legend(loc='best', fontsize=7)
   fig.tight_layout()
@@ -239,14 +318,19 @@ def plot_curves(summary: dict, results_dir: str) -> str:
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(7, 4))
   for i, (arm, curves) in enumerate(summary['val_curves'].items()):
-    steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves if c]) if any(curves)
-                   else set())
+    steps = sorted(
+      set.intersection(*[{s for s, _ in c} for c in curves if c]) if any(curves) else set()
+    )
     if not steps:
       continue
     values = np.array([[dict(c)[s] for s in steps] for c in curves if c])
-    ax.plot(steps, values.mean(0), label=f'{study_arms.ARMS[arm].label} '
-            f'(lr {summary["chosen_lr"][arm]:g})', color=f'C{i % 10}',
-            ls='-' if i < 10 else '--')
+    ax.plot(
+      steps,
+      values.mean(0),
+      label=f'{study_arms.ARMS[arm].label} (lr {summary["chosen_lr"][arm]:g})',
+      color=f'C{i % 10}',
+      ls='-' if i < 10 else '--',
+    )
   ax.set_xlabel('step')
   ax.set_ylabel(f'validation {summary["metric"]} (mean over seeds)')
   ax.set_title(f'{summary["dataset"]}: validation curves', fontsize=10)
@@ -261,29 +345,45 @@ def plot_curves(summary: dict, results_dir: str) -> str:
 def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict) -> str:
   """study_summary.md: one row per dataset with the primary comparisons and the verdict."""
   os.makedirs(results_dir, exist_ok=True)
-  lines = ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', ''] + _header(
-      provenance) + [
-          '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
-          '[CI], P(better), Holm p | concat − late ensemble | concat − widened best | verdict |',
-          '|---|---|---|---|---|---|---|---|']
+  lines = (
+    ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
+    + _header(provenance)
+    + [
+      '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
+      '[CI], P(better), Holm p | concat − late ensemble | concat − widened best | verdict |',
+      '|---|---|---|---|---|---|---|---|',
+    ]
+  )
   for s in summaries:
     a = s['analysis']
     arms, rows = a['arms'], {r['arm']: r for r in a['comparisons']}
     best = a['best_single']
     cell = lambda arm: (  # pylint: disable=g-long-lambda
-        f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]'
-        if arm in arms else '–')
+      f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]'
+      if arm in arms
+      else '–'
+    )
     diff = lambda arm: (  # pylint: disable=g-long-lambda
-        f'{rows[arm]["mean"]:+.4f} [{rows[arm]["low"]:+.4f}, {rows[arm]["high"]:+.4f}], '
-        f'{rows[arm]["prob_better"]:.2f}, {rows[arm]["holm_p"]:.3f}' if arm in rows else '–')
+      f'{rows[arm]["mean"]:+.4f} [{rows[arm]["low"]:+.4f}, {rows[arm]["high"]:+.4f}], '
+      f'{rows[arm]["prob_better"]:.2f}, {rows[arm]["holm_p"]:.3f}'
+      if arm in rows
+      else '–'
+    )
     arrow = '↓' if s['lower_is_better'] else '↑'
-    lines.append(f'| {s["dataset"]} | {s["metric"]} {arrow} | {cell("concat")} | {best}: '
-                 f'{cell(best) if best else "–"} | {diff(best) if best else "–"} | '
-                 f'{diff("ensemble")} | {diff(f"{best}_wide") if best else "–"} | '
-                 f'**{a["verdict"]}** |')
-  lines += ['', 'Per-dataset reports (every arm, every comparison, redundancy, plots): '
-            + ', '.join(f'[study_{s["dataset"]}.md](study_{s["dataset"]}.md)' for s in summaries),
-            '', DECISION_RULE, '']
+    lines.append(
+      f'| {s["dataset"]} | {s["metric"]} {arrow} | {cell("concat")} | {best}: '
+      f'{cell(best) if best else "–"} | {diff(best) if best else "–"} | '
+      f'{diff("ensemble")} | {diff(f"{best}_wide") if best else "–"} | '
+      f'**{a["verdict"]}** |'
+    )
+  lines += [
+    '',
+    'Per-dataset reports (every arm, every comparison, redundancy, plots): '
+    + ', '.join(f'[study_{s["dataset"]}.md](study_{s["dataset"]}.md)' for s in summaries),
+    '',
+    DECISION_RULE,
+    '',
+  ]
   path = os.path.join(results_dir, 'study_summary.md')
   with open(path, 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines))

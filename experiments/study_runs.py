@@ -87,9 +87,11 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
   result = read_json(path)
   if result is not None:
     if result.get('fingerprint') != fp:
-      raise ConfigError(f'{workdir} holds a run of another config (fingerprint '
-                        f'{result.get("fingerprint")} != {fp}): delete it or use another '
-                        '--study_dir.')
+      raise ConfigError(
+        f'{workdir} holds a run of another config (fingerprint '
+        f'{result.get("fingerprint")} != {fp}): delete it or use another '
+        '--study_dir.'
+      )
     _prune(config, workdir, result, keep)
     return result
   metric, _ = primary_metric(config)
@@ -115,12 +117,19 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
     values = dict(curve)
     if best_step not in values:
       raise checkpointing.CheckpointError(
-          f'{workdir}: best checkpoint step {best_step} has no eval line in metrics.jsonl; the run '
-          'directory is inconsistent: delete it and run the study again.')
+        f'{workdir}: best checkpoint step {best_step} has no eval line in metrics.jsonl; the run '
+        'directory is inconsistent: delete it and run the study again.'
+      )
     val_best = values[best_step]
-  result = {'fingerprint': fp, 'seconds': time.perf_counter() - start,
-            'params': study_arms.count_params(config), 'diverged': diverged,
-            'best_step': best_step, 'val_best': val_best, 'val_curve': curve}
+  result = {
+    'fingerprint': fp,
+    'seconds': time.perf_counter() - start,
+    'params': study_arms.count_params(config),
+    'diverged': diverged,
+    'best_step': best_step,
+    'val_best': val_best,
+    'val_curve': curve,
+  }
   write_json(path, result)
   _prune(config, workdir, result, keep)
   return result
@@ -131,8 +140,9 @@ def _prune(config, workdir: str, result: dict, keep: str) -> None:
   if keep != 'best' or result.get('best_step') is None:
     return
   directory = checkpointing.checkpoint_dir(workdir)
-  if not os.path.isdir(directory) or sorted(
-      d for d in os.listdir(directory) if d.isdigit()) == [str(result['best_step'])]:
+  if not os.path.isdir(directory) or sorted(d for d in os.listdir(directory) if d.isdigit()) == [
+    str(result['best_step'])
+  ]:
     return  # Nothing to delete (the common case when a finished study is re-run).
   manager = _manager(workdir, config, read_only=False)
   try:
@@ -179,8 +189,14 @@ def _forward_fn(model, regression: bool, zero: Optional[int]):
   return _FORWARD_FNS[key]
 
 
-def predict_split(config, workdir: str, step: int, split: str, zero: Optional[int] = None,
-                  with_features: bool = False) -> dict[str, np.ndarray]:
+def predict_split(
+  config,
+  workdir: str,
+  step: int,
+  split: str,
+  zero: Optional[int] = None,
+  with_features: bool = False,
+) -> dict[str, np.ndarray]:
   """Per-example outputs of checkpoint `step` of `workdir` on `split`, in the split's order.
 
   (Until `hybrid_jax.load(workdir).predict/embed` exists; this reads the run's own checkpoint.)
@@ -197,8 +213,9 @@ def predict_split(config, workdir: str, step: int, split: str, zero: Optional[in
   model = models.create_model(config)
   device = jax.local_devices()[0]
   abstract = checkpointing.abstract_like(
-      jax.eval_shape(lambda k: train.create_train_state(config, model, k), jax.random.key(0)),
-      jax.sharding.SingleDeviceSharding(device))
+    jax.eval_shape(lambda k: train.create_train_state(config, model, k), jax.random.key(0)),
+    jax.sharding.SingleDeviceSharding(device),
+  )
   manager = _manager(workdir, config, read_only=True)
   try:
     params = checkpointing.restore(manager, step, abstract).params
@@ -214,8 +231,9 @@ def predict_split(config, workdir: str, step: int, split: str, zero: Optional[in
     parts = {'prediction' if regression else 'probs': np.asarray(out)}
     parts.update({k: np.asarray(batch[k]) for k in keep_keys})
     if with_features:
-      parts.update({f'features_{i}': np.asarray(f).reshape(len(mask), -1)
-                    for i, f in enumerate(features)})
+      parts.update(
+        {f'features_{i}': np.asarray(f).reshape(len(mask), -1) for i, f in enumerate(features)}
+      )
     for k, v in parts.items():
       chunks.setdefault(k, []).append(v[mask])
   outputs = {k: np.concatenate(v) for k, v in chunks.items()}
@@ -244,8 +262,14 @@ def sampling_ci(outputs: dict[str, np.ndarray], rng: np.random.Generator) -> tup
   return study_stats.mean_ci_over_examples(errors, rng=rng)
 
 
-def test_run(config, workdir: str, result: dict, redundancy: bool, split: str = 'test',
-             cka_max_examples: int = 2_000) -> dict:
+def test_run(
+  config,
+  workdir: str,
+  result: dict,
+  redundancy: bool,
+  split: str = 'test',
+  cka_max_examples: int = 2_000,
+) -> dict:
   """Evaluates the kept checkpoint on the test split once; test.json + test_outputs.npz (reused).
 
   With `redundancy` (the concat model): CKA between its branch features and the metric with each
@@ -253,26 +277,34 @@ def test_run(config, workdir: str, result: dict, redundancy: bool, split: str = 
   """
   path = os.path.join(workdir, 'test.json')
   done = read_json(path)
-  if done is not None and done.get('fingerprint') == result['fingerprint'] and (
-      'redundancy' in done or not redundancy):
+  if (
+    done is not None
+    and done.get('fingerprint') == result['fingerprint']
+    and ('redundancy' in done or not redundancy)
+  ):
     return done
   step = result['best_step']
   outputs = predict_split(config, workdir, step, split, with_features=redundancy)
   features = [outputs.pop(k) for k in sorted(k for k in outputs if k.startswith('features_'))]
   np.savez(os.path.join(workdir, 'test_outputs.npz'), **outputs)
   rng = np.random.default_rng(0)
-  record = {'fingerprint': result['fingerprint'], 'step': step, 'split': split,
-            'metric': metric_of(outputs), 'num_examples': num_examples(outputs),
-            'sampling_ci': sampling_ci(outputs, rng)}
+  record = {
+    'fingerprint': result['fingerprint'],
+    'step': step,
+    'split': split,
+    'metric': metric_of(outputs),
+    'num_examples': num_examples(outputs),
+    'sampling_ci': sampling_ci(outputs, rng),
+  }
   if redundancy and len(features) == 2:
     n = len(features[0])
     sub = np.sort(rng.permutation(n)[:cka_max_examples])
     record['redundancy'] = {
-        'cka': study_stats.linear_cka(features[0], features[1]),
-        'cka_debiased': study_stats.linear_cka(features[0][sub], features[1][sub], debiased=True),
-        'widths': [int(f.shape[1]) for f in features],
-        'zeroed': [metric_of(predict_split(config, workdir, step, split, zero=i))
-                   for i in range(2)]}
+      'cka': study_stats.linear_cka(features[0], features[1]),
+      'cka_debiased': study_stats.linear_cka(features[0][sub], features[1][sub], debiased=True),
+      'widths': [int(f.shape[1]) for f in features],
+      'zeroed': [metric_of(predict_split(config, workdir, step, split, zero=i)) for i in range(2)],
+    }
   write_json(path, record)
   return record
 
@@ -289,8 +321,10 @@ def ensemble_outputs(members: Sequence[dict[str, np.ndarray]]) -> dict[str, np.n
   truth = 'label' if key == 'probs' else 'target'
   for m in members[1:]:
     if not np.array_equal(m[truth], first[truth]):  # Trust nothing read back: same examples, order.
-      raise ConfigError('Ensemble members were evaluated on different test examples: re-run the '
-                        'study with one --test_split for every arm.')
+      raise ConfigError(
+        'Ensemble members were evaluated on different test examples: re-run the '
+        'study with one --test_split for every arm.'
+      )
   out = {key: np.mean([m[key] for m in members], axis=0), truth: first[truth]}
   if 'scale' in first:
     out['scale'] = first['scale']

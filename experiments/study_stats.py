@@ -86,8 +86,9 @@ def expanded_alpha(n: int, alpha: float = 0.05) -> float:
   return 2.0 * normal_cdf(-math.sqrt(n / (n - 1)) * student_t_quantile(1 - alpha / 2, n - 1))
 
 
-def bootstrap_means(x_S: np.ndarray, num_resamples: int = NUM_RESAMPLES,
-                    rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def bootstrap_means(
+  x_S: np.ndarray, num_resamples: int = NUM_RESAMPLES, rng: Optional[np.random.Generator] = None
+) -> np.ndarray:
   """Means of `num_resamples` resamples (with replacement) of `x_S`: float [num_resamples].
 
   Also works on a batch `x_RS` (rows resampled independently), returning [rows, num_resamples].
@@ -98,9 +99,13 @@ def bootstrap_means(x_S: np.ndarray, num_resamples: int = NUM_RESAMPLES,
   return np.take_along_axis(x[..., None, :], idx, axis=-1).mean(axis=-1)
 
 
-def mean_ci(x_S: Sequence[float], alpha: float = 0.05, method: str = 'expanded_percentile',
-            num_resamples: int = NUM_RESAMPLES,
-            rng: Optional[np.random.Generator] = None) -> tuple[float, float, float]:
+def mean_ci(
+  x_S: Sequence[float],
+  alpha: float = 0.05,
+  method: str = 'expanded_percentile',
+  num_resamples: int = NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> tuple[float, float, float]:
   """(mean, low, high): bootstrap 1 - alpha CI of the mean over seeds.
 
   Args:
@@ -126,8 +131,9 @@ def mean_ci(x_S: Sequence[float], alpha: float = 0.05, method: str = 'expanded_p
   return mean, lo, hi
 
 
-def sign_flip_p_value(d_S: Sequence[float], num_resamples: int = 100_000,
-                      rng: Optional[np.random.Generator] = None) -> float:
+def sign_flip_p_value(
+  d_S: Sequence[float], num_resamples: int = 100_000, rng: Optional[np.random.Generator] = None
+) -> float:
   """Two-sided paired permutation test of mean(d) = 0 (H0: each difference is symmetric about 0).
 
   Exact for n <= EXACT_PERMUTATION_MAX_N (all 2^n sign flips); Monte Carlo above, with the observed
@@ -151,7 +157,7 @@ def sign_flip_p_value(d_S: Sequence[float], num_resamples: int = 100_000,
 
 def min_p_value(n: int) -> float:
   """The smallest two-sided exact sign-flip p-value reachable with n pairs (2 / 2^n)."""
-  return min(1.0, 2.0 / 2 ** n)
+  return min(1.0, 2.0 / 2**n)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -179,6 +185,7 @@ class PairedDifference:
   wins: seeds where A beat B (ties count half), out of n.
   p_value: two-sided exact sign-flip permutation test (see `sign_flip_p_value`).
   """
+
   mean: float
   low: float
   high: float
@@ -188,9 +195,14 @@ class PairedDifference:
   p_value: float
 
 
-def paired_difference(a_S: Sequence[float], b_S: Sequence[float], lower_is_better: bool = False,
-                      alpha: float = 0.05, num_resamples: int = NUM_RESAMPLES,
-                      rng: Optional[np.random.Generator] = None) -> PairedDifference:
+def paired_difference(
+  a_S: Sequence[float],
+  b_S: Sequence[float],
+  lower_is_better: bool = False,
+  alpha: float = 0.05,
+  num_resamples: int = NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> PairedDifference:
   """Compares arm A with arm B seed by seed (a_S[k] and b_S[k] share seed k).
 
   Args:
@@ -206,8 +218,9 @@ def paired_difference(a_S: Sequence[float], b_S: Sequence[float], lower_is_bette
   boot = bootstrap_means(d, num_resamples, rng)
   prob = float(np.mean(boot > 0) + 0.5 * np.mean(boot == 0))
   wins = float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
-  return PairedDifference(float(mean), float(lo), float(hi), prob, wins, len(d),
-                          sign_flip_p_value(d, rng=rng))
+  return PairedDifference(
+    float(mean), float(lo), float(hi), prob, wins, len(d), sign_flip_p_value(d, rng=rng)
+  )
 
 
 def wilson_interval(correct: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -234,9 +247,12 @@ def _normal_quantile(p: float) -> float:
   return 0.5 * (lo + hi)
 
 
-def mean_ci_over_examples(values_N: Sequence[float], alpha: float = 0.05,
-                          num_resamples: int = 2_000,
-                          rng: Optional[np.random.Generator] = None) -> tuple[float, float]:
+def mean_ci_over_examples(
+  values_N: Sequence[float],
+  alpha: float = 0.05,
+  num_resamples: int = 2_000,
+  rng: Optional[np.random.Generator] = None,
+) -> tuple[float, float]:
   """Percentile bootstrap CI of a mean over test examples (e.g. per-example absolute errors -> MAE).
 
   Test sets hold hundreds to thousands of examples, where the plain percentile interval is accurate;
@@ -245,9 +261,13 @@ def mean_ci_over_examples(values_N: Sequence[float], alpha: float = 0.05,
   x = np.asarray(values_N, np.float64)
   n = len(x)
   rng = _rng(rng)
-  chunk = max(1, 2 ** 22 // max(n, 1))
-  means = np.concatenate([x[rng.integers(0, n, size=(min(chunk, num_resamples - s), n))].mean(1)
-                          for s in range(0, num_resamples, chunk)])
+  chunk = max(1, 2**22 // max(n, 1))
+  means = np.concatenate(
+    [
+      x[rng.integers(0, n, size=(min(chunk, num_resamples - s), n))].mean(1)
+      for s in range(0, num_resamples, chunk)
+    ]
+  )
   lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
   return float(lo), float(hi)
 
@@ -295,6 +315,9 @@ def _unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:
   k = k - np.diag(np.diag(k))
   l = l - np.diag(np.diag(l))
   ones_k, ones_l = k.sum(axis=0), l.sum(axis=0)
-  value = (np.sum(k * l) + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2))
-           - 2.0 / (n - 2) * float(ones_k @ ones_l))
+  value = (
+    np.sum(k * l)
+    + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2))
+    - 2.0 / (n - 2) * float(ones_k @ ones_l)
+  )
   return float(value / (n * (n - 3)))

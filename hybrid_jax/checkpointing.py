@@ -42,9 +42,11 @@ class _QuietExpectedWarnings(pylogging.Filter):
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     msg = record.getMessage()
-    return not (msg.startswith('Requested `tracked_metric`; did not provide metrics')
-                or msg.startswith('Given directory is read only')
-                or msg.startswith('Metadata file does not exist'))
+    return not (
+      msg.startswith('Requested `tracked_metric`; did not provide metrics')
+      or msg.startswith('Given directory is read only')
+      or msg.startswith('Metadata file does not exist')
+    )
 
 
 logging.get_absl_logger().addFilter(_QuietExpectedWarnings())
@@ -71,8 +73,9 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
-def create_manager(workdir: str, keep: int, best_metric: str,
-                   read_only: bool = False) -> ocp.CheckpointManager:
+def create_manager(
+  workdir: str, keep: int, best_metric: str, read_only: bool = False
+) -> ocp.CheckpointManager:
   """A manager in `workdir/checkpoints` keeping the last `keep` steps and the best by `best_metric`.
 
   Args:
@@ -82,19 +85,28 @@ def create_manager(workdir: str, keep: int, best_metric: str,
     read_only: for evaluation; never writes or deletes.
   """
   if keep < 1:
-    raise ConfigError(f'config.keep_checkpoints={keep} must be >= 1: set '
-                      '--config.keep_checkpoints.')
+    raise ConfigError(
+      f'config.keep_checkpoints={keep} must be >= 1: set --config.keep_checkpoints.'
+    )
   lower = metrics_lib.is_lower_better(best_metric)
   get_metric = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
-  policy = pp.AnyPreservationPolicy([
+  policy = pp.AnyPreservationPolicy(
+    [
       pp.LatestN(n=keep),
-      pp.BestN(get_metric_fn=get_metric, reverse=lower, n=1,
-               keep_checkpoints_without_metrics=False),
-  ])
+      pp.BestN(
+        get_metric_fn=get_metric, reverse=lower, n=1, keep_checkpoints_without_metrics=False
+      ),
+    ]
+  )
   options = ocp.CheckpointManagerOptions(
-      best_fn=get_metric, best_mode='min' if lower else 'max', preservation_policy=policy,
-      create=not read_only, read_only=read_only, save_interval_steps=0 if read_only else 1,
-      enable_async_checkpointing=True)
+    best_fn=get_metric,
+    best_mode='min' if lower else 'max',
+    preservation_policy=policy,
+    create=not read_only,
+    read_only=read_only,
+    save_interval_steps=0 if read_only else 1,
+    enable_async_checkpointing=True,
+  )
   return _Manager(checkpoint_dir(workdir), options=options)
 
 
@@ -123,9 +135,14 @@ def step_dir(manager: ocp.CheckpointManager, step: int) -> str:
   return os.path.join(str(manager.directory), str(step))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
-         eval_metrics: Optional[dict[str, object]] = None,
-         fingerprint: Optional[dict[str, Any]] = None) -> bool:
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state: Any,
+  data_iterator: Any,
+  eval_metrics: Optional[dict[str, object]] = None,
+  fingerprint: Optional[dict[str, Any]] = None,
+) -> bool:
   """Starts an async save of `state` and the iterator position at `step`; False if it exists.
 
   The step's manifest (checksums of every file, and `fingerprint`) is written once the save has
@@ -141,11 +158,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
   """
   finish(manager)
   if step in manager.all_steps():
-    logging.info('Checkpoint step %d already exists in %s; not overwriting it.', step,
-                 manager.directory)
+    logging.info(
+      'Checkpoint step %d already exists in %s; not overwriting it.', step, manager.directory
+    )
     return False
-  args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                            data=grain_checkpoint.CheckpointSave(data_iterator))
+  args = ocp.args.Composite(
+    state=ocp.args.StandardSave(state), data=grain_checkpoint.CheckpointSave(data_iterator)
+  )
   metrics = metrics_lib.scalars(eval_metrics) if eval_metrics else None
   manager.save(step, args=args, metrics=metrics, force=True)
   if isinstance(manager, _Manager):
@@ -169,8 +188,11 @@ def write_completed_manifests(manager: ocp.CheckpointManager) -> None:
 
   Called every step: a run killed after a save completed then still has that step verified.
   """
-  if (jax.process_index() == 0 and getattr(manager, 'pending_manifests', None)
-      and not manager.is_saving_in_progress()):
+  if (
+    jax.process_index() == 0
+    and getattr(manager, 'pending_manifests', None)
+    and not manager.is_saving_in_progress()
+  ):
     finish(manager)
 
 
@@ -195,8 +217,13 @@ def _files(path: str) -> list[str]:
 
 def write_manifest(path: str, step: int, fingerprint: Optional[dict[str, Any]]) -> None:
   """Writes `path/MANIFEST`: size and sha256 of every file of the step, and the run fingerprint."""
-  files = {rel: {'size': os.path.getsize(os.path.join(path, rel)),
-                 'sha256': _sha256(os.path.join(path, rel))} for rel in _files(path)}
+  files = {
+    rel: {
+      'size': os.path.getsize(os.path.join(path, rel)),
+      'sha256': _sha256(os.path.join(path, rel)),
+    }
+    for rel in _files(path)
+  }
   record = {'format': 1, 'step': step, 'fingerprint': fingerprint, 'files': files}
   tmp = os.path.join(path, f'.{MANIFEST}.tmp')
   with open(tmp, 'w', encoding='utf-8') as f:
@@ -208,8 +235,10 @@ def read_manifest(path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
   """(manifest, None), or (None, what is wrong with it) for the step directory `path`."""
   name = os.path.join(path, MANIFEST)
   if not os.path.exists(name):
-    return None, (f'it has no {MANIFEST} (its save never completed, or it was written by an '
-                  'older version without verification)')
+    return None, (
+      f'it has no {MANIFEST} (its save never completed, or it was written by an '
+      'older version without verification)'
+    )
   try:
     with open(name, encoding='utf-8') as f:
       manifest = json.load(f)
@@ -246,12 +275,16 @@ def structure_diff(path: str, abstract_state: Any) -> Optional[str]:
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       metadata = checkpointer.metadata(os.path.join(path, 'state')).item_metadata
-    saved = {'/'.join(_key_name(k) for k in p): tuple(leaf.shape) for p, leaf in
-             jax.tree_util.tree_flatten_with_path(metadata['params'])[0]}
+    saved = {
+      '/'.join(_key_name(k) for k in p): tuple(leaf.shape)
+      for p, leaf in jax.tree_util.tree_flatten_with_path(metadata['params'])[0]
+    }
   except Exception:  # pylint: disable=broad-except
     return None  # Unreadable metadata is damage, which verification reports; not a model change.
-  wanted = {'/'.join(_key_name(k) for k in p): tuple(leaf.shape) for p, leaf in
-            jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
+  wanted = {
+    '/'.join(_key_name(k) for k in p): tuple(leaf.shape)
+    for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
+  }
   if saved == wanted:
     return None
   only_saved = sorted(set(saved) - set(wanted))
@@ -259,34 +292,42 @@ def structure_diff(path: str, abstract_state: Any) -> Optional[str]:
   reshaped = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
   parts = []
   if reshaped:
-    parts.append(', '.join(f'{k} is {saved[k]} there but {wanted[k]} here' for k in reshaped[:3])
-                 + (f' (+{len(reshaped) - 3} more)' if len(reshaped) > 3 else ''))
+    parts.append(
+      ', '.join(f'{k} is {saved[k]} there but {wanted[k]} here' for k in reshaped[:3])
+      + (f' (+{len(reshaped) - 3} more)' if len(reshaped) > 3 else '')
+    )
   if only_saved:
     parts.append(f'{len(only_saved)} parameter(s) only there, e.g. {only_saved[0]}')
   if only_wanted:
     parts.append(f'{len(only_wanted)} parameter(s) only here, e.g. {only_wanted[0]}')
   return '; '.join(parts)
 
+
 def resolve_step(manager: ocp.CheckpointManager, which: Union[str, int]) -> int:
   """Maps 'latest' | 'best' | a step number to a saved step, or fails saying what exists."""
   steps = sorted(manager.all_steps())
   where = str(manager.directory)
   if not steps:
-    raise CheckpointError(f'No checkpoint in {where}: train first with the same --workdir, or '
-                          'point --workdir at a trained run.')
+    raise CheckpointError(
+      f'No checkpoint in {where}: train first with the same --workdir, or '
+      'point --workdir at a trained run.'
+    )
   if which == 'latest':
     return steps[-1]
   if which == 'best':
     best = manager.best_step()
     if best is None or manager.metrics(best) is None:
-      raise CheckpointError(f'No checkpoint in {where} was saved with eval metrics, so none is '
-                            f'"best": use --checkpoint=latest or one of the steps {steps}.')
+      raise CheckpointError(
+        f'No checkpoint in {where} was saved with eval metrics, so none is '
+        f'"best": use --checkpoint=latest or one of the steps {steps}.'
+      )
     return best
   try:
     step = int(which)
   except ValueError:
-    raise CheckpointError(f"--checkpoint={which!r} is not 'latest', 'best' or a step number.") \
-        from None
+    raise CheckpointError(
+      f"--checkpoint={which!r} is not 'latest', 'best' or a step number."
+    ) from None
   if step not in steps:
     raise CheckpointError(f'No checkpoint for step {step} in {where}: saved steps are {steps}.')
   return step
@@ -294,8 +335,9 @@ def resolve_step(manager: ocp.CheckpointManager, which: Union[str, int]) -> int:
 
 def abstract_like(state_shapes: Any, sharding: jax.sharding.Sharding) -> Any:
   """Abstract restore target: the `jax.eval_shape` tree with every leaf placed by `sharding`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      state_shapes)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_shapes
+  )
 
 
 def _silence_abandoned_reads() -> None:
@@ -310,10 +352,14 @@ def _silence_abandoned_reads() -> None:
   def hook(unraisable):
     module = type(unraisable.object).__module__ if unraisable.object is not None else ''
     text = f'{unraisable.exc_value} {unraisable.object!r}'
-    if (module.split('.')[0] in ('asyncio', 'orbax', 'tensorstore')
-        or 'Event loop is closed' in text or 'coroutine' in text):
+    if (
+      module.split('.')[0] in ('asyncio', 'orbax', 'tensorstore')
+      or 'Event loop is closed' in text
+      or 'coroutine' in text
+    ):
       return
     previous(unraisable)
+
   hook.hybrid_jax_quiet = True
   sys.unraisablehook = hook
 
@@ -328,19 +374,29 @@ def _check_data_layout(path: str, what: str) -> None:
   """A training resume needs this process's iterator position, saved per process count."""
   name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
   data_dir = os.path.join(path, 'data')
-  saved = sorted(f for f in os.listdir(data_dir) if f.endswith('.json')) \
-      if os.path.isdir(data_dir) else []
+  saved = (
+    sorted(f for f in os.listdir(data_dir) if f.endswith('.json'))
+    if os.path.isdir(data_dir)
+    else []
+  )
   if saved and name not in saved:
-    counts = sorted({f.rsplit('-of-', 1)[-1][:-len('.json')] for f in saved})
+    counts = sorted({f.rsplit('-of-', 1)[-1][: -len('.json')] for f in saved})
     raise CheckpointError(
-        f'{what} {path} was saved by {"/".join(counts)} process(es) and this run has '
-        f'{jax.process_count()}: the data position is per process, so resume with that many '
-        'processes (any devices per process), evaluate it with any layout (--mode=eval), or start '
-        f'a new --workdir with --config.init_checkpoint={path}.')
+      f'{what} {path} was saved by {"/".join(counts)} process(es) and this run has '
+      f'{jax.process_count()}: the data position is per process, so resume with that many '
+      'processes (any devices per process), evaluate it with any layout (--mode=eval), or start '
+      f'a new --workdir with --config.init_checkpoint={path}.'
+    )
 
 
-def _check_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-                config: Optional[Any], what: str, with_data: bool = False) -> Optional[str]:
+def _check_step(
+  manager: ocp.CheckpointManager,
+  step: int,
+  abstract_state: Any,
+  config: Optional[Any],
+  what: str,
+  with_data: bool = False,
+) -> Optional[str]:
   """Checks one step before any array is read: settings, model structure, then file checksums.
 
   Returns None when the step is intact, else what is damaged (naming the file).
@@ -354,10 +410,12 @@ def _check_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
     diffs = config_validation.fingerprint_diff(manifest['fingerprint'], config)
     if diffs:
       raise CheckpointError(
-          f'{what} {path} was trained with other settings ({"; ".join(diffs)}): keep them to '
-          'resume, or use a new --workdir (with --config.init_checkpoint=' + path + ' to start '
-          'from its parameters). Fields that may change on resume: '
-          + ', '.join(config_validation.MAY_CHANGE_ON_RESUME) + '.')
+        f'{what} {path} was trained with other settings ({"; ".join(diffs)}): keep them to '
+        'resume, or use a new --workdir (with --config.init_checkpoint=' + path + ' to start '
+        'from its parameters). Fields that may change on resume: '
+        + ', '.join(config_validation.MAY_CHANGE_ON_RESUME)
+        + '.'
+      )
   if problem is None:
     problem = verify_files(path, manifest)
   if problem is None and step in getattr(manager, 'unreadable_metrics', ()):
@@ -367,13 +425,16 @@ def _check_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   if problem is None:
     diff = structure_diff(path, abstract_state)
     if diff:
-      raise CheckpointError(f'{what} {path} holds another model than this config builds ({diff}): '
-                            'use the config it was trained with, or a new --workdir.')
+      raise CheckpointError(
+        f'{what} {path} holds another model than this config builds ({diff}): '
+        'use the config it was trained with, or a new --workdir.'
+      )
   return problem
 
 
-def _read(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-          data_iterator: Optional[Any]) -> tuple[Any, Optional[str]]:
+def _read(
+  manager: ocp.CheckpointManager, step: int, abstract_state: Any, data_iterator: Optional[Any]
+) -> tuple[Any, Optional[str]]:
   """(state, None) or (None, why orbax could not read a step that passed verification)."""
   items = {'state': ocp.args.StandardRestore(abstract_state)}
   if data_iterator is not None:
@@ -382,8 +443,9 @@ def _read(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   return (None if restored is None else restored['state']), problem
 
 
-def _read_items(manager: ocp.CheckpointManager, step: int,
-                items: dict[str, Any]) -> tuple[Any, Optional[str]]:
+def _read_items(
+  manager: ocp.CheckpointManager, step: int, items: dict[str, Any]
+) -> tuple[Any, Optional[str]]:
   """(restored items, None) or (None, why orbax could not read them)."""
   try:
     return manager.restore(step, args=ocp.args.Composite(**items)), None
@@ -394,8 +456,13 @@ def _read_items(manager: ocp.CheckpointManager, step: int,
     return None, f'it could not be read ({type(e).__name__}: {first})'
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-            data_iterator: Optional[Any] = None, config: Optional[Any] = None) -> Any:
+def restore(
+  manager: ocp.CheckpointManager,
+  step: int,
+  abstract_state: Any,
+  data_iterator: Optional[Any] = None,
+  config: Optional[Any] = None,
+) -> Any:
   """Verifies and restores the train state at `step` (and the iterator's position in place).
 
   Args:
@@ -408,20 +475,26 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   Raises:
     CheckpointError: one line naming the step directory (and damaged file) and what to do.
   """
-  problem = _check_step(manager, step, abstract_state, config, 'Checkpoint',
-                        with_data=data_iterator is not None)
+  problem = _check_step(
+    manager, step, abstract_state, config, 'Checkpoint', with_data=data_iterator is not None
+  )
   state = None
   if problem is None:
     state, problem = _read(manager, step, abstract_state, data_iterator)
   if problem:
-    raise CheckpointError(f'Checkpoint {step_dir(manager, step)} is damaged: {problem}; choose '
-                          'another step (--checkpoint=latest skips damaged ones).')
+    raise CheckpointError(
+      f'Checkpoint {step_dir(manager, step)} is damaged: {problem}; choose '
+      'another step (--checkpoint=latest skips damaged ones).'
+    )
   return state
 
 
-def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any,
-                          data_iterator: Optional[Any] = None, config: Optional[Any] = None
-                          ) -> tuple[int, Any, list[int]]:
+def restore_newest_intact(
+  manager: ocp.CheckpointManager,
+  abstract_state: Any,
+  data_iterator: Optional[Any] = None,
+  config: Optional[Any] = None,
+) -> tuple[int, Any, list[int]]:
   """(step, state, damaged newer steps) of the newest intact step; damaged ones are named loudly.
 
   Nothing is deleted (a training run then moves the damaged steps aside, see `set_aside`).
@@ -432,22 +505,26 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any,
   """
   skipped = []
   for step in sorted(manager.all_steps(), reverse=True):
-    problem = _check_step(manager, step, abstract_state, config, 'Checkpoint',
-                          with_data=data_iterator is not None)
+    problem = _check_step(
+      manager, step, abstract_state, config, 'Checkpoint', with_data=data_iterator is not None
+    )
     state = None
     if problem is None:
       state, problem = _read(manager, step, abstract_state, data_iterator)
     if problem is None:
       if skipped:
-        _warn(f'using checkpoint {step_dir(manager, step)}, the newest intact one; skipped '
-              f'damaged step(s) {skipped} (nothing was deleted).')
+        _warn(
+          f'using checkpoint {step_dir(manager, step)}, the newest intact one; skipped '
+          f'damaged step(s) {skipped} (nothing was deleted).'
+        )
       return step, state, skipped
     _warn(f'skipping checkpoint {step_dir(manager, step)}: {problem}. Nothing was deleted.')
     skipped.append(step)
   raise CheckpointError(
-      f'No intact checkpoint in {manager.directory}: step(s) {skipped} failed verification (see '
-      'the warnings above; nothing was deleted): move them aside to start over, or use a fresh '
-      '--workdir.')
+    f'No intact checkpoint in {manager.directory}: step(s) {skipped} failed verification (see '
+    'the warnings above; nothing was deleted): move them aside to start over, or use a fresh '
+    '--workdir.'
+  )
 
 
 def set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
@@ -466,8 +543,9 @@ def set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
     _warn(f'moved damaged checkpoint {step_dir(manager, step)} to {target} (not deleted).')
 
 
-def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any,
-                   config: Optional[Any] = None) -> Any:
+def restore_params(
+  manager: ocp.CheckpointManager, step: int, abstract_params: Any, config: Optional[Any] = None
+) -> Any:
   """Only the parameters of the train state saved at `step`: no optimizer state is read or built.
 
   The step is verified first, as by `restore` (fingerprint when `config` is given, checksums,
@@ -483,17 +561,23 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: A
   Raises:
     CheckpointError: as `restore`.
   """
-  problem = _check_step(manager, step, types.SimpleNamespace(params=abstract_params), config,
-                        'Checkpoint')
+  problem = _check_step(
+    manager, step, types.SimpleNamespace(params=abstract_params), config, 'Checkpoint'
+  )
   if problem is None:
     item = {'params': abstract_params}
-    args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
-                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item))
+    args = ocp.args.PyTreeRestore(
+      item=item,
+      partial_restore=True,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+    )
     restored, problem = _read_items(manager, step, {'state': args})
     if problem is None:
       return restored['state']['params']
-  raise CheckpointError(f'Checkpoint {step_dir(manager, step)} is damaged: {problem}; choose '
-                        'another step (--checkpoint=latest skips damaged ones).')
+  raise CheckpointError(
+    f'Checkpoint {step_dir(manager, step)} is damaged: {problem}; choose '
+    'another step (--checkpoint=latest skips damaged ones).'
+  )
 
 
 def load_params(path: str, abstract_state: Any) -> Any:
@@ -510,8 +594,10 @@ def load_params(path: str, abstract_state: Any) -> Any:
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = os.path.join(path, 'checkpoints')
   if not os.path.isdir(path):
-    raise CheckpointError(f'config.init_checkpoint={path} does not exist: give a run workdir, its '
-                          'checkpoints/ directory or a step directory.')
+    raise CheckpointError(
+      f'config.init_checkpoint={path} does not exist: give a run workdir, its '
+      'checkpoints/ directory or a step directory.'
+    )
   manager = _Manager(path, options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     if step is None:

@@ -85,11 +85,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except SyntaxError as error:  # A config file that does not parse (raised while it is imported).
     if os.environ.get('HYBRID_JAX_TRACEBACK'):
       raise
-    sys.exit(_one_line(errors.ConfigError(
-        f'config file {error.filename}, line {error.lineno}: {error.msg}; fix the file.')))
+    sys.exit(
+      _one_line(
+        errors.ConfigError(
+          f'config file {error.filename}, line {error.lineno}: {error.msg}; fix the file.'
+        )
+      )
+    )
 
 
-def run(main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
+def run(
+  main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()
+) -> None:
   """`absl.app.run(main)` with one-line errors for flags, configs and the project's error types.
 
   `extra_errors`: further exception types whose message is already what the user should read

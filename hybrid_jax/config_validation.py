@@ -22,36 +22,74 @@ from hybrid_jax.models import fusion
 # in '.' covers every field below it, present or future (e.g. all of `model.`). A name missing from
 # a config (an older config without a newer field) is simply not compared.
 RUN_DEFINING = (
-    'task', 'head', 'seed', 'model.',
-    'dataset.name', 'dataset.train_split', 'dataset.builder_module',
-    'batch_size',  # The data iterator's saved position counts batches of this size.
-    'learning_rate', 'lr_schedule', 'warmup_steps', 'grad_clip_norm', 'weight_decay',
+  'task',
+  'head',
+  'seed',
+  'model.',
+  'dataset.name',
+  'dataset.train_split',
+  'dataset.builder_module',
+  'batch_size',  # The data iterator's saved position counts batches of this size.
+  'learning_rate',
+  'lr_schedule',
+  'warmup_steps',
+  'grad_clip_norm',
+  'weight_decay',
 )
 
 # Fields that may change when a run is resumed (they do not change what was trained so far).
 # `num_train_steps` may grow to train longer; with lr_schedule='warmup_cosine' this also stretches
 # the remaining schedule, which is the user's choice.
 MAY_CHANGE_ON_RESUME = (
-    'num_train_steps', 'eval_batch_size', 'log_every_steps', 'eval_every_steps',
-    'checkpoint_every_steps', 'keep_checkpoints', 'best_metric', 'top_k', 'distributed',
-    'init_checkpoint', 'dataset.eval_split', 'dataset.data_dir', 'dataset.num_workers',
+  'num_train_steps',
+  'eval_batch_size',
+  'log_every_steps',
+  'eval_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'best_metric',
+  'top_k',
+  'distributed',
+  'init_checkpoint',
+  'dataset.eval_split',
+  'dataset.data_dir',
+  'dataset.num_workers',
 )
 
 _ENUMS = {
-    'task': tuple(tasks.INPUT_KINDS),
-    'head': ('',) + tuple(tasks.HEADS),
-    'lr_schedule': ('constant', 'warmup_cosine'),
-    'model.branches': fusion.BRANCHES,
-    'model.fusion': fusion.FUSIONS,
-    'model.dtype': ('float32', 'bfloat16'),
+  'task': tuple(tasks.INPUT_KINDS),
+  'head': ('',) + tuple(tasks.HEADS),
+  'lr_schedule': ('constant', 'warmup_cosine'),
+  'model.branches': fusion.BRANCHES,
+  'model.fusion': fusion.FUSIONS,
+  'model.dtype': ('float32', 'bfloat16'),
 }
 # Fields the data may determine: None is valid until the dataset fills them (data.load_info).
-_DATA_DETERMINED = ('model.num_classes', 'model.vocab_size', 'model.max_length', 'model.num_frames',
-                    'model.window_shape', 'model.frame_shape')
-_POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',
-                  'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-                  'model.fusion_dim', 'model.kernel_size', 'model.lstm_units', 'model.num_classes',
-                  'model.vocab_size', 'model.max_length', 'model.embed_dim', 'model.num_frames')
+_DATA_DETERMINED = (
+  'model.num_classes',
+  'model.vocab_size',
+  'model.max_length',
+  'model.num_frames',
+  'model.window_shape',
+  'model.frame_shape',
+)
+_POSITIVE_INTS = (
+  'batch_size',
+  'eval_batch_size',
+  'num_train_steps',
+  'log_every_steps',
+  'eval_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'model.fusion_dim',
+  'model.kernel_size',
+  'model.lstm_units',
+  'model.num_classes',
+  'model.vocab_size',
+  'model.max_length',
+  'model.embed_dim',
+  'model.num_frames',
+)
 _NON_NEGATIVE_INTS = ('seed', 'warmup_steps', 'top_k', 'dataset.num_workers')
 _NON_NEGATIVE_FLOATS = ('learning_rate', 'grad_clip_norm', 'weight_decay')
 _POSITIVE_INT_TUPLES = ('model.conv_features', 'model.window_shape', 'model.frame_shape')
@@ -82,8 +120,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: names the field, its value and what to use instead.
   """
-  fields = {name: value for name, value in flatten(config).items()
-            if not (value is None and name in _DATA_DETERMINED)}
+  fields = {
+    name: value
+    for name, value in flatten(config).items()
+    if not (value is None and name in _DATA_DETERMINED)
+  }
 
   def fail(name: str, what: str) -> None:
     raise ConfigError(f'config.{name}={fields[name]!r} {what}: set --config.{name}.')
@@ -104,15 +145,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in _POSITIVE_INT_TUPLES:
     if name in fields:
       value = fields[name]
-      if not (isinstance(value, (tuple, list)) and value
-              and all(_is_int(v) and v > 0 for v in value)):
+      if not (
+        isinstance(value, (tuple, list)) and value and all(_is_int(v) and v > 0 for v in value)
+      ):
         fail(name, 'must be a non-empty tuple of integers > 0, e.g. (64,)')
   if 'model.dropout_rate' in fields:
     value = fields['model.dropout_rate']
     if not (_is_number(value) and 0 <= value < 1):
       fail('model.dropout_rate', 'must be a number in [0, 1)')
-  if fields.get('lr_schedule') == 'warmup_cosine' and _is_int(fields.get('warmup_steps')) \
-      and fields['warmup_steps'] >= fields['num_train_steps']:
+  if (
+    fields.get('lr_schedule') == 'warmup_cosine'
+    and _is_int(fields.get('warmup_steps'))
+    and fields['warmup_steps'] >= fields['num_train_steps']
+  ):
     fail('warmup_steps', f'must be < num_train_steps={fields["num_train_steps"]}')
   if 'model.key_frame_index' in fields and _is_int(fields.get('model.num_frames')):
     index, frames = fields['model.key_frame_index'], fields['model.num_frames']
@@ -126,8 +171,11 @@ def _defines_run(name: str) -> bool:
 
 def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
   """The run-defining fields of `config` (see RUN_DEFINING), JSON-ready (tuples as lists)."""
-  return {name: list(value) if isinstance(value, tuple) else value
-          for name, value in sorted(flatten(config).items()) if _defines_run(name)}
+  return {
+    name: list(value) if isinstance(value, tuple) else value
+    for name, value in sorted(flatten(config).items())
+    if _defines_run(name)
+  }
 
 
 def fingerprint_diff(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:

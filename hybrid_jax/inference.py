@@ -54,21 +54,25 @@ VERSION = 1  # Bump when a reader of the previous version would misread a new fi
 def build_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Everything inference needs from the run's config and its (prepared) dataset, JSON-able."""
   from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
+
   source = datasets.resolve(config)
   info = source.info
   if tasks.is_regression(config):
-    head = {'kind': 'regression', 'target_mean': float(info.target_mean),
-            'target_std': float(info.target_std)}
+    head = {
+      'kind': 'regression',
+      'target_mean': float(info.target_mean),
+      'target_std': float(info.target_std),
+    }
   else:
     head = {'kind': 'classification', 'label_names': list(info.label_names)}
   return {
-      'format': FORMAT,
-      'version': VERSION,
-      'task': config.task,
-      'dataset': config.dataset.name,
-      'config': json.loads(config.to_json_best_effort()),
-      'head': head,
-      'input': raw_inputs.describe(config, source),
+    'format': FORMAT,
+    'version': VERSION,
+    'task': config.task,
+    'dataset': config.dataset.name,
+    'config': json.loads(config.to_json_best_effort()),
+    'head': head,
+    'input': raw_inputs.describe(config, source),
   }
 
 
@@ -96,30 +100,44 @@ def read_spec(workdir: str) -> dict[str, Any]:
   path = os.path.join(os.path.abspath(workdir), SPEC_FILE)
   if not os.path.isfile(path):
     if not os.path.isdir(workdir):
-      raise CheckpointError(f'No run directory {os.path.abspath(workdir)}: point --workdir at a '
-                            'trained run.')
-    raise CheckpointError(f'{path} is missing: {workdir} is not a run trained by this hybrid_jax '
-                          '(or one from before runs saved it); train it with the same --workdir, '
-                          'which writes the file and resumes from the checkpoints.')
+      raise CheckpointError(
+        f'No run directory {os.path.abspath(workdir)}: point --workdir at a trained run.'
+      )
+    raise CheckpointError(
+      f'{path} is missing: {workdir} is not a run trained by this hybrid_jax '
+      '(or one from before runs saved it); train it with the same --workdir, '
+      'which writes the file and resumes from the checkpoints.'
+    )
   try:
     with open(path, encoding='utf-8') as f:
       spec = json.load(f)
   except (OSError, ValueError) as e:
-    raise CheckpointError(f'{path} cannot be read ({e}): it is damaged; re-run training with the '
-                          'same --workdir to rewrite it.') from None
+    raise CheckpointError(
+      f'{path} cannot be read ({e}): it is damaged; re-run training with the '
+      'same --workdir to rewrite it.'
+    ) from None
   if not isinstance(spec, dict) or spec.get('format') != FORMAT:
     raise CheckpointError(f'{path} is not a hybrid_jax inference file.')
   version = spec.get('version')
   if not isinstance(version, int) or version > VERSION:
-    raise CheckpointError(f'{path} was written by a newer hybrid_jax (inference format {version}; '
-                          f'this one reads up to {VERSION}): upgrade hybrid_jax to use this run.')
+    raise CheckpointError(
+      f'{path} was written by a newer hybrid_jax (inference format {version}; '
+      f'this one reads up to {VERSION}): upgrade hybrid_jax to use this run.'
+    )
   if spec.get('sha256') != _checksum(spec):
-    raise CheckpointError(f'{path} does not match its checksum (edited or damaged): re-run '
-                          'training with the same --workdir to rewrite it.')
-  if spec['task'] not in tasks.INPUT_KINDS or spec['input'].get('tokenizer') \
-      != raw_inputs.TOKENIZER or spec['head']['kind'] not in tasks.HEADS:
-    raise CheckpointError(f"{path} describes a {spec['task']} run this hybrid_jax cannot read "
-                          '(another input kind, head or tokenizer): upgrade hybrid_jax.')
+    raise CheckpointError(
+      f'{path} does not match its checksum (edited or damaged): re-run '
+      'training with the same --workdir to rewrite it.'
+    )
+  if (
+    spec['task'] not in tasks.INPUT_KINDS
+    or spec['input'].get('tokenizer') != raw_inputs.TOKENIZER
+    or spec['head']['kind'] not in tasks.HEADS
+  ):
+    raise CheckpointError(
+      f"{path} describes a {spec['task']} run this hybrid_jax cannot read "
+      '(another input kind, head or tokenizer): upgrade hybrid_jax.'
+    )
   return spec
 
 
@@ -136,6 +154,7 @@ class Predictions:
     probabilities: float32 [N, classes], softmax of the logits (classification), else None.
     values: float64 [N] in the target's original units (regression), else None.
   """
+
   label_names: tuple[str, ...]
   logits: Optional[np.ndarray] = None
   probabilities: Optional[np.ndarray] = None
@@ -158,15 +177,18 @@ class Predictions:
     """One JSON-able dict per input: {'label', 'probabilities': {name: p}} or {'value'}."""
     if self.values is not None:
       return [{'value': float(v)} for v in self.values]
-    return [{'label': label, 'probabilities': dict(zip(self.label_names, map(float, p)))}
-            for label, p in zip(self.labels, self.probabilities)]
+    return [
+      {'label': label, 'probabilities': dict(zip(self.label_names, map(float, p)))}
+      for label, p in zip(self.labels, self.probabilities)
+    ]
 
 
 # -------------------------------------------------------------------------------- trained model
 
 
-def load(workdir: str, checkpoint: Union[str, int] = 'best',
-         devices: Optional[Sequence[Any]] = None) -> 'TrainedModel':
+def load(
+  workdir: str, checkpoint: Union[str, int] = 'best', devices: Optional[Sequence[Any]] = None
+) -> 'TrainedModel':
   """The trained model of run `workdir` at `checkpoint` ('best', 'latest' or a step number).
 
   Args:
@@ -184,12 +206,15 @@ def load(workdir: str, checkpoint: Union[str, int] = 'best',
   devices = tuple(devices or jax.local_devices())
   model = models.create_model(config)
   key = jax.random.key(0)
-  shapes = jax.eval_shape(lambda: model.init({'params': key, 'dropout': key},
-                                             models.dummy_batch(config, 2), train=False))
+  shapes = jax.eval_shape(
+    lambda: model.init({'params': key, 'dropout': key}, models.dummy_batch(config, 2), train=False)
+  )
   abstract = checkpointing.abstract_like(shapes['params'], parallel.replicated_sharding(devices))
   if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-    raise CheckpointError(f'No checkpoints in {checkpointing.checkpoint_dir(workdir)}: train first '
-                          f'with --workdir={workdir}, or point --workdir at a trained run.')
+    raise CheckpointError(
+      f'No checkpoints in {checkpointing.checkpoint_dir(workdir)}: train first '
+      f'with --workdir={workdir}, or point --workdir at a trained run.'
+    )
   best_metric = config.best_metric or tasks.HEADS[spec['head']['kind']].best_metric
   manager = checkpointing.create_manager(workdir, 1, best_metric, read_only=True)
   try:
@@ -197,8 +222,15 @@ def load(workdir: str, checkpoint: Union[str, int] = 'best',
     params = checkpointing.restore_params(manager, step, abstract, config)
   finally:
     manager.close()
-  return TrainedModel(spec, config, model, params, step,
-                      os.path.join(checkpointing.checkpoint_dir(workdir), str(step)), devices)
+  return TrainedModel(
+    spec,
+    config,
+    model,
+    params,
+    step,
+    os.path.join(checkpointing.checkpoint_dir(workdir), str(step)),
+    devices,
+  )
 
 
 class TrainedModel:
@@ -215,8 +247,9 @@ class TrainedModel:
     num_traces: how many times the model function was traced (compiled) so far.
   """
 
-  def __init__(self, spec, config, model, params, step: int, checkpoint: str,
-               devices: Sequence[Any]):
+  def __init__(
+    self, spec, config, model, params, step: int, checkpoint: str, devices: Sequence[Any]
+  ):
     self.spec, self.config, self.params = spec, config, params
     self.task = spec['task']
     self.head = spec['head']['kind']
@@ -231,8 +264,10 @@ class TrainedModel:
     self._head = jax.jit(self._head_fn)
 
   def __repr__(self) -> str:
-    return (f'TrainedModel({self.task}, {self.head}, step {self.step}, branches '
-            f'{self.branch_names}, {len(self.devices)} device(s))')
+    return (
+      f'TrainedModel({self.task}, {self.head}, step {self.step}, branches '
+      f'{self.branch_names}, {len(self.devices)} device(s))'
+    )
 
   @property
   def inputs(self) -> str:
@@ -243,8 +278,9 @@ class TrainedModel:
     """Raw inputs -> the model batch (numpy, N rows), exactly as the training pipeline makes it."""
     return self._raw.batch(inputs)
 
-  def predict(self, inputs: Any, batch_size: int = 64,
-              zero_branches: Sequence[str] = ()) -> Predictions:
+  def predict(
+    self, inputs: Any, batch_size: int = 64, zero_branches: Sequence[str] = ()
+  ) -> Predictions:
     """Predictions for N raw inputs (a list, or an array whose first axis is the inputs).
 
     Args:
@@ -253,22 +289,25 @@ class TrainedModel:
       zero_branches: branch names whose features are replaced by zeros before the head.
     """
     zero = self._check_branches(zero_branches)
-    outputs, _ = self._run(self.preprocess(inputs), batch_size,
-                           lambda b: self._forward(self.params, b, zero=zero))
+    outputs, _ = self._run(
+      self.preprocess(inputs), batch_size, lambda b: self._forward(self.params, b, zero=zero)
+    )
     return self._predictions(outputs)
 
   def embed(self, inputs: Any, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Each branch's feature vector (the head's inputs): {'cnn': float32 [N, d], 'lstm': ...}."""
-    _, features = self._run(self.preprocess(inputs), batch_size,
-                            lambda b: self._forward(self.params, b, zero=()))
+    _, features = self._run(
+      self.preprocess(inputs), batch_size, lambda b: self._forward(self.params, b, zero=())
+    )
     return dict(zip(self.branch_names, features))
 
   def apply_head(self, features: Mapping[str, Any], batch_size: int = 64) -> Predictions:
     """The fusion + head applied to given branch features {name: [N, d]} (e.g. from `embed`)."""
     names = tuple(features)
     if set(names) != set(self.branch_names):
-      raise InputError(f'Got features for {sorted(names)}; this model\'s head reads '
-                       f'{list(self.branch_names)}.')
+      raise InputError(
+        f'Got features for {sorted(names)}; this model\'s head reads {list(self.branch_names)}.'
+      )
     batch = {n: np.asarray(features[n], np.float32) for n in self.branch_names}
     sizes = {n: f.shape for n, f in batch.items()}
     if len({s[0] for s in sizes.values()}) != 1 or any(len(s) != 2 for s in sizes.values()):
@@ -283,8 +322,9 @@ class TrainedModel:
       names = (names,)
     unknown = [n for n in names if n not in self.branch_names]
     if unknown:
-      raise InputError(f'zero_branches={list(names)}: this model\'s branches are '
-                       f'{list(self.branch_names)}.')
+      raise InputError(
+        f'zero_branches={list(names)}: this model\'s branches are {list(self.branch_names)}.'
+      )
     return tuple(sorted(set(names)))
 
   def _outputs(self, out: jax.Array) -> dict[str, jax.Array]:
@@ -300,8 +340,10 @@ class TrainedModel:
     def at_head(next_fun, args, kwargs, context):
       if isinstance(context.module, fusion.FusionHead) and context.method_name == '__call__':
         captured.extend(args[0])
-        args = ([jnp.zeros_like(f) if name in zero else f
-                 for name, f in zip(self.branch_names, args[0])], *args[1:])
+        args = (
+          [jnp.zeros_like(f) if name in zero else f for name, f in zip(self.branch_names, args[0])],
+          *args[1:],
+        )
       return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(at_head):
@@ -311,8 +353,9 @@ class TrainedModel:
   def _head_fn(self, params, features: dict[str, jax.Array]):
     self.num_traces += 1
     head = fusion.FusionHead(**self._model.head_kwargs())
-    out = head.apply({'params': params['head']}, [features[n] for n in self.branch_names],
-                     train=False)
+    out = head.apply(
+      {'params': params['head']}, [features[n] for n in self.branch_names], train=False
+    )
     return self._outputs(out)
 
   def _run(self, batch: dict[str, np.ndarray], batch_size: int, fn):
@@ -333,5 +376,6 @@ class TrainedModel:
       head = self.spec['head']
       values = outputs['values'].astype(np.float64) * head['target_std'] + head['target_mean']
       return Predictions(label_names=(), values=values)
-    return Predictions(label_names=self.label_names, logits=outputs['logits'],
-                       probabilities=outputs['probabilities'])
+    return Predictions(
+      label_names=self.label_names, logits=outputs['logits'], probabilities=outputs['probabilities']
+    )

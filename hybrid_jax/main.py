@@ -1,11 +1,11 @@
 """Train or evaluate a hybrid CNN+LSTM model.
 
-  python -m hybrid_jax.main --config=configs/video.py                      # train (resumes)
-  python -m hybrid_jax.main --config=configs/video.py:smoke                # seconds-long run
-  python -m hybrid_jax.main --config=configs/text.py --config.num_train_steps=500
-  python -m hybrid_jax.main --config=configs/video.py --mode=eval          # latest checkpoint
-  python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best
-  python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best --split=test
+python -m hybrid_jax.main --config=configs/video.py                      # train (resumes)
+python -m hybrid_jax.main --config=configs/video.py:smoke                # seconds-long run
+python -m hybrid_jax.main --config=configs/text.py --config.num_train_steps=500
+python -m hybrid_jax.main --config=configs/video.py --mode=eval          # latest checkpoint
+python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best
+python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best --split=test
 """
 
 import os
@@ -22,16 +22,32 @@ from hybrid_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/video.py or configs/video.py:smoke; override any '
-    'field with --config.<field>=<value>.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Checkpoints, metrics.jsonl and TensorBoard events go here '
-                    '(default: workdirs/<config name>[_<variant>]).')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                  'train: train (resuming from the workdir) and evaluate; eval: evaluate a '
-                  'checkpoint of the workdir on the eval split.')
+  'config',
+  None,
+  'Config file, e.g. configs/video.py or configs/video.py:smoke; override any '
+  'field with --config.<field>=<value>.',
+  lock_config=True,
+)
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Checkpoints, metrics.jsonl and TensorBoard events go here '
+  '(default: workdirs/<config name>[_<variant>]).',
+)
+flags.DEFINE_enum(
+  'mode',
+  'train',
+  ['train', 'eval'],
+  'train: train (resuming from the workdir) and evaluate; eval: evaluate a '
+  'checkpoint of the workdir on the eval split.',
+)
 flags.DEFINE_string('checkpoint', 'latest', "--mode=eval: 'latest', 'best' or a step number.")
-flags.DEFINE_string('split', None, '--mode=eval: the split to evaluate, e.g. test (default: '
-                    'config.dataset.eval_split, the validation split that training evaluates).')
+flags.DEFINE_string(
+  'split',
+  None,
+  '--mode=eval: the split to evaluate, e.g. test (default: '
+  'config.dataset.eval_split, the validation split that training evaluates).',
+)
 flags.mark_flag_as_required('config')
 
 
@@ -44,13 +60,18 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise ConfigError(f'unexpected argument(s) {argv[1:]}: give settings as '
-                      '--config.<field>=<value> (run with --helpfull for the flags).')
+    raise ConfigError(
+      f'unexpected argument(s) {argv[1:]}: give settings as '
+      '--config.<field>=<value> (run with --helpfull for the flags).'
+    )
   config = FLAGS.config
-  if not FLAGS['verbosity'].present:  # Progress lines and tables are printed; library INFO is noise.
+  if not FLAGS[
+    'verbosity'
+  ].present:  # Progress lines and tables are printed; library INFO is noise.
     logging.set_verbosity(logging.WARNING)
   # Process setup comes before anything touches JAX devices (imports below are device-free).
   from hybrid_jax import parallel  # pylint: disable=g-import-not-at-top
+
   parallel.initialize_distributed(config.distributed)
   from hybrid_jax import train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -60,14 +81,19 @@ def main(argv):
   config_arg = config_flags.get_config_filename(FLAGS['config'])
   workdir = FLAGS.workdir or default_workdir(config_arg)
   if jax.process_index() == 0:
-    print(f'hybrid_jax {FLAGS.mode}: config {config_arg}, '
-          f'workdir {os.path.abspath(workdir)}, {jax.device_count()} device(s) '
-          f'({jax.devices()[0].platform}), {jax.process_count()} process(es).', flush=True)
+    print(
+      f'hybrid_jax {FLAGS.mode}: config {config_arg}, '
+      f'workdir {os.path.abspath(workdir)}, {jax.device_count()} device(s) '
+      f'({jax.devices()[0].platform}), {jax.process_count()} process(es).',
+      flush=True,
+    )
   logging.info('Config:\n%s', config)
   if FLAGS.mode == 'train':
     if FLAGS.split:
-      raise ConfigError('--split applies to --mode=eval; training evaluates '
-                        'config.dataset.eval_split (set --config.dataset.eval_split instead).')
+      raise ConfigError(
+        '--split applies to --mode=eval; training evaluates '
+        'config.dataset.eval_split (set --config.dataset.eval_split instead).'
+      )
     train.train_and_evaluate(config, workdir)
   else:
     if FLAGS.split:
@@ -77,4 +103,5 @@ def main(argv):
 
 if __name__ == '__main__':
   from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
+
   cli.run(main)

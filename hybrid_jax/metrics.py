@@ -21,7 +21,8 @@ LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'rmse', 'mae_original_units', 'rmse_ori
 def classification_loss(logits_BC: jax.Array, labels_B: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy; logits [batch, classes] float, labels [batch] int -> scalar."""
   return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BC.astype(jnp.float32), labels_B).mean()
+    logits_BC.astype(jnp.float32), labels_B
+  ).mean()
 
 
 def regression_loss(prediction_B: jax.Array, target_B: jax.Array) -> jax.Array:
@@ -29,8 +30,13 @@ def regression_loss(prediction_B: jax.Array, target_B: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(prediction_B.astype(jnp.float32) - target_B))
 
 
-def classification_sums(logits_BC: jax.Array, labels_B: jax.Array, mask_B: jax.Array,
-                        top_k: int = 0, with_confusion: bool = False) -> dict[str, jax.Array]:
+def classification_sums(
+  logits_BC: jax.Array,
+  labels_B: jax.Array,
+  mask_B: jax.Array,
+  top_k: int = 0,
+  with_confusion: bool = False,
+) -> dict[str, jax.Array]:
   """Per-batch sums for classification.
 
   Args:
@@ -49,9 +55,9 @@ def classification_sums(logits_BC: jax.Array, labels_B: jax.Array, mask_B: jax.A
   loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B)
   predicted_B = jnp.argmax(logits_BC, axis=-1)
   sums = {
-      'loss': jnp.sum(loss_B * weight_B),
-      'correct': jnp.sum((predicted_B == labels_B) * weight_B),
-      'count': jnp.sum(weight_B),
+    'loss': jnp.sum(loss_B * weight_B),
+    'correct': jnp.sum((predicted_B == labels_B) * weight_B),
+    'count': jnp.sum(weight_B),
   }
   if 0 < top_k < num_classes:
     _, top_BK = jax.lax.top_k(logits_BC, top_k)
@@ -64,20 +70,22 @@ def classification_sums(logits_BC: jax.Array, labels_B: jax.Array, mask_B: jax.A
   return sums
 
 
-def regression_sums(prediction_B: jax.Array, target_B: jax.Array,
-                    mask_B: jax.Array) -> dict[str, jax.Array]:
+def regression_sums(
+  prediction_B: jax.Array, target_B: jax.Array, mask_B: jax.Array
+) -> dict[str, jax.Array]:
   """Per-batch sums for regression on normalized targets; all inputs [batch]."""
   weight_B = mask_B.astype(jnp.float32)
   error_B = prediction_B.astype(jnp.float32) - target_B
   return {
-      'loss': jnp.sum(jnp.square(error_B) * weight_B),  # The MSE's numerator.
-      'abs_error': jnp.sum(jnp.abs(error_B) * weight_B),
-      'count': jnp.sum(weight_B),
+    'loss': jnp.sum(jnp.square(error_B) * weight_B),  # The MSE's numerator.
+    'abs_error': jnp.sum(jnp.abs(error_B) * weight_B),
+    'count': jnp.sum(weight_B),
   }
 
 
-def add_sums(total: Optional[dict[str, np.ndarray]],
-             sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def add_sums(
+  total: Optional[dict[str, np.ndarray]], sums: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
   """Accumulates host-side sums in float64 (order-independent enough to be exact for counts)."""
   sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
   if total is None:
@@ -85,8 +93,9 @@ def add_sums(total: Optional[dict[str, np.ndarray]],
   return {k: total[k] + sums[k] for k in total}
 
 
-def finalize(sums: Mapping[str, np.ndarray], top_k: int = 0,
-             target_std: Optional[float] = None) -> dict[str, object]:
+def finalize(
+  sums: Mapping[str, np.ndarray], top_k: int = 0, target_std: Optional[float] = None
+) -> dict[str, object]:
   """Turns accumulated sums into metrics.
 
   Classification -> loss (mean cross-entropy), accuracy, top_{k}_accuracy, confusion (list of
@@ -95,8 +104,9 @@ def finalize(sums: Mapping[str, np.ndarray], top_k: int = 0,
   """
   count = float(sums['count'])
   if count <= 0:
-    raise errors.DataError('No examples were evaluated: the eval split is empty; check '
-                           'config.dataset.eval_split.')
+    raise errors.DataError(
+      'No examples were evaluated: the eval split is empty; check config.dataset.eval_split.'
+    )
   out: dict[str, object] = {'loss': float(sums['loss']) / count, 'num_examples': int(count)}
   if 'correct' in sums:
     out['accuracy'] = float(sums['correct']) / count
@@ -116,8 +126,11 @@ def finalize(sums: Mapping[str, np.ndarray], top_k: int = 0,
 
 def scalars(metrics: Mapping[str, object]) -> dict[str, float]:
   """The scalar entries of a metrics dict (drops the confusion matrix and counts)."""
-  return {k: float(v) for k, v in metrics.items()
-          if isinstance(v, (int, float, np.floating)) and k not in ('num_examples', 'step')}
+  return {
+    k: float(v)
+    for k, v in metrics.items()
+    if isinstance(v, (int, float, np.floating)) and k not in ('num_examples', 'step')
+  }
 
 
 def is_lower_better(name: str) -> bool:

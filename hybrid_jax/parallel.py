@@ -24,8 +24,13 @@ AXIS = 'batch'  # Name of the mapped device axis used by every collective.
 
 # Environment variables that announce a multi-process launch (explicit coordinator, or a cluster
 # that jax.distributed.initialize() auto-detects).
-_DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'SLURM_NTASKS',
-                    'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
+_DISTRIBUTED_ENV = (
+  'JAX_COORDINATOR_ADDRESS',
+  'JAX_NUM_PROCESSES',
+  'SLURM_NTASKS',
+  'OMPI_COMM_WORLD_SIZE',
+  'TPU_WORKER_HOSTNAMES',
+)
 
 
 def initialize_distributed(requested: bool = False) -> None:
@@ -43,13 +48,19 @@ def initialize_distributed(requested: bool = False) -> None:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   # JAX reads JAX_COORDINATOR_ADDRESS itself (or detects SLURM/MPI/TPU); process count and id
   # may be given as JAX_NUM_PROCESSES / JAX_PROCESS_ID for a hand-launched cluster.
-  kwargs = {name: int(os.environ[var]) for name, var in
-            (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID'))
-            if os.environ.get(var)}
+  kwargs = {
+    name: int(os.environ[var])
+    for name, var in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID'))
+    if os.environ.get(var)
+  }
   jax.distributed.initialize(**kwargs)
-  logging.info('jax.distributed initialized: process %d of %d, %d local / %d global devices.',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  logging.info(
+    'jax.distributed initialized: process %d of %d, %d local / %d global devices.',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def default_devices() -> list[Any]:
@@ -76,9 +87,10 @@ def per_process_batch_size(global_batch_size: int, devices: Sequence[Any], name:
   num_devices, num_processes = len(devices), jax.process_count()
   if global_batch_size <= 0 or global_batch_size % num_devices:
     raise ConfigError(
-        f'config.{name}={global_batch_size} must be a positive multiple of the {num_devices} '
-        f'devices ({num_processes} process(es)); e.g. --config.{name}='
-        f'{max(num_devices, global_batch_size // num_devices * num_devices)}.')
+      f'config.{name}={global_batch_size} must be a positive multiple of the {num_devices} '
+      f'devices ({num_processes} process(es)); e.g. --config.{name}='
+      f'{max(num_devices, global_batch_size // num_devices * num_devices)}.'
+    )
   return global_batch_size // num_processes
 
 
@@ -98,7 +110,8 @@ def replicate(tree: Any, devices: Sequence[Any]) -> Any:
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
+  )
 
 
 def to_global(tree: Any, devices: Sequence[Any]) -> Any:
@@ -115,7 +128,9 @@ def to_global(tree: Any, devices: Sequence[Any]) -> Any:
   def relabel(x):
     on_device = {shard.device: shard.data for shard in x.addressable_shards}
     return jax.make_array_from_single_device_arrays(
-        x.shape, sharding, [on_device[d] for d in sharding.addressable_devices_indices_map(x.shape)])
+      x.shape, sharding, [on_device[d] for d in sharding.addressable_devices_indices_map(x.shape)]
+    )
+
   return jax.tree.map(relabel, tree)
 
 
@@ -125,20 +140,31 @@ def shard_batch(batch: dict[str, np.ndarray], num_local_devices: int) -> dict[st
   Raises:
     ConfigError: one line naming the numbers when B does not divide by the local device count.
   """
+
   def split(x):
     x = np.asarray(x)
     if x.shape[0] % num_local_devices:
-      raise ConfigError(f'A batch of {x.shape[0]} examples does not split over '
-                       f'{num_local_devices} local devices: use a batch size divisible by it.')
+      raise ConfigError(
+        f'A batch of {x.shape[0]} examples does not split over '
+        f'{num_local_devices} local devices: use a batch size divisible by it.'
+      )
     return x.reshape((num_local_devices, x.shape[0] // num_local_devices) + x.shape[1:])
+
   return jax.tree.map(split, batch)
 
 
-def pmap(fn: Callable[..., Any], devices: Sequence[Any], *, in_axes, out_axes,
-         donate_argnums=()) -> Callable[..., Any]:
+def pmap(
+  fn: Callable[..., Any], devices: Sequence[Any], *, in_axes, out_axes, donate_argnums=()
+) -> Callable[..., Any]:
   """`jax.pmap` over `devices` with this module's axis name (the one place that maps steps)."""
-  return jax.pmap(fn, axis_name=AXIS, devices=list(devices), in_axes=in_axes,
-                  out_axes=out_axes, donate_argnums=donate_argnums)
+  return jax.pmap(
+    fn,
+    axis_name=AXIS,
+    devices=list(devices),
+    in_axes=in_axes,
+    out_axes=out_axes,
+    donate_argnums=donate_argnums,
+  )
 
 
 def pmean(tree: Any) -> Any:
@@ -158,8 +184,10 @@ def device_index() -> jax.Array:
 
 def to_host(tree: Any) -> Any:
   """Fetches a replicated pytree to numpy on this process (works for multi-host global arrays)."""
+
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return np.asarray(x.addressable_data(0))
     return np.asarray(x)
+
   return jax.tree.map(fetch, tree)

@@ -36,8 +36,9 @@ def nvidia_driver_present() -> bool:
   return False
 
 
-def platform_override(environ: Mapping[str, str], *, plugin_installed: bool,
-                      driver_present: bool) -> Optional[str]:
+def platform_override(
+  environ: Mapping[str, str], *, plugin_installed: bool, driver_present: bool
+) -> Optional[str]:
   """The JAX_PLATFORMS value to set, or None to leave JAX's default (pure: unit-tested).
 
   Args:
@@ -63,8 +64,9 @@ def choose_platform(environ: Optional[MutableMapping[str, str]] = None) -> Optio
   if environ.get('JAX_PLATFORMS') or environ.get('JAX_PLATFORM_NAME'):
     return None
   plugin = cuda_plugin_installed()
-  platform = platform_override(environ, plugin_installed=plugin,
-                               driver_present=plugin and nvidia_driver_present())
+  platform = platform_override(
+    environ, plugin_installed=plugin, driver_present=plugin and nvidia_driver_present()
+  )
   if platform is not None:
     environ['JAX_PLATFORMS'] = platform
     if 'jax' in sys.modules and environ is os.environ:

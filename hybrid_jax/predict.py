@@ -28,13 +28,21 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command's flags (defined when run as a program, so importing this module defines none)."""
-  flags.DEFINE_string('workdir', None, 'A trained run directory (holds inference.json and '
-                      'checkpoints/).')
-  flags.DEFINE_string('checkpoint', 'best', "'best' (by the run's best_metric), 'latest' or a step.")
-  flags.DEFINE_string('input', None, "Input file, or '-' for stdin: text lines (text runs), .npy "
-                      'or .npz arrays (video and sensor runs).')
-  flags.DEFINE_enum('format', 'jsonl', ['jsonl', 'csv'], 'Output: one JSON line or CSV row per '
-                    'input.')
+  flags.DEFINE_string(
+    'workdir', None, 'A trained run directory (holds inference.json and checkpoints/).'
+  )
+  flags.DEFINE_string(
+    'checkpoint', 'best', "'best' (by the run's best_metric), 'latest' or a step."
+  )
+  flags.DEFINE_string(
+    'input',
+    None,
+    "Input file, or '-' for stdin: text lines (text runs), .npy "
+    'or .npz arrays (video and sensor runs).',
+  )
+  flags.DEFINE_enum(
+    'format', 'jsonl', ['jsonl', 'csv'], 'Output: one JSON line or CSV row per input.'
+  )
   flags.DEFINE_integer('batch_size', 64, 'Inputs per compiled call (the last one is padded).')
   flags.mark_flags_as_required(['workdir', 'input'])
 
@@ -47,6 +55,7 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from hybrid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
+
   name = 'stdin' if path == '-' else path
   try:
     if path == '-':
@@ -55,8 +64,9 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
       with open(path, 'rb') as f:
         data = f.read()
   except OSError as e:
-    raise InputError(f'Cannot read --input={path} ({e.strerror}): give an existing file or -.') \
-        from None
+    raise InputError(
+      f'Cannot read --input={path} ({e.strerror}): give an existing file or -.'
+    ) from None
   if task == 'text':
     lines = data.decode('utf-8', 'replace').splitlines()
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
@@ -68,8 +78,9 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
   try:
     loaded = np.load(io.BytesIO(data), allow_pickle=False)
   except ValueError:
-    raise InputError(f'{name} is not a .npy or .npz file: {task} runs read numpy arrays '
-                     '(np.save / np.savez).') from None
+    raise InputError(
+      f'{name} is not a .npy or .npz file: {task} runs read numpy arrays (np.save / np.savez).'
+    ) from None
   example_ndim = {'video': 4, 'sensor': 3}.get(task)  # [T, H, W, C] clips, [T, S, F] windows.
   if isinstance(loaded, np.ndarray):
     inputs = [loaded] if loaded.ndim == example_ndim else list(loaded) if loaded.ndim else []
@@ -91,8 +102,9 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
   return inputs, ids
 
 
-def write_rows(rows: list[dict[str, Any]], ids: list[tuple[str, Any]], label_names, fmt: str,
-               out=sys.stdout) -> None:
+def write_rows(
+  rows: list[dict[str, Any]], ids: list[tuple[str, Any]], label_names, fmt: str, out=sys.stdout
+) -> None:
   """One JSON line or CSV row per prediction (CSV: id, label, p_<name>... or id, value)."""
   if fmt == 'jsonl':
     for (key, value), row in zip(ids, rows):
@@ -103,7 +115,9 @@ def write_rows(rows: list[dict[str, Any]], ids: list[tuple[str, Any]], label_nam
   if label_names:
     writer.writerow([id_name, 'label', *(f'p_{n}' for n in label_names)])
     for (_, value), row in zip(ids, rows):
-      writer.writerow([value, row['label'], *(f'{row["probabilities"][n]:.6g}' for n in label_names)])
+      writer.writerow(
+        [value, row['label'], *(f'{row["probabilities"][n]:.6g}' for n in label_names)]
+      )
   else:
     writer.writerow([id_name, 'value'])
     for (_, value), row in zip(ids, rows):
@@ -116,16 +130,22 @@ def main(argv):
   if not FLAGS['verbosity'].present:  # Library INFO logs are noise here; outputs go to stdout.
     logging.set_verbosity(logging.WARNING)
   from hybrid_jax import inference  # pylint: disable=g-import-not-at-top
+
   model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
   inputs, ids = read_inputs(FLAGS.input, model.task)
   predictions = model.predict(inputs, batch_size=FLAGS.batch_size)
-  print(f'hybrid_jax predict: {len(predictions)} input(s), {model.task} {model.head} model, '
-        f'{os.path.abspath(model.checkpoint)}', file=sys.stderr, flush=True)
+  print(
+    f'hybrid_jax predict: {len(predictions)} input(s), {model.task} {model.head} model, '
+    f'{os.path.abspath(model.checkpoint)}',
+    file=sys.stderr,
+    flush=True,
+  )
   write_rows(predictions.rows(), ids, model.label_names, FLAGS.format)
 
 
 if __name__ == '__main__':
   from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
   from hybrid_jax.errors import HybridJaxError  # pylint: disable=g-import-not-at-top
+
   define_flags()
   cli.run(main, extra_errors=(HybridJaxError,))

@@ -28,10 +28,13 @@ TOKENIZER = 'hybrid_jax.text_vocab.tokenize/1'
 def describe(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
   """What decoding raw inputs of `config`'s run needs from its dataset `source` (JSON-able)."""
   from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
+
   kind = tasks.input_kind(config)
-  return {'tokenizer': TOKENIZER,
-          'metadata': kind.saved_metadata(config, datasets.metadata(source, config)),
-          'resample': source.adapter is not None}  # Catalog runs resampled clips to the config.
+  return {
+    'tokenizer': TOKENIZER,
+    'metadata': kind.saved_metadata(config, datasets.metadata(source, config)),
+    'resample': source.adapter is not None,
+  }  # Catalog runs resampled clips to the config.
 
 
 class RawInputs:
@@ -39,8 +42,10 @@ class RawInputs:
 
   def __init__(self, task: str, config: ml_collections.ConfigDict, spec_input: dict[str, Any]):
     if spec_input.get('tokenizer') != TOKENIZER:
-      raise InputError(f"This run was tokenized by {spec_input.get('tokenizer')!r}, this hybrid_jax "
-                       f'tokenizes with {TOKENIZER!r}: use the hybrid_jax version that trained it.')
+      raise InputError(
+        f"This run was tokenized by {spec_input.get('tokenizer')!r}, this hybrid_jax "
+        f'tokenizes with {TOKENIZER!r}: use the hybrid_jax version that trained it.'
+      )
     self.kind = tasks.input_kind(task)
     self.config = config
     self.decoder = self.kind.decoder(config, spec_input['metadata'])
@@ -57,8 +62,10 @@ class RawInputs:
   def batch(self, inputs: Any) -> dict[str, np.ndarray]:
     """N raw inputs (a list, or an array whose first axis is the inputs) -> model batch [N, ...]."""
     if self.shape is not None and isinstance(inputs, np.ndarray) and inputs.ndim == len(self.shape):
-      raise InputError(f'Got one array of shape {inputs.shape}; this model takes a batch of '
-                       f'{self.description}: pass x[None] for a single input.')
+      raise InputError(
+        f'Got one array of shape {inputs.shape}; this model takes a batch of '
+        f'{self.description}: pass x[None] for a single input.'
+      )
     rows = []
     for i, raw in enumerate(_examples(inputs, self.description)):
       raw = self._check(i, raw)
@@ -73,18 +80,24 @@ class RawInputs:
       if isinstance(raw, bytes):
         raw = raw.decode('utf-8', 'replace')
       if not isinstance(raw, (str, np.str_)):
-        raise InputError(f'Input {i} is a {type(raw).__name__}, not a string: this model takes '
-                         f'{self.description}.')
+        raise InputError(
+          f'Input {i} is a {type(raw).__name__}, not a string: this model takes {self.description}.'
+        )
       return str(raw)
     x = _numeric(raw, i)
-    if x.ndim != len(self.shape) or 0 in x.shape or any(
-        want is not None and want != got for want, got in zip(self.shape, x.shape)):
+    if (
+      x.ndim != len(self.shape)
+      or 0 in x.shape
+      or any(want is not None and want != got for want, got in zip(self.shape, x.shape))
+    ):
       raise InputError(f'Input {i} has shape {x.shape}; this model takes {self.description}.')
     if self.kind.name == 'video':
       low, high = float(x.min()), float(x.max())
       if np.issubdtype(x.dtype, np.floating) and (low < 0 or high > 1):
-        raise InputError(f'Input {i} is a float clip with values in [{low:g}, {high:g}]; float '
-                         'clips are intensities in [0, 1]: pass uint8 pixels instead.')
+        raise InputError(
+          f'Input {i} is a float clip with values in [{low:g}, {high:g}]; float '
+          'clips are intensities in [0, 1]: pass uint8 pixels instead.'
+        )
       if np.issubdtype(x.dtype, np.integer) and (low < 0 or high > 255):
         raise InputError(f'Input {i} has pixel values in [{low:g}, {high:g}]; pass pixels 0..255.')
     return x
@@ -111,8 +124,9 @@ def _numeric(x: Any, i: int) -> np.ndarray:
     x = np.asarray(x)
   except ValueError:  # Ragged nested lists.
     raise InputError(f'Input {i} is not a rectangular array.') from None
-  if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer)
-                             or np.issubdtype(x.dtype, np.floating)):
+  if x.dtype == bool or not (
+    np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+  ):
     raise InputError(f'Input {i} has dtype {x.dtype}; inputs must hold real numbers.')
   if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
     raise InputError(f'Input {i} contains NaN or inf; inputs must be finite.')
@@ -121,9 +135,11 @@ def _numeric(x: Any, i: int) -> np.ndarray:
 
 def pad_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   """Pads every array's first axis from n <= size to `size` rows by repeating row 0."""
+
   def pad(x):
     extra = size - len(x)
     return x if not extra else np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
+
   return {k: pad(np.asarray(v)) for k, v in batch.items()}
 
 

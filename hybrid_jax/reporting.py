@@ -38,6 +38,7 @@ class MetricWriter:
       _truncate_after(path, resume_step)
     self._jsonl = open(path, 'a', encoding='utf-8')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     tb_dir = os.path.join(workdir, 'tensorboard')
     purge = resume_step + 1 if os.path.isdir(tb_dir) else None  # Only when events exist.
     self._tb = SummaryWriter(tb_dir, flush_secs=30, purge_step=purge)
@@ -64,8 +65,10 @@ class MetricWriter:
     if not self.active:
       return
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+
     experiment, session_start, session_end = summary.hparams(
-        dict(hparams), {tag: 0.0 for tag in metric_tags})  # Values come from the logged scalars.
+      dict(hparams), {tag: 0.0 for tag in metric_tags}
+    )  # Values come from the logged scalars.
     for proto in (experiment, session_start, session_end):
       self._tb.file_writer.add_summary(proto)
     self._tb.flush()
@@ -93,6 +96,8 @@ def _truncate_after(path: str, step: int) -> None:
     with open(tmp, 'w', encoding='utf-8') as f:
       f.writelines(kept)
     os.replace(tmp, path)
+
+
 def flat_hparams(config: Mapping[str, object], prefix: str = '') -> dict[str, object]:
   """A nested config as flat {'model.lstm_units': 64, ...} with HParams-friendly values.
 
@@ -128,6 +133,7 @@ class StepProfiler:
   def step_context(self, step: int):
     """Context around dispatching train step `step` (1-based); starts the trace at the first."""
     import jax  # pylint: disable=g-import-not-at-top
+
     if self.enabled and step == self.first_step and not self.tracing:
       jax.profiler.start_trace(self.log_dir)
       self.tracing = True
@@ -142,20 +148,24 @@ class StepProfiler:
 
   def stop(self, outputs=None) -> None:
     import jax  # pylint: disable=g-import-not-at-top
+
     if self.tracing:
       if outputs is not None:
         jax.block_until_ready(outputs)
       jax.profiler.stop_trace()
       self.tracing = False
-      say(f'Wrote a profile of steps {self.first_step}-{self.last_step} to '
-          f'{os.path.join(self.log_dir, "plugins", "profile")}.')
+      say(
+        f'Wrote a profile of steps {self.first_step}-{self.last_step} to '
+        f'{os.path.join(self.log_dir, "plugins", "profile")}.'
+      )
 
 
 class Progress:
   """Formats the periodic progress line: step, loss, steps/s, examples/s and ETA."""
 
-  def __init__(self, total_steps: int, global_batch_size: int, start_step: int,
-               active: bool = True):
+  def __init__(
+    self, total_steps: int, global_batch_size: int, start_step: int, active: bool = True
+  ):
     self.total_steps = total_steps
     self.global_batch_size = global_batch_size
     self.active = active
@@ -173,8 +183,10 @@ class Progress:
     rates = {}
     if steps > 0:  # No steps since the clock started: only compilation happened, no rate yet.
       steps_per_sec = steps / max(now - self._last_time, 1e-9)
-      rates = {'steps_per_sec': steps_per_sec,
-               'examples_per_sec': steps_per_sec * self.global_batch_size}
+      rates = {
+        'steps_per_sec': steps_per_sec,
+        'examples_per_sec': steps_per_sec * self.global_batch_size,
+      }
     self._last_step, self._last_time = step, now
     if self.active:
       width = len(str(self.total_steps))
@@ -183,8 +195,10 @@ class Progress:
       speed = 'first step (compiling)'
       if rates:
         eta = (self.total_steps - step) / rates['steps_per_sec']
-        speed = (f'{rates["steps_per_sec"]:.2f} steps/s | {rates["examples_per_sec"]:.0f} ex/s | '
-                 f'ETA {format_duration(eta)}')
+        speed = (
+          f'{rates["steps_per_sec"]:.2f} steps/s | {rates["examples_per_sec"]:.0f} ex/s | '
+          f'ETA {format_duration(eta)}'
+        )
       print(f'[train] step {step:>{width}}/{self.total_steps} | {shown} | {speed}', flush=True)
     return rates
 
@@ -201,8 +215,9 @@ def format_duration(seconds: float) -> str:
   return f'{minutes}m{secs:02d}s' if minutes else f'{secs}s'
 
 
-def format_table(title: str, values: Mapping[str, object],
-                 baselines: Optional[Mapping[str, float]] = None) -> str:
+def format_table(
+  title: str, values: Mapping[str, object], baselines: Optional[Mapping[str, float]] = None
+) -> str:
   """A small two-column table of scalar metrics (and the dataset's naive baselines, if given)."""
   rows = [(k, f'{v:.4f}') for k, v in metrics_lib.scalars(values).items()]
   if 'num_examples' in values:

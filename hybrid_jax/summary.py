@@ -23,15 +23,18 @@ from hybrid_jax import models
 from hybrid_jax import tasks
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/video.py.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Config file, e.g. configs/video.py.', lock_config=True
+)
 
 
 def parameter_table(params: Any) -> list[tuple[str, str, int]]:
   """Rows (layer path, parameter shapes, parameter count), one per layer, in creation order."""
   layers: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
 
-  def visit(tree: Any, path: tuple[str, ...]) -> None:  # Dict order is the order layers were created.
+  def visit(
+    tree: Any, path: tuple[str, ...]
+  ) -> None:  # Dict order is the order layers were created.
     for name, value in tree.items():
       if hasattr(value, 'items'):
         visit(value, path + (name,))
@@ -62,12 +65,18 @@ def summarize(config: ml_collections.ConfigDict) -> str:
   header = ('Layer', 'Parameter shapes', 'Params')
   widths = [max(len(header[i]), *(len(str(r[i])) for r in rows)) for i in (0, 1)]
   line = '-' * (sum(widths) + 16)
-  out = [f'Model: {type(model).__name__} (task={config.task}, head={tasks.head(config).name}, branches={config.model.branches}, '
-         f'fusion={config.model.fusion}, dtype={config.model.dtype})',
-         'Inputs: ' + ', '.join(f'{k} {tuple(v.shape)[1:]}' for k, v in batch.items()),
-         f'Output: {tuple(output.shape)[1:]} per example', line,
-         f'{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:>12}', line]
-  out += [f'{name:<{widths[0]}}  {shapes:<{widths[1]}}  {count:>12,}' for name, shapes, count in rows]
+  out = [
+    f'Model: {type(model).__name__} (task={config.task}, head={tasks.head(config).name}, branches={config.model.branches}, '
+    f'fusion={config.model.fusion}, dtype={config.model.dtype})',
+    'Inputs: ' + ', '.join(f'{k} {tuple(v.shape)[1:]}' for k, v in batch.items()),
+    f'Output: {tuple(output.shape)[1:]} per example',
+    line,
+    f'{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]:>12}',
+    line,
+  ]
+  out += [
+    f'{name:<{widths[0]}}  {shapes:<{widths[1]}}  {count:>12,}' for name, shapes, count in rows
+  ]
   out += [line, f'Total params: {sum(r[2] for r in rows):,}']
   return '\n'.join(out)
 
@@ -85,6 +94,7 @@ def main(argv):
   optional = ('num_classes',) if tasks.head(config).regression else ()  # Dense(1) needs no classes.
   if any(v is None for k, v in config.model.items() if k not in optional):
     from hybrid_jax import data  # pylint: disable=g-import-not-at-top
+
     data.load_info(config)  # Head and None model fields from the data (prepared on first use).
   print(summarize(config))
 

@@ -56,6 +56,7 @@ class Head:
     best_metric: the eval metric that picks the kept "best" checkpoint when config.best_metric=''.
     eval_metrics: (top_k) -> names of the scalar eval metrics it reports.
   """
+
   name: str
   label_key: str
   label_dtype: Any
@@ -83,18 +84,35 @@ def _mae(prediction_B, target_B):
 
 
 HEADS = {
-    'classification': Head(
-        name='classification', label_key='label', label_dtype=np.int32,
-        loss=metrics_lib.classification_loss, train_metrics=_accuracy,
-        sums=metrics_lib.classification_sums, best_metric='accuracy',
-        eval_metrics=lambda top_k: ['loss', 'accuracy'] + ([f'top_{top_k}_accuracy'] if top_k else [])),
-    'regression': Head(
-        name='regression', label_key='target', label_dtype=np.float32,
-        loss=metrics_lib.regression_loss, train_metrics=_mae,
-        sums=lambda out, target, mask, top_k, with_confusion: metrics_lib.regression_sums(out, target, mask),
-        best_metric='mae',
-        eval_metrics=lambda top_k: ['loss', 'mse', 'mae', 'rmse', 'mae_original_units',
-                                    'rmse_original_units']),
+  'classification': Head(
+    name='classification',
+    label_key='label',
+    label_dtype=np.int32,
+    loss=metrics_lib.classification_loss,
+    train_metrics=_accuracy,
+    sums=metrics_lib.classification_sums,
+    best_metric='accuracy',
+    eval_metrics=lambda top_k: ['loss', 'accuracy'] + ([f'top_{top_k}_accuracy'] if top_k else []),
+  ),
+  'regression': Head(
+    name='regression',
+    label_key='target',
+    label_dtype=np.float32,
+    loss=metrics_lib.regression_loss,
+    train_metrics=_mae,
+    sums=lambda out, target, mask, top_k, with_confusion: metrics_lib.regression_sums(
+      out, target, mask
+    ),
+    best_metric='mae',
+    eval_metrics=lambda top_k: [
+      'loss',
+      'mse',
+      'mae',
+      'rmse',
+      'mae_original_units',
+      'rmse_original_units',
+    ],
+  ),
 }
 
 
@@ -125,6 +143,7 @@ class InputKind:
       size), or None when raw inputs are not arrays (text).
     raw_description: (config) -> what one raw input is, in words (messages, the predict CLI).
   """
+
   name: str
   config_file: str
   batch_keys: dict[str, Any]
@@ -136,7 +155,8 @@ class InputKind:
   default_head: str = 'classification'
   catalog_feature: str | None = None
   saved_metadata: Callable[[ml_collections.ConfigDict, Metadata], dict[str, Any]] = (
-      lambda config, metadata: {})
+    lambda config, metadata: {}
+  )
   raw_shape: Callable[[ml_collections.ConfigDict], tuple | None] = lambda config: None
   raw_description: Callable[[ml_collections.ConfigDict], str] = lambda config: ''
 
@@ -148,8 +168,10 @@ class InputKind:
 def metadata_value(metadata: Metadata, key: str, what: str):
   """metadata[key], or a one-line DataError naming the key the builder must store."""
   if not metadata or key not in metadata:
-    raise DataError(f"The dataset's metadata has no {key!r} ({what}): store it in "
-                    f'self.info.metadata in the builder\'s _split_generators.')
+    raise DataError(
+      f"The dataset's metadata has no {key!r} ({what}): store it in "
+      f'self.info.metadata in the builder\'s _split_generators.'
+    )
   return metadata[key]
 
 
@@ -200,12 +222,18 @@ def _resample(video_THWC: np.ndarray, shape) -> np.ndarray:
 
 def _video_model(config):
   from hybrid_jax.models import video  # pylint: disable=g-import-not-at-top
+
   m = config.model
   if not -m.num_frames <= m.key_frame_index < m.num_frames:
-    raise ConfigError(f'config.model.key_frame_index={m.key_frame_index} is outside a clip of '
-                      f'{m.num_frames} frames: use 0..{m.num_frames - 1} (or negative from the end).')
-  return video.VideoModel(frame_shape=tuple(m.frame_shape), key_frame_index=m.key_frame_index,
-                          **_shared_model_fields(config))
+    raise ConfigError(
+      f'config.model.key_frame_index={m.key_frame_index} is outside a clip of '
+      f'{m.num_frames} frames: use 0..{m.num_frames - 1} (or negative from the end).'
+    )
+  return video.VideoModel(
+    frame_shape=tuple(m.frame_shape),
+    key_frame_index=m.key_frame_index,
+    **_shared_model_fields(config),
+  )
 
 
 # Text ----------------------------------------------------------------------------------------
@@ -225,11 +253,14 @@ class TextDecoder:
 
   def inputs(self, text) -> dict[str, np.ndarray]:
     from hybrid_jax.data import text_vocab  # pylint: disable=g-import-not-at-top
+
     if isinstance(text, np.ndarray) and text.dtype.kind in 'OSU':
       text = text.item()
     if isinstance(text, (str, bytes)):
       if self.vocab is None:
-        raise InputError('This dataset stores no vocabulary (metadata["vocab"]): pass token ids, not text.')
+        raise InputError(
+          'This dataset stores no vocabulary (metadata["vocab"]): pass token ids, not text.'
+        )
       if self._word_to_id is None:
         self._word_to_id = {w: i for i, w in enumerate(self.vocab)}
       text = text.decode('utf-8', 'replace') if isinstance(text, bytes) else text
@@ -237,7 +268,9 @@ class TextDecoder:
     else:
       ids = np.asarray(text)
       if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise InputError(f'Text must be a string or a 1-D array of token ids, got {ids.dtype} {ids.shape}.')
+        raise InputError(
+          f'Text must be a string or a 1-D array of token ids, got {ids.dtype} {ids.shape}.'
+        )
     tokens, length = text_vocab.fit_ids(ids, self.vocab_size, self.max_length)
     return {'tokens': tokens, 'length': np.int32(length)}
 
@@ -250,13 +283,18 @@ class TextDecoder:
 
 def _text_model(config):
   from hybrid_jax.models import text  # pylint: disable=g-import-not-at-top
+
   m = config.model
-  return text.TextModel(vocab_size=m.vocab_size, embed_dim=m.embed_dim, **_shared_model_fields(config))
+  return text.TextModel(
+    vocab_size=m.vocab_size, embed_dim=m.embed_dim, **_shared_model_fields(config)
+  )
 
 
 def _text_fields(metadata: Metadata) -> dict[str, Any]:
   vocab = metadata_value(metadata, 'vocab', 'the train vocabulary, PAD=0, OOV=1')
-  lengths = metadata_value(metadata, 'train_length_percentiles', "train token counts, e.g. {'95': 120}")
+  lengths = metadata_value(
+    metadata, 'train_length_percentiles', "train token counts, e.g. {'95': 120}"
+  )
   return {'vocab_size': len(vocab), 'max_length': int(lengths['95'])}
 
 
@@ -281,7 +319,9 @@ class SensorDecoder:
     series = np.asarray(series, np.float32)
     steps, channels = self.window_shape[0], self.window_shape[1:]
     if series.ndim != len(self.window_shape) or series.shape[1:] != channels or not len(series):
-      raise InputError(f'A series must be [time >= 1, {", ".join(map(str, channels))}], got {series.shape}.')
+      raise InputError(
+        f'A series must be [time >= 1, {", ".join(map(str, channels))}], got {series.shape}.'
+      )
     if self.mean is not None:
       series = (series - self.mean) / self.std
     length = min(len(series), steps)
@@ -295,14 +335,20 @@ class SensorDecoder:
 
 def _sensor_model(config):
   from hybrid_jax.models import sensor  # pylint: disable=g-import-not-at-top
+
   m = config.model
-  return sensor.SensorModel(window_shape=tuple(m.window_shape), pooling=m.get('pooling', 'flatten'),
-                            **_shared_model_fields(config))
+  return sensor.SensorModel(
+    window_shape=tuple(m.window_shape),
+    pooling=m.get('pooling', 'flatten'),
+    **_shared_model_fields(config),
+  )
 
 
 def _sensor_decoder(config, metadata):
   metadata = metadata or {}
-  return SensorDecoder(config.model.window_shape, metadata.get('feature_mean'), metadata.get('feature_std'))
+  return SensorDecoder(
+    config.model.window_shape, metadata.get('feature_mean'), metadata.get('feature_std')
+  )
 
 
 def _sensor_raw_shape(config) -> tuple:
@@ -316,53 +362,76 @@ def _shape_str(shape) -> str:
 
 
 INPUT_KINDS = {
-    'video': InputKind(
-        name='video', config_file='configs/video.py',
-        batch_keys={'clip': np.uint8},
-        model=_video_model,
-        dummy_inputs=lambda m, b: {'clip': np.zeros((b, m.num_frames, *m.frame_shape), np.uint8)},
-        decoder=lambda config, metadata: VideoDecoder(config.model.num_frames, config.model.frame_shape),
-        data_fields=lambda meta: {
-            'frame_shape': tuple(metadata_value(meta, 'frame_shape', '[height, width, channels]')),
-            'num_frames': int(metadata_value(meta, 'num_frames', 'frames per clip'))},
-        catalog_feature='Video',
-        raw_shape=lambda config: (config.model.num_frames, *config.model.frame_shape),
-        raw_description=lambda config: (
-            f'clips {_shape_str((config.model.num_frames, *config.model.frame_shape))} '
-            '[time, height, width, channels]: uint8 pixels, or floats in [0, 1]')),
-    'text': InputKind(
-        name='text', config_file='configs/text.py',
-        batch_keys={'tokens': np.int32, 'length': np.int32},
-        model=_text_model,
-        dummy_inputs=lambda m, b: {'tokens': np.zeros((b, m.max_length), np.int32),
-                                   'length': np.full((b,), m.max_length, np.int32)},
-        decoder=lambda config, metadata: TextDecoder(config.model.vocab_size, config.model.max_length,
-                                                     (metadata or {}).get('vocab')),
-        data_fields=_text_fields,
-        adjustable={'vocab_size': 3, 'max_length': 1},  # PAD, OOV, >= 1 word; >= 1 token.
-        catalog_feature='Text',
-        # Ids >= vocab_size become OOV anyway: only the first vocab_size words are needed.
-        saved_metadata=lambda config, meta: {
-            'vocab': list(metadata_value(meta, 'vocab', 'the train vocabulary')[:config.model.vocab_size])},
-        raw_description=lambda config: (
-            f'texts (str; tokenized, cut at {config.model.max_length} tokens, vocabulary of '
-            f'{config.model.vocab_size})')),
-    'sensor': InputKind(
-        name='sensor', config_file='configs/sensor.py',
-        batch_keys={'window': np.float32, 'length': np.int32},
-        model=_sensor_model,
-        dummy_inputs=lambda m, b: {'window': np.zeros((b, *m.window_shape), np.float32),
-                                   'length': np.full((b,), m.window_shape[0], np.int32)},
-        decoder=_sensor_decoder,
-        data_fields=lambda meta: {'window_shape': tuple(
-            metadata_value(meta, 'window_shape', '[max time steps, *channels]'))},
-        default_head='regression',
-        saved_metadata=lambda config, meta: {
-            k: np.asarray(meta[k], np.float32).tolist() for k in ('feature_mean', 'feature_std')
-            if meta and meta.get(k) is not None},
-        raw_shape=_sensor_raw_shape,
-        raw_description=lambda config: (
-            f'series {_shape_str(_sensor_raw_shape(config))} [time, *channels] in original units')),
+  'video': InputKind(
+    name='video',
+    config_file='configs/video.py',
+    batch_keys={'clip': np.uint8},
+    model=_video_model,
+    dummy_inputs=lambda m, b: {'clip': np.zeros((b, m.num_frames, *m.frame_shape), np.uint8)},
+    decoder=lambda config, metadata: VideoDecoder(
+      config.model.num_frames, config.model.frame_shape
+    ),
+    data_fields=lambda meta: {
+      'frame_shape': tuple(metadata_value(meta, 'frame_shape', '[height, width, channels]')),
+      'num_frames': int(metadata_value(meta, 'num_frames', 'frames per clip')),
+    },
+    catalog_feature='Video',
+    raw_shape=lambda config: (config.model.num_frames, *config.model.frame_shape),
+    raw_description=lambda config: (
+      f'clips {_shape_str((config.model.num_frames, *config.model.frame_shape))} '
+      '[time, height, width, channels]: uint8 pixels, or floats in [0, 1]'
+    ),
+  ),
+  'text': InputKind(
+    name='text',
+    config_file='configs/text.py',
+    batch_keys={'tokens': np.int32, 'length': np.int32},
+    model=_text_model,
+    dummy_inputs=lambda m, b: {
+      'tokens': np.zeros((b, m.max_length), np.int32),
+      'length': np.full((b,), m.max_length, np.int32),
+    },
+    decoder=lambda config, metadata: TextDecoder(
+      config.model.vocab_size, config.model.max_length, (metadata or {}).get('vocab')
+    ),
+    data_fields=_text_fields,
+    adjustable={'vocab_size': 3, 'max_length': 1},  # PAD, OOV, >= 1 word; >= 1 token.
+    catalog_feature='Text',
+    # Ids >= vocab_size become OOV anyway: only the first vocab_size words are needed.
+    saved_metadata=lambda config, meta: {
+      'vocab': list(
+        metadata_value(meta, 'vocab', 'the train vocabulary')[: config.model.vocab_size]
+      )
+    },
+    raw_description=lambda config: (
+      f'texts (str; tokenized, cut at {config.model.max_length} tokens, vocabulary of '
+      f'{config.model.vocab_size})'
+    ),
+  ),
+  'sensor': InputKind(
+    name='sensor',
+    config_file='configs/sensor.py',
+    batch_keys={'window': np.float32, 'length': np.int32},
+    model=_sensor_model,
+    dummy_inputs=lambda m, b: {
+      'window': np.zeros((b, *m.window_shape), np.float32),
+      'length': np.full((b,), m.window_shape[0], np.int32),
+    },
+    decoder=_sensor_decoder,
+    data_fields=lambda meta: {
+      'window_shape': tuple(metadata_value(meta, 'window_shape', '[max time steps, *channels]'))
+    },
+    default_head='regression',
+    saved_metadata=lambda config, meta: {
+      k: np.asarray(meta[k], np.float32).tolist()
+      for k in ('feature_mean', 'feature_std')
+      if meta and meta.get(k) is not None
+    },
+    raw_shape=_sensor_raw_shape,
+    raw_description=lambda config: (
+      f'series {_shape_str(_sensor_raw_shape(config))} [time, *channels] in original units'
+    ),
+  ),
 }
 
 
@@ -385,7 +454,9 @@ def head(config_or_name) -> Head:
   else:
     name = config_or_name.get('head') or input_kind(config_or_name).default_head
   if name not in HEADS:
-    raise ConfigError(f"Unknown config.head={name!r}: use one of {tuple(HEADS)} or '' (from the data).")
+    raise ConfigError(
+      f"Unknown config.head={name!r}: use one of {tuple(HEADS)} or '' (from the data)."
+    )
   return HEADS[name]
 
 
@@ -398,20 +469,32 @@ def head_of_features(features: Mapping[str, Any], forced: str, dataset: str) -> 
     dataset: name shown in errors.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   features = dict(features.items())
-  has = {'classification': isinstance(features.get('label'), tfds.features.ClassLabel),
-         'regression': 'target' in features}
+  has = {
+    'classification': isinstance(features.get('label'), tfds.features.ClassLabel),
+    'regression': 'target' in features,
+  }
   if forced:
     found = head(forced)
     if not has[found.name]:
-      raise DataError(f"{dataset} has no {found.label_key!r} feature for config.head={forced!r}: set "
-                      f"--config.head='' (from the data) or use a dataset with a {found.label_key!r}.")
+      raise DataError(
+        f"{dataset} has no {found.label_key!r} feature for config.head={forced!r}: set "
+        f"--config.head='' (from the data) or use a dataset with a {found.label_key!r}."
+      )
     return found
   available = [name for name, ok in has.items() if ok]
   if len(available) != 1:
-    what = 'both a ClassLabel label and a target' if available else 'neither a ClassLabel label nor a target'
-    raise DataError(f'{dataset} has {what} feature: set --config.head to one of {tuple(HEADS)}'
-                    if available else f'{dataset} has {what} feature: a builder must store one of them.')
+    what = (
+      'both a ClassLabel label and a target'
+      if available
+      else 'neither a ClassLabel label nor a target'
+    )
+    raise DataError(
+      f'{dataset} has {what} feature: set --config.head to one of {tuple(HEADS)}'
+      if available
+      else f'{dataset} has {what} feature: a builder must store one of them.'
+    )
   return HEADS[available[0]]
 
 
@@ -422,18 +505,29 @@ def is_regression(config: ml_collections.ConfigDict) -> bool:
 
 def _shared_model_fields(config) -> dict[str, Any]:
   from hybrid_jax.models import fusion  # pylint: disable=g-import-not-at-top
+
   m = config.model
   fusion.check_switches(m.branches, m.fusion)
   the_head = head(config)
   if not the_head.regression and m.get('num_classes') is None:
-    raise ConfigError('config.model.num_classes is None: set it, or let the data fill it (train/eval).')
+    raise ConfigError(
+      'config.model.num_classes is None: set it, or let the data fill it (train/eval).'
+    )
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
   if m.dtype not in dtypes:
     raise ConfigError(f'Unknown config.model.dtype={m.dtype!r}: use one of {tuple(dtypes)}.')
-  return dict(num_outputs=the_head.num_outputs(m), regression=the_head.regression,
-              branches=m.branches, fusion=m.fusion, fusion_dim=m.fusion_dim,
-              dropout_rate=m.dropout_rate, dtype=dtypes[m.dtype],
-              conv_features=tuple(m.conv_features), kernel_size=m.kernel_size, lstm_units=m.lstm_units)
+  return dict(
+    num_outputs=the_head.num_outputs(m),
+    regression=the_head.regression,
+    branches=m.branches,
+    fusion=m.fusion,
+    fusion_dim=m.fusion_dim,
+    dropout_rate=m.dropout_rate,
+    dtype=dtypes[m.dtype],
+    conv_features=tuple(m.conv_features),
+    kernel_size=m.kernel_size,
+    lstm_units=m.lstm_units,
+  )
 
 
 def create_model(config: ml_collections.ConfigDict):

@@ -2,8 +2,13 @@
 
 import pytest
 
-TINY_DATASETS = ('moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny',
-                 'japanese_vowels/tiny')
+TINY_DATASETS = (
+  'moving_digits/tiny',
+  'bbc_news/tiny',
+  'tweet_sentiment/tiny',
+  'weather_stations/tiny',
+  'japanese_vowels/tiny',
+)
 
 
 @pytest.fixture(scope='session')
@@ -14,6 +19,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
+
   data_dir = str(tmp_path_factory.mktemp('tfds_tiny'))
   tfds.disable_progress_bar()
   for name in TINY_DATASETS:

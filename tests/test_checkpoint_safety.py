@@ -101,23 +101,31 @@ def test_bit_flip_is_detected_and_the_previous_step_used(tiny_data_dir, tmp_path
   resumed = train.train_and_evaluate(_config(tiny_data_dir, num_train_steps=6), workdir)
   assert os.path.isdir(os.path.join(workdir, 'damaged_checkpoints', '4'))  # Moved, not deleted.
   assert _steps(workdir) == [2, 4, 6]
-  for a, b in zip(_params(workdir, 6, tiny_data_dir),
-                  _params(tmp_path / 'straight', 6, tiny_data_dir)):
+  for a, b in zip(
+    _params(workdir, 6, tiny_data_dir), _params(tmp_path / 'straight', 6, tiny_data_dir)
+  ):
     np.testing.assert_array_equal(a, b)  # Replayed from step 2: the uninterrupted run's numbers.
   assert resumed['mae'] == pytest.approx(
-      [r for r in map(json.loads, open(os.path.join(tmp_path, 'straight', 'metrics.jsonl'),
-                                       encoding='utf-8'))][-1]['mae'])
+    [
+      r
+      for r in map(
+        json.loads, open(os.path.join(tmp_path, 'straight', 'metrics.jsonl'), encoding='utf-8')
+      )
+    ][-1]['mae']
+  )
 
 
 def test_refused_runs_change_no_file_and_name_the_fields(tiny_data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(_config(tiny_data_dir), workdir)
   before = _tree_hash(workdir)
-  cases = [({'seed': 1}, r'seed: 0 -> 1'),
-           ({'model.lstm_units': 8}, r'model.lstm_units: 32 -> 8'),
-           ({'model.conv_features': (16,)}, r'model.conv_features: \[64\] -> \[16\]'),
-           ({'model.fusion': 'gated'}, r"model.fusion: 'concat' -> 'gated'"),
-           ({'batch_size': 16}, r'batch_size: 8 -> 16')]
+  cases = [
+    ({'seed': 1}, r'seed: 0 -> 1'),
+    ({'model.lstm_units': 8}, r'model.lstm_units: 32 -> 8'),
+    ({'model.conv_features': (16,)}, r'model.conv_features: \[64\] -> \[16\]'),
+    ({'model.fusion': 'gated'}, r"model.fusion: 'concat' -> 'gated'"),
+    ({'batch_size': 16}, r'batch_size: 8 -> 16'),
+  ]
   for overrides, named in cases:
     with pytest.raises(CheckpointError, match=named) as error:
       train.train_and_evaluate(_config(tiny_data_dir, num_train_steps=8, **overrides), workdir)
@@ -140,9 +148,11 @@ def test_refused_runs_change_no_file_and_name_the_fields(tiny_data_dir, tmp_path
   # Changing only what may change on resume is accepted.
   other = _config(tiny_data_dir, num_train_steps=6, eval_batch_size=8, log_every_steps=1)
   assert set(config_validation.fingerprint(other)) == set(
-      config_validation.fingerprint(_config(tiny_data_dir)))
+    config_validation.fingerprint(_config(tiny_data_dir))
+  )
   assert not config_validation.fingerprint_diff(
-      config_validation.fingerprint(_config(tiny_data_dir)), other)
+    config_validation.fingerprint(_config(tiny_data_dir)), other
+  )
 
 
 def test_init_checkpoint_from_another_model_names_the_difference(tiny_data_dir, tmp_path):
@@ -158,8 +168,14 @@ def test_init_checkpoint_from_another_model_names_the_difference(tiny_data_dir, 
 def test_divergence_at_step_1_saves_nothing(tiny_data_dir, tmp_path):
   # Step 1's loss and gradient are finite (computed before the update), the update is not:
   # AdamW multiplies learning_rate * weight_decay = 1e76 -> inf into the parameters.
-  config = _config(tiny_data_dir, learning_rate=1e38, weight_decay=1e38, checkpoint_every_steps=1,
-                   eval_every_steps=1, log_every_steps=1)
+  config = _config(
+    tiny_data_dir,
+    learning_rate=1e38,
+    weight_decay=1e38,
+    checkpoint_every_steps=1,
+    eval_every_steps=1,
+    log_every_steps=1,
+  )
   workdir = tmp_path / 'nan'
   with pytest.raises(TrainingError, match=r'at step 1; stopped without saving \(no checkpoint'):
     train.train_and_evaluate(config, str(workdir))
@@ -175,6 +191,7 @@ def _tensorboard_events(workdir) -> list:
   """Every Event of the run's TensorBoard files (TFRecord framing: length, crc, data, crc)."""
   import struct  # pylint: disable=g-import-not-at-top
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
   events = []
   root = os.path.join(workdir, 'tensorboard')
   for name in sorted(os.listdir(root)):
@@ -182,18 +199,24 @@ def _tensorboard_events(workdir) -> list:
       data = f.read()
     offset = 0
     while offset + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      (length,) = struct.unpack('<Q', data[offset : offset + 8])
       event = event_pb2.Event()
-      event.ParseFromString(data[offset + 12:offset + 12 + length])
+      event.ParseFromString(data[offset + 12 : offset + 12 + length])
       events.append(event)
       offset += 12 + length + 4
   return events
 
 
-def test_metrics_have_one_record_per_step_and_split_after_resume(tiny_data_dir, tmp_path,
-                                                                 monkeypatch):
-  config = _config(tiny_data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3,
-                   log_every_steps=1)
+def test_metrics_have_one_record_per_step_and_split_after_resume(
+  tiny_data_dir, tmp_path, monkeypatch
+):
+  config = _config(
+    tiny_data_dir,
+    num_train_steps=6,
+    checkpoint_every_steps=3,
+    eval_every_steps=3,
+    log_every_steps=1,
+  )
   real_iterator = train.data_lib.create_train_iterator
 
   def preempted_after_5_batches(*args, **kwargs):
@@ -233,15 +256,34 @@ def test_metrics_have_one_record_per_step_and_split_after_resume(tiny_data_dir, 
 
 
 _BAD = [
-    ('eval_every_steps', 0), ('checkpoint_every_steps', 0), ('log_every_steps', 0),
-    ('num_train_steps', -5), ('batch_size', 0), ('eval_batch_size', -8), ('keep_checkpoints', 0),
-    ('learning_rate', float('inf')), ('learning_rate', float('nan')), ('learning_rate', -1.0),
-    ('weight_decay', -0.1), ('grad_clip_norm', float('nan')), ('warmup_steps', -1),
-    ('seed', -1), ('top_k', -2), ('lr_schedule', 'cosine'), ('model.dropout_rate', 1.5),
-    ('model.dropout_rate', -0.1), ('model.fusion', 'sum'), ('model.branches', 'all'),
-    ('model.dtype', 'float16'), ('model.lstm_units', 0), ('model.kernel_size', 0),
-    ('model.fusion_dim', 0), ('model.conv_features', ('abc',)), ('model.conv_features', ()),
-    ('model.window_shape', (24, 0, 5)), ('dataset.num_workers', -1),
+  ('eval_every_steps', 0),
+  ('checkpoint_every_steps', 0),
+  ('log_every_steps', 0),
+  ('num_train_steps', -5),
+  ('batch_size', 0),
+  ('eval_batch_size', -8),
+  ('keep_checkpoints', 0),
+  ('learning_rate', float('inf')),
+  ('learning_rate', float('nan')),
+  ('learning_rate', -1.0),
+  ('weight_decay', -0.1),
+  ('grad_clip_norm', float('nan')),
+  ('warmup_steps', -1),
+  ('seed', -1),
+  ('top_k', -2),
+  ('lr_schedule', 'cosine'),
+  ('model.dropout_rate', 1.5),
+  ('model.dropout_rate', -0.1),
+  ('model.fusion', 'sum'),
+  ('model.branches', 'all'),
+  ('model.dtype', 'float16'),
+  ('model.lstm_units', 0),
+  ('model.kernel_size', 0),
+  ('model.fusion_dim', 0),
+  ('model.conv_features', ('abc',)),
+  ('model.conv_features', ()),
+  ('model.window_shape', (24, 0, 5)),
+  ('dataset.num_workers', -1),
 ]
 
 
@@ -291,16 +333,26 @@ def test_metrics_have_one_record_per_step_and_split_after_kill_9(tiny_data_dir, 
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
+
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / 'killed')
-  args = [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/sensor.py:smoke',
-          '--config.dataset.name=weather_stations/tiny',
-          f'--config.dataset.data_dir={tiny_data_dir}',
-          f'--workdir={workdir}', '--config.num_train_steps=300', '--config.log_every_steps=1',
-          '--config.checkpoint_every_steps=7', '--config.eval_every_steps=50']
+  args = [
+    sys.executable,
+    '-m',
+    'hybrid_jax.main',
+    '--config=configs/sensor.py:smoke',
+    '--config.dataset.name=weather_stations/tiny',
+    f'--config.dataset.data_dir={tiny_data_dir}',
+    f'--workdir={workdir}',
+    '--config.num_train_steps=300',
+    '--config.log_every_steps=1',
+    '--config.checkpoint_every_steps=7',
+    '--config.eval_every_steps=50',
+  ]
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   try:
@@ -312,11 +364,13 @@ def test_metrics_have_one_record_per_step_and_split_after_kill_9(tiny_data_dir, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
   assert proc.returncode == -signal.SIGKILL  # Killed mid-run (10 of 300 steps logged).
-  resumed = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300,
-                           check=False)
+  resumed = subprocess.run(
+    args, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   with open(metrics, encoding='utf-8') as f:
     keys = [(r['step'], r['split']) for r in map(json.loads, f)]
   assert len(keys) == len(set(keys))
-  assert sorted(keys) == sorted([(s, 'train') for s in range(1, 301)]
-                                + [(s, 'eval') for s in range(50, 301, 50)])
+  assert sorted(keys) == sorted(
+    [(s, 'train') for s in range(1, 301)] + [(s, 'eval') for s in range(50, 301, 50)]
+  )

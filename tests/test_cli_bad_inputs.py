@@ -21,13 +21,24 @@ NOISE = ('Traceback', 'Exception ignored', 'Event loop is closed', 'never retrie
 
 def _main(args: list[str]) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  return subprocess.run([sys.executable, '-m', 'hybrid_jax.main', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'hybrid_jax.main', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 def _flags(data_dir: str, workdir: str) -> list[str]:
-  return ['--config=configs/sensor.py:smoke', '--config.dataset.name=weather_stations/tiny',
-          f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}']
+  return [
+    '--config=configs/sensor.py:smoke',
+    '--config.dataset.name=weather_stations/tiny',
+    f'--config.dataset.data_dir={data_dir}',
+    f'--workdir={workdir}',
+  ]
 
 
 def _one_line(result: subprocess.CompletedProcess, *words: str) -> str:
@@ -40,12 +51,15 @@ def _one_line(result: subprocess.CompletedProcess, *words: str) -> str:
   return lines[0]
 
 
-@pytest.mark.parametrize('extra,words', [
+@pytest.mark.parametrize(
+  'extra,words',
+  [
     (['--config.model.conv_features=abc'], ['config.model.conv_features=', 'tuple of integers']),
     (['--config.eval_every_steps=0'], ['config.eval_every_steps=0', '> 0']),
     (['--config.model.dropout_rate=1.5'], ['config.model.dropout_rate=1.5']),
     (['surplus_argument'], ["unexpected argument(s) ['surplus_argument']"]),
-])
+  ],
+)
 def test_bad_inputs_are_one_line(extra, words, tiny_data_dir, tmp_path):
   workdir = tmp_path / 'never'
   _one_line(_main(_flags(tiny_data_dir, str(workdir)) + extra), *words)
@@ -55,12 +69,12 @@ def test_bad_inputs_are_one_line(extra, words, tiny_data_dir, tmp_path):
 def test_config_file_that_does_not_parse_is_one_line(tmp_path):
   bad = tmp_path / 'broken_config.py'
   bad.write_text('def get_config(:\n  pass\n', encoding='utf-8')
-  _one_line(_main([f'--config={bad}', f'--workdir={tmp_path / "w"}']), 'broken_config.py',
-            'line 1')
+  _one_line(_main([f'--config={bad}', f'--workdir={tmp_path / "w"}']), 'broken_config.py', 'line 1')
 
 
-def test_damaged_checkpoints_give_warnings_and_one_error_without_orbax_noise(tiny_data_dir,
-                                                                            tmp_path):
+def test_damaged_checkpoints_give_warnings_and_one_error_without_orbax_noise(
+  tiny_data_dir, tmp_path
+):
   config = sensor.get_config('smoke')
   config.dataset.name = 'weather_stations/tiny'
   config.dataset.data_dir = tiny_data_dir
@@ -68,8 +82,12 @@ def test_damaged_checkpoints_give_warnings_and_one_error_without_orbax_noise(tin
   train.train_and_evaluate(config, workdir)  # Steps 2 and 4.
   for step, damage in (('4', 'zero'), ('2', 'truncate')):
     state = os.path.join(workdir, 'checkpoints', step, 'state')
-    blobs = sorted(os.path.join(d, n) for d, _, names in os.walk(state) for n in names
-                   if os.path.basename(d) == 'd')
+    blobs = sorted(
+      os.path.join(d, n)
+      for d, _, names in os.walk(state)
+      for n in names
+      if os.path.basename(d) == 'd'
+    )
     with open(blobs[0], 'r+b') as f:
       size = len(f.read())
       if damage == 'zero':

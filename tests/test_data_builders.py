@@ -59,8 +59,13 @@ def test_moving_digits_single_frame_does_not_reveal_sense():
   for t in (0, 5, 9):
     stats = []
     for sense in (0, 1):
-      pos = np.array([moving_digits.trajectory(np.random.default_rng([7, sense, i]), sense)[t]
-                      for i in range(3000)], np.float64)
+      pos = np.array(
+        [
+          moving_digits.trajectory(np.random.default_rng([7, sense, i]), sense)[t]
+          for i in range(3000)
+        ],
+        np.float64,
+      )
       stats.append(np.concatenate([pos.mean(0), pos.std(0)]))
     np.testing.assert_allclose(stats[0], stats[1], atol=0.6)
 
@@ -96,7 +101,17 @@ def test_text_examples_and_train_only_vocab(tiny_data_dir, name, num_classes):
 
 def test_text_tokenizer_and_split_rule():
   assert text_vocab.tokenize("I don't like it!! http://t.co/x @Bob #Sad 2013") == [
-      'i', "don't", 'like', 'it', '!', '!', 'xxurl', 'xxuser', 'sad', '2013']
+    'i',
+    "don't",
+    'like',
+    'it',
+    '!',
+    '!',
+    'xxurl',
+    'xxuser',
+    'sad',
+    '2013',
+  ]
   assert text_vocab.split_of('same text') == text_vocab.split_of('same text')
   fractions = np.mean([text_vocab.split_of(f'text {i}') == 'test' for i in range(5000)])
   assert 0.18 < fractions < 0.22
@@ -127,7 +142,9 @@ def test_weather_examples_time_split_and_train_only_statistics(tiny_data_dir):
       hours[ex['time'] - 23 + k] = ex['window'][k]
   stacked = np.stack(list(hours.values()))
   np.testing.assert_allclose(meta['feature_mean'], stacked.mean(0), rtol=1e-4, atol=1e-3)
-  np.testing.assert_allclose(meta['target_mean'], np.mean([ex['target'] for ex in train]), rtol=1e-5)
+  np.testing.assert_allclose(
+    meta['target_mean'], np.mean([ex['target'] for ex in train]), rtol=1e-5
+  )
   # Persistence baseline on the test split, recomputed from the stored windows (JFK temp).
   persistence = np.mean([abs(ex['window'][-1, 1, 0] - ex['target']) for ex in test])
   np.testing.assert_allclose(meta['baselines']['test']['persistence_mae'], persistence, rtol=1e-5)
@@ -141,13 +158,16 @@ def test_weather_cleaning_leaves_no_gaps():
 
 
 def _records(data_dir, name, split):
-  files = sorted(pathlib.Path(tfds.builder(name, data_dir=data_dir).data_dir).glob(f'*-{split}.array_record*'))
+  files = sorted(
+    pathlib.Path(tfds.builder(name, data_dir=data_dir).data_dir).glob(f'*-{split}.array_record*')
+  )
   assert files
   return [f.read_bytes() for f in files]
 
 
-@pytest.mark.parametrize('name', ['moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny',
-                                  'weather_stations/tiny'])
+@pytest.mark.parametrize(
+  'name', ['moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny']
+)
 def test_builds_are_byte_identical(tiny_data_dir, tmp_path, name):
   datasets.prepare_shipped(name, str(tmp_path))
   for split in ('train', 'validation', 'test'):
@@ -176,8 +196,13 @@ def test_source_files_are_pinned(tmp_path, monkeypatch):
 def test_vendored_sources_are_documented():
   """Every vendored file has its sha256, provenance and license in sources/README.md."""
   readme = (common.SOURCES_DIR / 'README.md').read_text(encoding='utf-8')
-  for name in ('mnist_5k.csv.gz', 'tweet_sentiment.csv.gz', 'nycflights13_weather.csv.gz',
-               'JapaneseVowels_TRAIN.ts', 'JapaneseVowels_TEST.ts'):
+  for name in (
+    'mnist_5k.csv.gz',
+    'tweet_sentiment.csv.gz',
+    'nycflights13_weather.csv.gz',
+    'JapaneseVowels_TRAIN.ts',
+    'JapaneseVowels_TEST.ts',
+  ):
     assert name in readme, name
     assert hashlib.sha256((common.SOURCES_DIR / name).read_bytes()).hexdigest() in readme, name
 
@@ -185,8 +210,16 @@ def test_vendored_sources_are_documented():
 # Validation splits: carved from train, deterministic; the test splits are those of version 1.0.0.
 
 
-@pytest.mark.parametrize('name', ['moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny',
-                                  'weather_stations/tiny', 'japanese_vowels/tiny'])
+@pytest.mark.parametrize(
+  'name',
+  [
+    'moving_digits/tiny',
+    'bbc_news/tiny',
+    'tweet_sentiment/tiny',
+    'weather_stations/tiny',
+    'japanese_vowels/tiny',
+  ],
+)
 def test_every_shipped_dataset_has_train_validation_test(tiny_data_dir, name):
   splits = tfds.builder(name, data_dir=tiny_data_dir).info.splits
   assert set(splits) == {'train', 'validation', 'test'}
@@ -209,8 +242,10 @@ def test_validation_is_carved_from_train_and_test_is_unchanged():
 
 
 def test_weather_validation_lies_between_train_and_test_in_time(tiny_data_dir):
-  times = {s: np.array([ex['time'] for ex in _examples(tiny_data_dir, 'weather_stations/tiny', s)])
-           for s in ('train', 'validation', 'test')}
+  times = {
+    s: np.array([ex['time'] for ex in _examples(tiny_data_dir, 'weather_stations/tiny', s)])
+    for s in ('train', 'validation', 'test')
+  }
   horizon = weather_stations.HORIZON
   assert times['train'].max() + horizon < times['validation'].min() - 23  # No shared hour.
   assert times['validation'].max() + horizon < times['test'].min() - 23
@@ -218,8 +253,14 @@ def test_weather_validation_lies_between_train_and_test_in_time(tiny_data_dir):
 
 def test_japanese_vowels_splits_and_variable_lengths():
   splits = japanese_vowels.load_splits()
-  assert {s: len(y) for s, (_, y) in splits.items()} == {'train': 216, 'validation': 54, 'test': 370}
-  assert all(np.bincount(splits[s][1]).tolist() == [n] * 9 for s, n in (('train', 24), ('validation', 6)))
+  assert {s: len(y) for s, (_, y) in splits.items()} == {
+    'train': 216,
+    'validation': 54,
+    'test': 370,
+  }
+  assert all(
+    np.bincount(splits[s][1]).tolist() == [n] * 9 for s, n in (('train', 24), ('validation', 6))
+  )
   lengths = [len(x) for xs, _ in splits.values() for x in xs]
   assert (min(lengths), max(lengths)) == (7, 29)
   assert all(x.shape[1] == 12 and x.dtype == np.float32 for x in splits['test'][0])

@@ -49,6 +49,8 @@ def test_catalog_class_count_is_checked(tmp_path):
 def test_unprepared_catalog_dataset_says_how_to_prepare_it(tmp_path):
   config = text.get_config('smoke')
   config.dataset.name, config.dataset.data_dir = 'imdb_reviews', str(tmp_path)
-  with pytest.raises(data.DataError, match='is not prepared in .* `tfds build imdb_reviews') as error:
+  with pytest.raises(
+    data.DataError, match='is not prepared in .* `tfds build imdb_reviews'
+  ) as error:
     data.load_info(config)
   assert '\n' not in str(error.value)

@@ -76,8 +76,9 @@ def test_own_builder_is_prepared_and_feeds_the_model(tmp_path, own_builder_modul
   model = models.create_model(config)
   logits = model.apply(model.init(jax.random.key(0), batch), batch)
   assert logits.shape == (8, 3) and np.all(np.isfinite(logits))
-  eval_rows = sum(int(b['mask'].sum()) for b in data.create_eval_batches(config, process_index=0,
-                                                                          process_count=1))
+  eval_rows = sum(
+    int(b['mask'].sum()) for b in data.create_eval_batches(config, process_index=0, process_count=1)
+  )
   assert eval_rows == 7
 
 
@@ -97,19 +98,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Stand-ins for the user's file reading that the README's builders call.
 READ_MY_FILES = {
-    'my_clips': """
+  'my_clips': """
 def read_my_files(split):
   rng = np.random.default_rng(len(split))
   for i in range(12 if split == 'train' else 4):
     yield rng.integers(0, 256, (10, 64, 64, 1), dtype=np.uint8), i % 3
 """,
-    'my_series': """
+  'my_series': """
 def read_my_files(split):
   rng = np.random.default_rng(len(split))
   for i in range(24 if split == 'train' else 6):
     yield (rng.normal(size=(int(rng.integers(5, 40)), 6)) + i % 3).astype(np.float32), i % 3
 """,
-    'my_reviews': """
+  'my_reviews': """
 def read_my_files():
   words = ['good', 'bad', 'fine', 'awful', 'great', 'meh', 'film', 'plot']
   for i in range(80):
@@ -126,8 +127,10 @@ def readme_own_builders() -> list[tuple[str, str, str]]:
   commands = re.findall(r'```bash\n(.*?)```', section, re.S)
   builders = re.findall(r'```python\n(.*?)```', section, re.S)
   assert len(commands) == len(builders) == 3
-  return [(re.search(r'builder_module=my_datasets\.(\w+)', c).group(1), c, b)
-          for c, b in zip(commands, builders)]
+  return [
+    (re.search(r'builder_module=my_datasets\.(\w+)', c).group(1), c, b)
+    for c, b in zip(commands, builders)
+  ]
 
 
 @pytest.mark.parametrize('example', range(3))
@@ -137,43 +140,91 @@ def test_readme_own_builder_commands_run_verbatim(tmp_path, example):
   package.mkdir(parents=True)
   (package / '__init__.py').write_text('')
   header, _, body = builder.partition('\n')  # The imports line first, then the stand-in reader.
-  (package / f'{module}.py').write_text(header + '\nimport numpy as np\n' + READ_MY_FILES[module] + body)
+  (package / f'{module}.py').write_text(
+    header + '\nimport numpy as np\n' + READ_MY_FILES[module] + body
+  )
   argv = shlex.split(command.replace('\\\n', ' '))
   assert argv[0] == 'PYTHONPATH=/path/to/my_code' and argv[1:3] == ['python', '-m']
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'my_code'),
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  fast = ['--config.num_train_steps=2', '--config.batch_size=4', '--config.eval_batch_size=4',
-          '--config.log_every_steps=1', '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
-          f'--config.dataset.data_dir={tmp_path / "data"}', f'--workdir={tmp_path / "run"}']
-  result = subprocess.run([sys.executable, *argv[2:], *fast], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=str(tmp_path / 'my_code'),
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  )
+  fast = [
+    '--config.num_train_steps=2',
+    '--config.batch_size=4',
+    '--config.eval_batch_size=4',
+    '--config.log_every_steps=1',
+    '--config.eval_every_steps=2',
+    '--config.checkpoint_every_steps=2',
+    f'--config.dataset.data_dir={tmp_path / "data"}',
+    f'--workdir={tmp_path / "run"}',
+  ]
+  result = subprocess.run(
+    [sys.executable, *argv[2:], *fast],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '[final eval] step 2' in result.stdout and 'accuracy' in result.stdout
-  tested = subprocess.run([sys.executable, *argv[2:], *fast, '--mode=eval', '--split=test'], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+  tested = subprocess.run(
+    [sys.executable, *argv[2:], *fast, '--mode=eval', '--split=test'],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert tested.returncode == 0, tested.stderr[-3000:]
   assert '[eval] test split, step 2' in tested.stdout
 
 
-@pytest.mark.parametrize('missing,body,message', [
-    ('label_names', "  def _load(self):\n    return [('0', 'some text', 'a')]\n", 'sets no LABEL_NAMES'),
+@pytest.mark.parametrize(
+  'missing,body,message',
+  [
+    (
+      'label_names',
+      "  def _load(self):\n    return [('0', 'some text', 'a')]\n",
+      'sets no LABEL_NAMES',
+    ),
     ('load', "  LABEL_NAMES = ('a', 'b')\n", 'does not implement _load()'),
-])
+  ],
+)
 def test_text_subclass_missing_a_part_is_a_one_line_error(tmp_path, missing, body, message):
   package = tmp_path / 'code' / 'bad_texts'
   package.mkdir(parents=True)
   (package / '__init__.py').write_text('')
   (package / f'no_{missing}.py').write_text(
-      'import tensorflow_datasets as tfds\n'
-      'from hybrid_jax.data.builders import text_builder\n\n'
-      f'class No{missing.title().replace("_", "")}(text_builder.TextClassificationBuilder):\n'
-      "  VERSION = tfds.core.Version('1.0.0')\n" + body)
+    'import tensorflow_datasets as tfds\n'
+    'from hybrid_jax.data.builders import text_builder\n\n'
+    f'class No{missing.title().replace("_", "")}(text_builder.TextClassificationBuilder):\n'
+    "  VERSION = tfds.core.Version('1.0.0')\n" + body
+  )
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'code'))
   result = subprocess.run(
-      [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/text.py:smoke',
-       f'--config.dataset.builder_module=bad_texts.no_{missing}', f'--config.dataset.name=no_{missing}',
-       f'--config.dataset.data_dir={tmp_path / "data"}', f'--workdir={tmp_path / "run"}'],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      '-m',
+      'hybrid_jax.main',
+      '--config=configs/text.py:smoke',
+      f'--config.dataset.builder_module=bad_texts.no_{missing}',
+      f'--config.dataset.name=no_{missing}',
+      f'--config.dataset.data_dir={tmp_path / "data"}',
+      f'--workdir={tmp_path / "run"}',
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: No') and message in last, last

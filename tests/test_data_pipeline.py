@@ -33,13 +33,30 @@ def _ids(batch):
   return [w.tobytes() for w in batch['window']]
 
 
-@pytest.mark.parametrize('module,name,keys', [
-    (video, 'moving_digits/tiny', {'clip': ((8, 10, 64, 64, 1), np.uint8), 'label': ((8,), np.int32)}),
-    (text, 'bbc_news/tiny', {'tokens': ((8, 50), np.int32), 'length': ((8,), np.int32),
-                             'label': ((8,), np.int32)}),
-    (sensor, 'weather_stations/tiny', {'window': ((8, 24, 3, 5), np.float32), 'length': ((8,), np.int32),
-                                       'target': ((8,), np.float32)}),
-])
+@pytest.mark.parametrize(
+  'module,name,keys',
+  [
+    (
+      video,
+      'moving_digits/tiny',
+      {'clip': ((8, 10, 64, 64, 1), np.uint8), 'label': ((8,), np.int32)},
+    ),
+    (
+      text,
+      'bbc_news/tiny',
+      {'tokens': ((8, 50), np.int32), 'length': ((8,), np.int32), 'label': ((8,), np.int32)},
+    ),
+    (
+      sensor,
+      'weather_stations/tiny',
+      {
+        'window': ((8, 24, 3, 5), np.float32),
+        'length': ((8,), np.int32),
+        'target': ((8,), np.float32),
+      },
+    ),
+  ],
+)
 def test_batch_shapes_and_dtypes(tiny_data_dir, module, name, keys):
   config = _config(module, name, tiny_data_dir)
   batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
@@ -59,8 +76,11 @@ def test_train_is_endless_and_reshuffled_each_epoch(tiny_data_dir):
 
 def test_train_order_follows_the_seed(tiny_data_dir):
   def first(seed):
-    it = data.create_train_iterator(_weather(tiny_data_dir, seed=seed), process_index=0, process_count=1)
+    it = data.create_train_iterator(
+      _weather(tiny_data_dir, seed=seed), process_index=0, process_count=1
+    )
     return sum((_ids(next(it)) for _ in range(3)), [])
+
   assert first(0) == first(0)
   assert first(0) != first(1)
 
@@ -92,8 +112,9 @@ def test_iterator_state_restores_position(tiny_data_dir):
 def test_background_workers_give_the_same_batches(tiny_data_dir):
   batches = []
   for workers in (0, 1):
-    it = data.create_train_iterator(_weather(tiny_data_dir, **{'dataset.num_workers': workers}),
-                                    process_index=0, process_count=1)
+    it = data.create_train_iterator(
+      _weather(tiny_data_dir, **{'dataset.num_workers': workers}), process_index=0, process_count=1
+    )
     batches.append([_ids(next(it)) for _ in range(3)])
   assert batches[0] == batches[1]
 
@@ -115,9 +136,15 @@ def test_eval_covers_every_example_once(tiny_data_dir, process_count, eval_batch
 
 
 def test_text_ids_respect_vocab_size_and_max_length(tiny_data_dir):
-  config = _config(text, 'tweet_sentiment/tiny', tiny_data_dir,
-                   **{'model.vocab_size': 20, 'model.max_length': 7, 'model.num_classes': 3})
-  for batch in itertools.islice(data.create_eval_batches(config, process_index=0, process_count=1), 2):
+  config = _config(
+    text,
+    'tweet_sentiment/tiny',
+    tiny_data_dir,
+    **{'model.vocab_size': 20, 'model.max_length': 7, 'model.num_classes': 3},
+  )
+  for batch in itertools.islice(
+    data.create_eval_batches(config, process_index=0, process_count=1), 2
+  ):
     tokens, length = batch['tokens'], batch['length']
     assert tokens.shape[1] == 7 and tokens.max() < 20
     assert np.all((length >= 1) & (length <= 7))
@@ -128,49 +155,78 @@ def test_text_ids_respect_vocab_size_and_max_length(tiny_data_dir):
 
 def test_sensor_batches_are_normalized_with_train_statistics(tiny_data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   config = _weather(tiny_data_dir, eval_batch_size=16)
   info = data.load_info(config)
   batch = next(iter(data.create_eval_batches(config, process_index=0, process_count=1)))
   raw = tfds.builder('weather_stations/tiny', data_dir=tiny_data_dir).as_data_source(
-      split=config.dataset.eval_split)
+    split=config.dataset.eval_split
+  )
   raw_targets = sorted(float(raw[i]['target']) for i in range(len(raw)))
-  np.testing.assert_allclose(sorted(batch['target'] * info.target_std + info.target_mean), raw_targets,
-                             rtol=1e-5)
-  train = next(data.create_train_iterator(_weather(tiny_data_dir, batch_size=48),
-                                          process_index=0, process_count=1))
+  np.testing.assert_allclose(
+    sorted(batch['target'] * info.target_std + info.target_mean), raw_targets, rtol=1e-5
+  )
+  train = next(
+    data.create_train_iterator(
+      _weather(tiny_data_dir, batch_size=48), process_index=0, process_count=1
+    )
+  )
   assert abs(train['window'].mean()) < 0.2 and abs(train['target'].mean()) < 1e-4
 
 
 def test_load_info_fills_none_fields_from_the_data(tiny_data_dir):
-  config = _config(video, 'moving_digits/tiny', tiny_data_dir, **{
-      'model.num_classes': None, 'model.frame_shape': None, 'model.num_frames': None})
+  config = _config(
+    video,
+    'moving_digits/tiny',
+    tiny_data_dir,
+    **{'model.num_classes': None, 'model.frame_shape': None, 'model.num_frames': None},
+  )
   info = data.load_info(config)
   assert (config.model.num_classes, tuple(config.model.frame_shape), config.model.num_frames) == (
-      20, (64, 64, 1), 10)
+    20,
+    (64, 64, 1),
+    10,
+  )
   assert info.num_classes == 20 and info.num_train_examples == 40 and info.num_eval_examples == 20
   assert info.baselines['chance_accuracy'] == pytest.approx(0.05)
-  config = _config(text, 'bbc_news/tiny', tiny_data_dir, **{'model.vocab_size': None, 'model.max_length': None})
+  config = _config(
+    text, 'bbc_news/tiny', tiny_data_dir, **{'model.vocab_size': None, 'model.max_length': None}
+  )
   data.load_info(config)
   assert config.model.vocab_size == len(info_vocab(tiny_data_dir)) and config.model.max_length > 50
 
 
 def info_vocab(data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   return tfds.builder('bbc_news/tiny', data_dir=data_dir).info.metadata['vocab']
 
 
-@pytest.mark.parametrize('module,name,overrides,message', [
+@pytest.mark.parametrize(
+  'module,name,overrides,message',
+  [
     (text, 'tweet_sentiment/tiny', {}, r'--config\.model\.num_classes=3 '),
     (video, 'moving_digits/tiny', {'model.num_classes': 10}, r'--config\.model\.num_classes=20 '),
-    (video, 'moving_digits/tiny', {'model.frame_shape': (32, 32, 1)}, r'--config\.model\.frame_shape=\(64,64,1\)'),
-    (sensor, 'weather_stations/tiny', {'model.window_shape': (48, 3, 5)}, r'--config\.model\.window_shape=\(24,3,5\)'),
+    (
+      video,
+      'moving_digits/tiny',
+      {'model.frame_shape': (32, 32, 1)},
+      r'--config\.model\.frame_shape=\(64,64,1\)',
+    ),
+    (
+      sensor,
+      'weather_stations/tiny',
+      {'model.window_shape': (48, 3, 5)},
+      r'--config\.model\.window_shape=\(24,3,5\)',
+    ),
     (text, 'moving_digits/tiny', {}, r'--config=configs/video\.py'),
     (video, 'no_such_dataset', {}, r'Unknown dataset'),
     (video, 'moving_digits/huge', {}, r'moving_digits/tiny'),
     (text, 'bbc_news/tiny', {'dataset.eval_split': 'dev'}, r'--config\.dataset\.eval_split'),
     (text, 'bbc_news/tiny', {'model.vocab_size': 2}, r'--config\.model\.vocab_size >= 3'),
     (video, 'moving_digits/tiny', {'batch_size': 9}, r'--config\.batch_size'),
-])
+  ],
+)
 def test_bad_input_fails_with_one_line(tiny_data_dir, module, name, overrides, message):
   config = _config(module, name, tiny_data_dir, **overrides)
   with pytest.raises(data.DataError, match=message) as error:

@@ -9,7 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_ablation():
-  spec = importlib.util.spec_from_file_location('fusion_ablation', ROOT / 'experiments' / 'fusion_ablation.py')
+  spec = importlib.util.spec_from_file_location(
+    'fusion_ablation', ROOT / 'experiments' / 'fusion_ablation.py'
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

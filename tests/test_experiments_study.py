@@ -26,10 +26,20 @@ def load_study():
 
 def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
   return study.Protocol(
-      study_dir=str(tmp_path / 'runs'), results_dir=str(tmp_path / 'results'),
-      datasets=['weather_stations'], arms=['cnn', 'lstm', 'concat', 'ensemble'], seeds=[0, 1],
-      lrs=[1e-3, 3e-3], evals_per_run=2, config_variant='smoke', builder_config='tiny',
-      data_dir=tiny_data_dir, num_resamples=500, command='pytest', **kwargs)
+    study_dir=str(tmp_path / 'runs'),
+    results_dir=str(tmp_path / 'results'),
+    datasets=['weather_stations'],
+    arms=['cnn', 'lstm', 'concat', 'ensemble'],
+    seeds=[0, 1],
+    lrs=[1e-3, 3e-3],
+    evals_per_run=2,
+    config_variant='smoke',
+    builder_config='tiny',
+    data_dir=tiny_data_dir,
+    num_resamples=500,
+    command='pytest',
+    **kwargs,
+  )
 
 
 def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path, monkeypatch):
@@ -41,16 +51,21 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   for arm, chosen in summary['chosen_lr'].items():
     # Rates are chosen on seed 0 (selection_seeds=1); seed 1 runs only at the chosen rate.
     assert sorted(p.name for p in (runs / arm).iterdir()) == sorted(
-        ['lr0.001_seed0', 'lr0.003_seed0', f'lr{chosen:g}_seed1'])
+      ['lr0.001_seed0', 'lr0.003_seed0', f'lr{chosen:g}_seed1']
+    )
     for run in (runs / arm).iterdir():
       result = json.loads((run / 'result.json').read_text())
-      assert result['best_step'] in (2, 4) and result['val_best'] == dict(
-          result['val_curve'])[result['best_step']]
+      assert (
+        result['best_step'] in (2, 4)
+        and result['val_best'] == dict(result['val_curve'])[result['best_step']]
+      )
       steps = sorted(int(p.name) for p in (run / 'checkpoints').iterdir() if p.name.isdigit())
       assert steps == [result['best_step']]  # Only the best checkpoint is kept.
     # Selection on validation only: the chosen rate has the best validation MAE on seed 0.
-    val = {x: json.loads((runs / arm / f'lr{x:g}_seed0' / 'result.json').read_text())['val_best']
-           for x in protocol.lrs}
+    val = {
+      x: json.loads((runs / arm / f'lr{x:g}_seed0' / 'result.json').read_text())['val_best']
+      for x in protocol.lrs
+    }
     assert val[chosen] == min(val.values()) == summary['val_means'][f'{arm}@{chosen:g}']
     # The test split is evaluated only at the chosen rate.
     for x in protocol.lrs:
@@ -60,6 +75,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   workdir = runs / 'concat' / f'lr{summary["chosen_lr"]["concat"]:g}_seed1'
   config = json.loads((workdir / 'config.json').read_text())
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   config = ml_collections.ConfigDict(config)
   config.dataset.eval_split = 'test'
   test = json.loads((workdir / 'test.json').read_text())
@@ -68,10 +84,16 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   assert summary['test']['concat'][1] == test['metric']
 
   # The ensemble averages the members' aligned predictions.
-  members = [study.study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
-             for arm in ('cnn', 'lstm')]
-  expected = np.mean(np.abs((members[0]['prediction'] + members[1]['prediction']) / 2 -
-                            members[0]['target'])) * members[0]['scale']
+  members = [
+    study.study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
+    for arm in ('cnn', 'lstm')
+  ]
+  expected = (
+    np.mean(
+      np.abs((members[0]['prediction'] + members[1]['prediction']) / 2 - members[0]['target'])
+    )
+    * members[0]['scale']
+  )
   assert summary['test']['ensemble'][0] == pytest.approx(expected)
 
   analysis = summary['analysis']
@@ -84,8 +106,15 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
 
   results = tmp_path / 'results'
   report = (results / 'study_weather_stations.md').read_text()
-  for needle in ('Command: `pytest`', 'late ensemble', 'Holm p', 'linear CKA', 'Verdict',
-                 'study_weather_stations_forest.png', 'Decision rule'):
+  for needle in (
+    'Command: `pytest`',
+    'late ensemble',
+    'Holm p',
+    'linear CKA',
+    'Verdict',
+    'study_weather_stations_forest.png',
+    'Decision rule',
+  ):
     assert needle in report
   for png in ('study_weather_stations_forest.png', 'study_weather_stations_val_curves.png'):
     assert (results / png).read_bytes()[:4] == b'\x89PNG'
@@ -129,8 +158,14 @@ def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
 def test_train_order_depends_only_on_the_seed(tiny_data_dir):
   """Paired seeds: every arm (and learning rate) of one seed trains on the same batches."""
   study = load_study()
-  protocol = study.Protocol(study_dir='unused', results_dir='unused', datasets=['bbc_news'],
-                            config_variant='smoke', builder_config='tiny', data_dir=tiny_data_dir)
+  protocol = study.Protocol(
+    study_dir='unused',
+    results_dir='unused',
+    datasets=['bbc_news'],
+    config_variant='smoke',
+    builder_config='tiny',
+    data_dir=tiny_data_dir,
+  )
   base = study.base_config('bbc_news', protocol)
   sizes = {'cnn_width': 7, 'lstm_units': 5, 'gated_dim': 3, 'projected_sum_dim': 3}
 
@@ -149,10 +184,19 @@ def test_train_order_depends_only_on_the_seed(tiny_data_dir):
 def test_flags_map_onto_the_protocol():
   study = load_study()
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   values = flags.FlagValues()
   study.define_flags(values)
-  values(['study.py', '--datasets=bbc_news', '--seeds=3', '--lrs=1e-3,3e-3',
-          '--steps=bbc_news=500', '--novalidation_from_train'])
+  values(
+    [
+      'study.py',
+      '--datasets=bbc_news',
+      '--seeds=3',
+      '--lrs=1e-3,3e-3',
+      '--steps=bbc_news=500',
+      '--novalidation_from_train',
+    ]
+  )
   protocol = study.protocol_from_flags(values, ['experiments/study.py', '--seeds=3'])
   assert protocol.seeds == [0, 1, 2] and protocol.lrs == [1e-3, 3e-3]
   assert protocol.steps == {'bbc_news': 500}
@@ -167,9 +211,15 @@ def test_flags_map_onto_the_protocol():
 
 def test_plan_counts_the_runs_of_the_grid(tmp_path):
   study = load_study()
-  protocol = study.Protocol(study_dir=str(tmp_path), results_dir=str(tmp_path),
-                            datasets=['weather_stations'], arms=['cnn', 'lstm', 'concat', 'ensemble'],
-                            seeds=[0, 1, 2], lrs=[1e-3, 3e-3], selection_seeds=1)
+  protocol = study.Protocol(
+    study_dir=str(tmp_path),
+    results_dir=str(tmp_path),
+    datasets=['weather_stations'],
+    arms=['cnn', 'lstm', 'concat', 'ensemble'],
+    seeds=[0, 1, 2],
+    lrs=[1e-3, 3e-3],
+    selection_seeds=1,
+  )
   # 3 trained arms x (2 rates x 1 selection seed + 2 more seeds at the chosen rate).
   assert '= 12 runs' in study.plan(protocol) and '0 finished' in study.plan(protocol)
   protocol.selection_seeds = None

@@ -49,12 +49,14 @@ def test_video_copies_share_the_frame_cnn_under_two_lstms_and_not_for_two_cnns()
   config = video.get_config()
   config.model.update(frame_shape=(16, 16, 1), num_frames=3)
   lstms = arms.with_model(config, branches='lstm+lstm')
-  params = jax.eval_shape(models.create_model(lstms).init, jax.random.key(0),
-                          models.dummy_batch(lstms, 1))['params']
+  params = jax.eval_shape(
+    models.create_model(lstms).init, jax.random.key(0), models.dummy_batch(lstms, 1)
+  )['params']
   assert set(params) == {'frame_cnn', 'lstm', 'lstm_copy', 'head'}
   cnns = arms.with_model(config, branches='cnn+cnn')
-  params = jax.eval_shape(models.create_model(cnns).init, jax.random.key(0),
-                          models.dummy_batch(cnns, 1))['params']
+  params = jax.eval_shape(
+    models.create_model(cnns).init, jax.random.key(0), models.dummy_batch(cnns, 1)
+  )['params']
   assert set(params) == {'frame_cnn', 'cnn_copy', 'head'}
   flat = 4 * 4 * 64
   assert params['head']['output']['kernel'].shape == (2 * flat, 20)
@@ -72,9 +74,13 @@ def test_matched_arms_come_closest_to_concat(get_config):
   sizes = arms.match_sizes(config)
   target = sizes['target']
   assert target == arms.count_params(arms.with_model(config, branches='both', fusion='concat'))
-  cnn_count = lambda w: arms.count_params(arms.with_model(  # pylint: disable=g-long-lambda
-      config, branches='cnn',
-      conv_features=arms.widened_conv_features(tuple(config.model.conv_features), w)))
+  cnn_count = lambda w: arms.count_params(
+    arms.with_model(  # pylint: disable=g-long-lambda
+      config,
+      branches='cnn',
+      conv_features=arms.widened_conv_features(tuple(config.model.conv_features), w),
+    )
+  )
   lstm_count = lambda u: arms.count_params(arms.with_model(config, branches='lstm', lstm_units=u))
   for count, size in ((cnn_count, sizes['cnn_width']), (lstm_count, sizes['lstm_units'])):
     best = abs(count(size) - target)
@@ -82,8 +88,11 @@ def test_matched_arms_come_closest_to_concat(get_config):
     assert best <= 0.03 * target  # One unit of width moves sensor's count by ~4%.
   for fusion in ('gated', 'projected_sum'):
     dim = sizes[f'{fusion}_dim']
-    count = lambda d, f=fusion: arms.count_params(arms.with_model(  # pylint: disable=g-long-lambda
-        config, branches='both', fusion=f, fusion_dim=d))
+    count = lambda d, f=fusion: arms.count_params(
+      arms.with_model(  # pylint: disable=g-long-lambda
+        config, branches='both', fusion=f, fusion_dim=d
+      )
+    )
     best = abs(count(dim) - target)
     assert all(best <= abs(count(d) - target) for d in (dim - 1, dim + 1) if d >= 1)
   for name, arm in arms.ARMS.items():
@@ -99,7 +108,9 @@ def test_sensor_matched_sizes_by_hand():
   assert sizes['projected_sum_dim'] == 1
   # gated adds a gate Dense(800 -> d): even d = 1 is 10,693, 8% over (within the tolerance).
   assert sizes['gated_dim'] == 1
-  assert arms.count_params(arms.ARMS['gated_matched'].configure(sensor.get_config(), sizes)) == 10_693
+  assert (
+    arms.count_params(arms.ARMS['gated_matched'].configure(sensor.get_config(), sizes)) == 10_693
+  )
 
 
 def test_widened_conv_features_keep_the_shape():

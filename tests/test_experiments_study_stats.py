@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('study_stats', ROOT / 'experiments' / 'study_stats.py')
+_spec = importlib.util.spec_from_file_location(
+  'study_stats', ROOT / 'experiments' / 'study_stats.py'
+)
 stats = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(stats)
 
 
-@pytest.mark.parametrize('df,expected', [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622),
-                                         (30, 2.0423)])
+@pytest.mark.parametrize(
+  'df,expected', [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)]
+)
 def test_student_t_quantiles_match_tables(df, expected):
   assert stats.student_t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
   assert stats.student_t_cdf(0.0, df) == pytest.approx(0.5)
@@ -62,7 +65,7 @@ def test_paired_difference_removes_the_shared_seed_effect():
   assert same.low < 0 < same.high  # Identical expected metrics: 0 inside the CI.
   better = stats.paired_difference(a + 0.01, b)
   assert better.low > 0 and better.prob_better > 0.99 and better.wins == 10
-  assert better.p_value == pytest.approx(2 / 2 ** 10)  # Every sign agrees: the exact floor.
+  assert better.p_value == pytest.approx(2 / 2**10)  # Every sign agrees: the exact floor.
   assert better.mean == pytest.approx(0.01 + np.mean(noise_a - noise_b))
 
 

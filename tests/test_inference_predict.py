@@ -29,11 +29,17 @@ from hybrid_jax.data.builders import text_builder
 from hybrid_jax.errors import CheckpointError, InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {'moving_digits/tiny': video, 'bbc_news/tiny': text, 'tweet_sentiment/tiny': text,
-           'weather_stations/tiny': sensor}
+CONFIGS = {
+  'moving_digits/tiny': video,
+  'bbc_news/tiny': text,
+  'tweet_sentiment/tiny': text,
+  'weather_stations/tiny': sensor,
+}
 
-pytestmark = [pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning'),
-              pytest.mark.filterwarnings('ignore:coroutine .* was never awaited:RuntimeWarning')]
+pytestmark = [
+  pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning'),
+  pytest.mark.filterwarnings('ignore:coroutine .* was never awaited:RuntimeWarning'),
+]
 
 
 def _config(name, data_dir, **overrides):
@@ -85,11 +91,18 @@ def _sorted_rows(batch):
 def test_raw_predictions_reproduce_eval_without_the_data(name, tiny_data_dir, tmp_path):
   # A private copy of the prepared data, deleted before predicting.
   data_dir = str(tmp_path / 'tfds')
-  shutil.copytree(os.path.join(tiny_data_dir, datasets.base_name(name)),
-                  os.path.join(data_dir, datasets.base_name(name)))
+  shutil.copytree(
+    os.path.join(tiny_data_dir, datasets.base_name(name)),
+    os.path.join(data_dir, datasets.base_name(name)),
+  )
   steps = 4 if name.startswith('moving') else 12
-  config = _config(name, data_dir, num_train_steps=steps, eval_every_steps=steps // 2,
-                   checkpoint_every_steps=steps // 2)
+  config = _config(
+    name,
+    data_dir,
+    num_train_steps=steps,
+    eval_every_steps=steps // 2,
+    checkpoint_every_steps=steps // 2,
+  )
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)  # 4 devices; best checkpoint chosen on validation.
   config.dataset.eval_split = 'test'
@@ -136,8 +149,9 @@ def test_raw_predictions_reproduce_eval_without_the_data(name, tiny_data_dir, tm
   # Another call of the same batch size, with fewer inputs, reuses the compiled function.
   again = model.predict(raw[:3], batch_size=8)
   assert model.num_traces == 1
-  np.testing.assert_array_equal(*((again.values, out.values[:3]) if config.task == 'sensor'
-                                  else (again.logits, out.logits[:3])))
+  np.testing.assert_array_equal(
+    *((again.values, out.values[:3]) if config.task == 'sensor' else (again.logits, out.logits[:3]))
+  )
   # The same run on all 4 devices (the batch split over them) predicts the same.
   four = hybrid_jax.load(moved, checkpoint='best').predict(raw, batch_size=8)
   assert len(four) == len(out)
@@ -228,7 +242,9 @@ def test_bad_runs_are_one_line_checkpoint_errors(tiny_data_dir, tmp_path):
   _one_line(e)
   mixed = copy('mixed')  # An inference.json describing another model than the checkpoints hold.
   _rewrite_spec(mixed, lambda s: s['config']['model'].update(lstm_units=8))
-  with pytest.raises(CheckpointError, match=r'was trained with other settings \(model.lstm_units: 32 -> 8\)') as e:
+  with pytest.raises(
+    CheckpointError, match=r'was trained with other settings \(model.lstm_units: 32 -> 8\)'
+  ) as e:
     hybrid_jax.load(mixed)
   _one_line(e)
   os.remove(os.path.join(copy('old'), inference.SPEC_FILE))
@@ -239,12 +255,12 @@ def test_bad_runs_are_one_line_checkpoint_errors(tiny_data_dir, tmp_path):
   model = hybrid_jax.load(workdir, devices=jax.devices()[:1])
   window = np.zeros((24, 3, 5), np.float32)
   bad_inputs = {
-      'a batch of': window,  # One window without the batch axis.
-      r'Input 1 has shape \(20, 3, 5\)': [window, window[:20]],
-      'dtype <U': [np.full((24, 3, 5), 'x')],
-      'NaN or inf': [np.full((24, 3, 5), np.nan)],
-      'No inputs': [],
-      'single string': 'a window',
+    'a batch of': window,  # One window without the batch axis.
+    r'Input 1 has shape \(20, 3, 5\)': [window, window[:20]],
+    'dtype <U': [np.full((24, 3, 5), 'x')],
+    'NaN or inf': [np.full((24, 3, 5), np.nan)],
+    'No inputs': [],
+    'single string': 'a window',
   }
   for message, inputs in bad_inputs.items():
     with pytest.raises(InputError, match=message) as e:
@@ -254,8 +270,11 @@ def test_bad_runs_are_one_line_checkpoint_errors(tiny_data_dir, tmp_path):
 
 def _raw(task, metadata=None, resample=False, **model):
   config = ml_collections.ConfigDict({'task': task, 'model': model})
-  return raw_inputs.RawInputs(task, config, {'tokenizer': raw_inputs.TOKENIZER,
-                                             'metadata': metadata or {}, 'resample': resample})
+  return raw_inputs.RawInputs(
+    task,
+    config,
+    {'tokenizer': raw_inputs.TOKENIZER, 'metadata': metadata or {}, 'resample': resample},
+  )
 
 
 def test_raw_input_kinds_check_and_pad():
@@ -265,10 +284,12 @@ def test_raw_input_kinds_check_and_pad():
   assert batch['clip'].dtype == np.uint8 and batch['clip'].shape == (2, 4, 8, 8, 1)
   np.testing.assert_array_equal(batch['clip'], clips)
   np.testing.assert_array_equal(clips_raw.batch(clips / 255.0)['clip'], clips)  # Floats: [0, 1].
-  for message, inputs in {r'values in \[0, 255\]; float': clips * 1.0,
-                          r'pixel values in \[300, 300\]': clips * 0 + 300,
-                          r'Input 0 has shape \(4, 8, 8, 3\)': np.zeros((1, 4, 8, 8, 3), np.uint8),
-                          'x\\[None\\]': clips[0]}.items():
+  for message, inputs in {
+    r'values in \[0, 255\]; float': clips * 1.0,
+    r'pixel values in \[300, 300\]': clips * 0 + 300,
+    r'Input 0 has shape \(4, 8, 8, 3\)': np.zeros((1, 4, 8, 8, 3), np.uint8),
+    'x\\[None\\]': clips[0],
+  }.items():
     with pytest.raises(InputError, match=message):
       clips_raw.batch(inputs)
   # A catalog run resampled its clips in training: any clip size is resampled the same way.
@@ -291,14 +312,24 @@ def test_raw_input_kinds_check_and_pad():
   np.testing.assert_array_equal(batch['window'][0, :3, :, 0], [[0, 1]] * 3)
   assert not batch['window'][0, 3:].any()
   fixed_raw = _raw('sensor', stats, window_shape=(8, 2, 1), pooling='flatten')
-  with pytest.raises(InputError, match=r'Input 0 has shape \(3, 2, 1\); this model takes series \(8, 2, 1\)'):
+  with pytest.raises(
+    InputError, match=r'Input 0 has shape \(3, 2, 1\); this model takes series \(8, 2, 1\)'
+  ):
     fixed_raw.batch([np.ones((3, 2, 1))])
 
 
 def _predict_cli(args, stdin=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  return subprocess.run([sys.executable, '-m', 'hybrid_jax.predict', *args], cwd=REPO, env=env,
-                        input=stdin, capture_output=True, text=True, timeout=300, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'hybrid_jax.predict', *args],
+    cwd=REPO,
+    env=env,
+    input=stdin,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 def test_predict_cli(text_run, tmp_path):
@@ -311,12 +342,15 @@ def test_predict_cli(text_run, tmp_path):
   expected = hybrid_jax.load(text_run, checkpoint='latest').predict([t for t in texts if t])
   assert [r['line'] for r in rows] == [1, 2, 4]  # Blank lines are skipped, lines keep numbers.
   assert [r['label'] for r in rows] == expected.labels
-  np.testing.assert_allclose([list(r['probabilities'].values()) for r in rows],
-                             expected.probabilities, atol=1e-6)
+  np.testing.assert_allclose(
+    [list(r['probabilities'].values()) for r in rows], expected.probabilities, atol=1e-6
+  )
 
   empty = _predict_cli([f'--workdir={text_run}', '--input=-'], stdin='\n')
   assert empty.returncode != 0 and 'Traceback' not in empty.stderr
-  assert empty.stderr.strip().splitlines()[-1] == 'error: stdin has no text: give one text per line.'
+  assert (
+    empty.stderr.strip().splitlines()[-1] == 'error: stdin has no text: give one text per line.'
+  )
 
 
 @pytest.mark.parametrize('task', ['text', 'video'])
@@ -324,6 +358,7 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
   """imdb_reviews / ucf101 (mock data): the spec turns raw catalog inputs into the eval inputs."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from hybrid_jax.data import catalog  # pylint: disable=g-import-not-at-top
+
   config = (text if task == 'text' else video).get_config('smoke')
   config.dataset.data_dir = str(tmp_path)
   if task == 'text':
@@ -331,7 +366,11 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
     config.model.num_classes, config.model.vocab_size = None, 30
   else:
     config.dataset.name, key = 'ucf101', 'video'
-    config.model.num_classes, config.model.frame_shape, config.model.num_frames = 101, (16, 16, 1), 3
+    config.model.num_classes, config.model.frame_shape, config.model.num_frames = (
+      101,
+      (16, 16, 1),
+      3,
+    )
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
     data_lib.load_info(config)
     spec = inference.build_spec(config)
@@ -351,6 +390,7 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
 def test_predict_cli_reads_files_and_writes_csv(tmp_path):
   import io  # pylint: disable=g-import-not-at-top
   from hybrid_jax import predict  # pylint: disable=g-import-not-at-top  (defines no flags)
+
   windows = np.arange(2 * 4 * 3 * 1, dtype=np.float32).reshape(2, 4, 3, 1)
   np.save(tmp_path / 'batch.npy', windows)
   np.save(tmp_path / 'one.npy', windows[0])
@@ -364,8 +404,11 @@ def test_predict_cli_reads_files_and_writes_csv(tmp_path):
   assert [i for _, i in ids] == ['a', 'b[0]', 'b[1]'] and len(inputs) == 3
   (tmp_path / 'empty.npy').write_bytes(b'')
   (tmp_path / 'text.npy').write_text('not numpy')
-  for name, message in {'empty.npy': 'is empty', 'text.npy': 'not a .npy or .npz',
-                        'missing.npy': 'Cannot read'}.items():
+  for name, message in {
+    'empty.npy': 'is empty',
+    'text.npy': 'not a .npy or .npz',
+    'missing.npy': 'Cannot read',
+  }.items():
     with pytest.raises(InputError, match=message) as e:
       predict.read_inputs(str(tmp_path / name), 'video')
     _one_line(e)

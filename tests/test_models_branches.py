@@ -17,7 +17,9 @@ def init_apply(module, *args):
   return variables, module.apply(variables, *args)
 
 
-@pytest.mark.parametrize('module,input_shape,output_shape', [
+@pytest.mark.parametrize(
+  'module,input_shape,output_shape',
+  [
     (conv.FrameCNN(), (2, 64, 64, 3), (2, 16 * 16 * 64)),
     (conv.FrameCNN((8,), kernel_size=5), (2, 10, 12, 1), (2, 5 * 6 * 8)),
     (conv.TextCNN(), (2, 50, 100), (2, 128)),
@@ -25,19 +27,21 @@ def init_apply(module, *args):
     (conv.SensorCNN(), (2, 20, 4), (2, 10 * 64)),
     (conv.SensorCNN((8, 16)), (2, 24, 15), (2, 6 * 16)),
     (lstm.LSTM(64), (2, 7, 30), (2, 64)),
-])
+  ],
+)
 def test_branch_output_shapes(module, input_shape, output_shape):
   _, out = init_apply(module, jnp.ones(input_shape))
   assert out.shape == output_shape
 
 
-@pytest.mark.parametrize('kind,dim,width', [('concat', 8, 5 + 3), ('gated', 8, 8),
-                                            ('projected_sum', 8, 8)])
+@pytest.mark.parametrize(
+  'kind,dim,width', [('concat', 8, 5 + 3), ('gated', 8, 8), ('projected_sum', 8, 8)]
+)
 def test_fusion_output_shapes(kind, dim, width):
   _, out = init_apply(fusion.Fusion(kind, dim), [jnp.ones((4, 5)), jnp.ones((4, 3))])
   assert out.shape == (4, width)
-  _, single = init_apply(fusion.Fusion(kind, dim), [jnp.arange(10.).reshape(2, 5)])
-  np.testing.assert_array_equal(single, jnp.arange(10.).reshape(2, 5))
+  _, single = init_apply(fusion.Fusion(kind, dim), [jnp.arange(10.0).reshape(2, 5)])
+  np.testing.assert_array_equal(single, jnp.arange(10.0).reshape(2, 5))
 
 
 def reference_lstm(params, x_BTD, units):
@@ -61,12 +65,12 @@ def test_lstm_matches_textbook_equations_and_stops_at_length():
   variables, h = init_apply(module, jnp.asarray(x))
   params = variables['params']
   assert sum(p.size for p in jax.tree.leaves(params)) == 4 * units * (4 + units + 1)
-  np.testing.assert_allclose(params['input_kernel']['bias'][units:2 * units], 1.0)  # Forget bias.
+  np.testing.assert_allclose(params['input_kernel']['bias'][units : 2 * units], 1.0)  # Forget bias.
   np.testing.assert_allclose(h, reference_lstm(params, x, units), atol=1e-5)
   lengths = np.array([9, 4, 0])
   h_len = module.apply(variables, jnp.asarray(x), jnp.asarray(lengths))
   for b, length in enumerate(lengths):
-    expected = reference_lstm(params, x[b:b + 1, :length], units)[0]
+    expected = reference_lstm(params, x[b : b + 1, :length], units)[0]
     np.testing.assert_allclose(h_len[b], expected, atol=1e-5)
 
 
@@ -124,8 +128,9 @@ def test_video_key_frame_index_selects_the_frame():
     model = models.create_model(small_video_config(branches='cnn', key_frame_index=index))
     params = model.init(jax.random.key(0), {'clip': clip})
     outs.append(model.apply(params, {'clip': clip}))
-    np.testing.assert_allclose(outs[-1], model.apply(params, {'clip': clip, 'frame': clip[:, index]}),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      outs[-1], model.apply(params, {'clip': clip, 'frame': clip[:, index]}), atol=1e-6
+    )
   assert not np.allclose(outs[0], outs[1])
 
 
@@ -136,8 +141,9 @@ def loss_fn(model, params, batch, regression):
   return optax.softmax_cross_entropy_with_integer_labels(out, batch['label']).mean()
 
 
-@pytest.mark.parametrize('config_module,variant', [
-    (m, v) for m in (video, text, sensor) for v in ('', 'smoke')])
+@pytest.mark.parametrize(
+  'config_module,variant', [(m, v) for m in (video, text, sensor) for v in ('', 'smoke')]
+)
 def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
   config = config_module.get_config(variant)
   model = models.create_model(config)
@@ -147,7 +153,9 @@ def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
     if key == 'tokens':
       batch[key] = rng.integers(0, config.model.vocab_size, value.shape, dtype=np.int32)
     elif key != 'length':
-      batch[key] = (rng.random(value.shape) * (255 if value.dtype == np.uint8 else 1)).astype(value.dtype)
+      batch[key] = (rng.random(value.shape) * (255 if value.dtype == np.uint8 else 1)).astype(
+        value.dtype
+      )
   regression = models.is_regression(config)
   if regression:
     batch['target'] = np.array([0.5, -1.0], np.float32)
@@ -163,9 +171,16 @@ def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
 
 
-@pytest.mark.parametrize('shape,spatial_dims,keep_odd', [
-    ((2, 8, 6, 3), 2, False), ((2, 7, 5, 3), 2, False), ((3, 9, 4), 1, False), ((3, 9, 4), 1, True),
-    ((3, 10, 4), 1, True)])
+@pytest.mark.parametrize(
+  'shape,spatial_dims,keep_odd',
+  [
+    ((2, 8, 6, 3), 2, False),
+    ((2, 7, 5, 3), 2, False),
+    ((3, 9, 4), 1, False),
+    ((3, 9, 4), 1, True),
+    ((3, 10, 4), 1, True),
+  ],
+)
 def test_max_pool2_equals_flax_max_pool(shape, spatial_dims, keep_odd):
   x = jax.random.normal(jax.random.key(0), shape)
   window = (2,) * spatial_dims

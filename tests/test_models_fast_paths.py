@@ -17,7 +17,9 @@ UNITS = 7
 
 def lstm_inputs(batch=5, time=6, features=4, seed=0):
   x = np.random.default_rng(seed).normal(size=(batch, time, features)).astype(np.float32)
-  lengths = np.array([time, 3, 0, 1, time + 2][:batch], np.int32)  # Full, partial, empty, 1, past end.
+  lengths = np.array(
+    [time, 3, 0, 1, time + 2][:batch], np.int32
+  )  # Full, partial, empty, 1, past end.
   return jnp.asarray(x), jnp.asarray(lengths)
 
 
@@ -30,8 +32,10 @@ def test_auto_picks_the_scan_off_gpu():
 
 def test_every_implementation_declares_the_same_parameters():
   x, lengths = lstm_inputs()
-  trees = [lstm.LSTM(UNITS, implementation=i).init(jax.random.key(3), x, lengths)
-           for i in ('scan', 'cudnn_reference')]
+  trees = [
+    lstm.LSTM(UNITS, implementation=i).init(jax.random.key(3), x, lengths)
+    for i in ('scan', 'cudnn_reference')
+  ]
   assert jax.tree.structure(trees[0]) == jax.tree.structure(trees[1])
   for a, b in zip(jax.tree.leaves(trees[0]), jax.tree.leaves(trees[1])):
     np.testing.assert_array_equal(a, b)  # Same names, shapes and initial values.
@@ -57,8 +61,9 @@ def test_packed_lstm_ref_equals_the_scan_values_and_gradients():
   packed = lstm.LSTM(UNITS, implementation='cudnn_reference')
   variables = scan.init(jax.random.key(0), x, lengths)
   # Non-zero biases so a mis-packed bias or gate order cannot hide behind zeros.
-  variables = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
-                           variables)
+  variables = jax.tree.map(
+    lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), variables
+  )
   for lens in (None, lengths):
     out_scan = scan.apply(variables, x, lens)
     out_packed = packed.apply(variables, x, lens)
@@ -67,7 +72,7 @@ def test_packed_lstm_ref_equals_the_scan_values_and_gradients():
 
   def loss(module, variables, x):
     h = module.apply(variables, x, lengths)
-    return jnp.sum(h * jnp.arange(1, UNITS + 1)) + jnp.sum(h ** 2)
+    return jnp.sum(h * jnp.arange(1, UNITS + 1)) + jnp.sum(h**2)
 
   grads_scan = jax.grad(lambda v, x: loss(scan, v, x), argnums=(0, 1))(variables, x)
   grads_packed = jax.grad(lambda v, x: loss(packed, v, x), argnums=(0, 1))(variables, x)
@@ -76,9 +81,16 @@ def test_packed_lstm_ref_equals_the_scan_values_and_gradients():
   # The test can fail: a wrong gate order (output and cell swapped) changes the result.
   params = variables['params']
   swapped = rnn.swap_lstm_gates(
-      lstm.pack_cudnn_weights(params['input_kernel']['kernel'], params['input_kernel']['bias'],
-                              params['cell']['recurrent_kernel']['kernel']),
-      x.shape[-1], UNITS, 1, False)
+    lstm.pack_cudnn_weights(
+      params['input_kernel']['kernel'],
+      params['input_kernel']['bias'],
+      params['cell']['recurrent_kernel']['kernel'],
+    ),
+    x.shape[-1],
+    UNITS,
+    1,
+    False,
+  )
   wrong = lstm.cudnn_lstm(x, lengths, swapped, UNITS, reference=True)
   assert not np.allclose(wrong, out_scan, atol=1e-3)
 
@@ -89,14 +101,17 @@ def test_packed_path_keeps_float32_under_bfloat16_compute():
   f32 = lstm.LSTM(UNITS, implementation='scan').apply(variables, x, lengths)
   for implementation in ('scan', 'cudnn_reference'):
     out = lstm.LSTM(UNITS, jnp.bfloat16, implementation).apply(
-        variables, x.astype(jnp.bfloat16), lengths)
+      variables, x.astype(jnp.bfloat16), lengths
+    )
     assert out.dtype == jnp.float32  # The carry is float32 whatever the compute dtype.
     np.testing.assert_allclose(out, f32, atol=3e-2)
   # The cuDNN paths compute the LSTM itself in float32: only the bfloat16 inputs differ.
   packed = lstm.LSTM(UNITS, jnp.bfloat16, 'cudnn_reference').apply(
-      variables, x.astype(jnp.bfloat16), lengths)
+    variables, x.astype(jnp.bfloat16), lengths
+  )
   exact = lstm.LSTM(UNITS, implementation='scan').apply(
-      variables, x.astype(jnp.bfloat16).astype(jnp.float32), lengths)
+    variables, x.astype(jnp.bfloat16).astype(jnp.float32), lengths
+  )
   np.testing.assert_allclose(packed, exact, atol=1e-6, rtol=1e-5)
 
 
@@ -104,16 +119,20 @@ def perturbed(variables, scale=0.1):
   """Parameters moved off their initial values (non-zero biases), the same for every formulation."""
   leaves, tree = jax.tree.flatten(variables)
   keys = jax.random.split(jax.random.key(7), len(leaves))
-  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape)
-                                   for p, k in zip(leaves, keys)])
+  return jax.tree.unflatten(
+    tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  )
 
 
-@pytest.mark.parametrize('features,kernel_size,shape', [
-    ((32, 64), 3, (3, 16, 16, 3)), ((8,), 5, (2, 7, 9, 2)), ((4, 6), 3, (2, 10, 6, 1))])
+@pytest.mark.parametrize(
+  'features,kernel_size,shape',
+  [((32, 64), 3, (3, 16, 16, 3)), ((8,), 5, (2, 7, 9, 2)), ((4, 6), 3, (2, 10, 6, 1))],
+)
 def test_frame_cnn_formulations_are_the_same_function(features, kernel_size, shape):
   x = jax.random.normal(jax.random.key(0), shape)
-  modules = {f: conv.FrameCNN(features, kernel_size, formulation=f)
-             for f in conv.FRAME_CNN_FORMULATIONS}
+  modules = {
+    f: conv.FrameCNN(features, kernel_size, formulation=f) for f in conv.FRAME_CNN_FORMULATIONS
+  }
   inits = {f: m.init(jax.random.key(1), x) for f, m in modules.items()}
   reference = inits['conv_relu_pool']
   for f in modules:  # Same parameter names, shapes and initial values.
@@ -143,11 +162,16 @@ def test_video_model_formulations_agree_and_keep_the_reference_parameter_count()
   assert sum(p.size for p in jax.tree.leaves(variables)) == 4_394_826
   variables = perturbed(variables, 0.02)
   outs, grads = [], []
-  for formulation, batching in [('conv_relu_pool', 'batched'), ('pool_first', 'batched'),
-                                ('pool_first', 'per_frame')]:
+  for formulation, batching in [
+    ('conv_relu_pool', 'batched'),
+    ('pool_first', 'batched'),
+    ('pool_first', 'per_frame'),
+  ]:
     m = model.clone(frame_cnn_formulation=formulation, frame_cnn_batching=batching)
     outs.append(m.apply(variables, batch))
-    grads.append(jax.grad(lambda v: jnp.sum(jax.nn.log_softmax(m.apply(v, batch))[:, 0]))(variables))
+    grads.append(
+      jax.grad(lambda v: jnp.sum(jax.nn.log_softmax(m.apply(v, batch))[:, 0]))(variables)
+    )
   for out, grad in zip(outs[1:], grads[1:]):
     np.testing.assert_allclose(out, outs[0], atol=1e-5, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grads[0])):

@@ -13,9 +13,9 @@ from hybrid_jax import summary
 
 # The reference (Keras) input shapes and their parameter counts (DEVELOPERS.md, issue "Models").
 REFERENCE = {
-    'video': (video, dict(frame_shape=(64, 64, 3), num_classes=10), 4_394_826),
-    'text': (text, dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5), 1_131_013),
-    'sensor': (sensor, dict(window_shape=(20, 4, 1)), 6_241),
+  'video': (video, dict(frame_shape=(64, 64, 3), num_classes=10), 4_394_826),
+  'text': (text, dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5), 1_131_013),
+  'sensor': (sensor, dict(window_shape=(20, 4, 1)), 6_241),
 }
 
 
@@ -33,7 +33,9 @@ def random_batch(config, batch_size, seed=0):
   if config.task == 'video':
     batch['clip'] = rng.integers(0, 256, batch['clip'].shape, dtype=np.uint8)
   elif config.task == 'text':
-    batch['tokens'] = rng.integers(2, config.model.vocab_size, batch['tokens'].shape, dtype=np.int32)
+    batch['tokens'] = rng.integers(
+      2, config.model.vocab_size, batch['tokens'].shape, dtype=np.int32
+    )
     batch['length'] = rng.integers(1, config.model.max_length + 1, batch_size, dtype=np.int32)
   else:
     batch['window'] = rng.normal(size=batch['window'].shape).astype(np.float32)
@@ -62,9 +64,11 @@ def test_shipped_configs_keep_reference_layer_sizes(task):
 
 
 # Every task x every branch selection x every fusion: real init + apply on a small batch.
-SWITCHES = [(task, branches, fusion) for task, branches, fusion
-            in itertools.product(REFERENCE, models.BRANCHES, models.FUSIONS)
-            if branches == 'both' or fusion == 'concat']  # One branch ignores the fusion kind.
+SWITCHES = [
+  (task, branches, fusion)
+  for task, branches, fusion in itertools.product(REFERENCE, models.BRANCHES, models.FUSIONS)
+  if branches == 'both' or fusion == 'concat'
+]  # One branch ignores the fusion kind.
 
 
 @pytest.mark.parametrize('task,branches,fusion', SWITCHES)
@@ -82,8 +86,9 @@ def test_output_shapes_for_every_switch(task, branches, fusion):
   assert np.all(np.isfinite(out))
   top = set(variables['params'])
   assert ('lstm' in top) == (branches in ('both', 'lstm', 'lstm+lstm'))
-  assert ('cnn' in top or 'frame_cnn' in top) == (task == 'video' or branches != 'lstm' and
-                                                  branches != 'lstm+lstm')
+  assert ('cnn' in top or 'frame_cnn' in top) == (
+    task == 'video' or branches != 'lstm' and branches != 'lstm+lstm'
+  )
   assert ('cnn_copy' in top, 'lstm_copy' in top) == (branches == 'cnn+cnn', branches == 'lstm+lstm')
   assert ('fusion' in variables['params']['head']) == (branches == 'both' and fusion != 'concat')
 
@@ -94,8 +99,9 @@ def test_fusion_widths():
   widths = {}
   for fusion in models.FUSIONS:
     config = reference_config('text', fusion=fusion, fusion_dim=24)
-    variables = jax.eval_shape(models.create_model(config).init, jax.random.key(0),
-                               models.dummy_batch(base))
+    variables = jax.eval_shape(
+      models.create_model(config).init, jax.random.key(0), models.dummy_batch(base)
+    )
     widths[fusion] = variables['params']['head']['output']['kernel'].shape[0]
   assert widths == {'concat': 128 + 64, 'gated': 24, 'projected_sum': 24}
 
@@ -110,7 +116,8 @@ def test_bfloat16_computes_in_bf16_with_float32_params(task):
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
   out32 = models.create_model(config32).apply(variables, batch)
   out16, intermediates = models.create_model(config16).apply(
-      variables, batch, capture_intermediates=True)
+    variables, batch, capture_intermediates=True
+  )
   assert out16.dtype == jnp.float32  # Heads return float32 for the loss.
   inner = intermediates['intermediates']['lstm']['input_kernel']['__call__'][0]
   assert inner.dtype == jnp.bfloat16
@@ -129,11 +136,14 @@ def test_dropout_is_active_only_in_training():
   assert not np.allclose(a, b)
 
 
-@pytest.mark.parametrize('field,value,message', [
+@pytest.mark.parametrize(
+  'field,value,message',
+  [
     ('branches', 'all', 'config.model.branches'),
     ('fusion', 'attention', 'config.model.fusion'),
     ('dtype', 'float16', 'config.model.dtype'),
-])
+  ],
+)
 def test_unknown_switches_fail_with_one_line(field, value, message):
   config = reference_config('text', **{field: value})
   with pytest.raises(ValueError, match=message) as error:

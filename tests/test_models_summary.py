@@ -13,8 +13,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def run_summary(*args):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'hybrid_jax.summary', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, '-m', 'hybrid_jax.summary', *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_table_lists_layers_in_creation_order_and_sums_them():
@@ -23,8 +29,11 @@ def test_table_lists_layers_in_creation_order_and_sums_them():
   text = summary.summarize(config)
   layers = [line.split()[0] for line in text.splitlines() if '/' in line.split()[0]]
   assert layers == ['cnn/conv_0', 'lstm/input_kernel', 'lstm/cell/recurrent_kernel', 'head/output']
-  rows = [int(line.split()[-1].replace(',', '')) for line in text.splitlines()
-          if line.split()[0] in layers]
+  rows = [
+    int(line.split()[-1].replace(',', ''))
+    for line in text.splitlines()
+    if line.split()[0] in layers
+  ]
   assert rows == [832, 4 * 32 + 4 * 32 * 4, 32 * 4 * 32, 640 + 32 + 1]
   assert text.splitlines()[-1] == f'Total params: {sum(rows):,}' == 'Total params: 6,241'
 

@@ -28,7 +28,8 @@ def _file_requirements(name: str) -> list[str]:
 def test_requirements_txt_is_the_cuda12_bbc_test_set():
   expected = sorted(str(r) for r in _requirements('cuda12', 'bbc', 'test'))
   assert sorted(set(str(Requirement(l)) for l in _file_requirements('requirements.txt'))) == sorted(
-      set(expected))
+    set(expected)
+  )
 
 
 def test_lock_pins_every_package_and_satisfies_pyproject():

@@ -11,7 +11,9 @@ from hybrid_jax import platforms
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize('environ, plugin, driver, expected', [
+@pytest.mark.parametrize(
+  'environ, plugin, driver, expected',
+  [
     ({}, True, False, 'cpu'),  # jax[cuda12] on a CPU machine: the case that printed a traceback.
     ({}, True, True, None),  # A GPU machine keeps JAX's choice (the GPU).
     ({}, False, False, None),  # CPU-only or TPU install: JAX's own default, nothing to silence.
@@ -20,10 +22,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({'JAX_PLATFORMS': 'tpu,cpu'}, True, False, None),
     ({'JAX_PLATFORM_NAME': 'gpu'}, True, False, None),
     ({'JAX_PLATFORMS': ''}, True, False, 'cpu'),  # Empty means unset.
-])
+  ],
+)
 def test_platform_override(environ, plugin, driver, expected):
-  assert platforms.platform_override(environ, plugin_installed=plugin,
-                                     driver_present=driver) == expected
+  assert (
+    platforms.platform_override(environ, plugin_installed=plugin, driver_present=driver) == expected
+  )
 
 
 def test_choose_platform_sets_the_environment_only_when_needed(monkeypatch):
@@ -46,12 +50,16 @@ def test_entry_point_picks_cpu_with_a_cuda_plugin_and_no_driver(tmp_path):
   (tmp_path / 'jax_cuda12_plugin' / '__init__.py').write_text('')
   env = {k: v for k, v in os.environ.items() if k not in ('JAX_PLATFORMS', 'JAX_PLATFORM_NAME')}
   env['PYTHONPATH'] = os.pathsep.join([str(tmp_path), REPO])
-  code = ('import os; from hybrid_jax import platforms; print(platforms.choose_platform(), '
-          'os.environ.get("JAX_PLATFORMS"))')
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True, timeout=60).stdout
+  code = (
+    'import os; from hybrid_jax import platforms; print(platforms.choose_platform(), '
+    'os.environ.get("JAX_PLATFORMS"))'
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True, timeout=60
+  ).stdout
   assert out.split() == ['cpu', 'cpu']
   env['JAX_PLATFORMS'] = 'cpu,cuda'
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True, timeout=60).stdout
+  out = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True, timeout=60
+  ).stdout
   assert out.split() == ['None', 'cpu,cuda']

@@ -62,16 +62,19 @@ def test_padding_never_changes_a_series_output(pooling, head, branches):
   def padded(time, fill):
     window = np.full((len(series), time, 12), fill, np.float32)
     for i, s in enumerate(series):
-      window[i, :len(s)] = s
+      window[i, : len(s)] = s
     return {'window': window, 'length': lengths}
 
   reference = model.apply(variables, padded(29, 0.0))
-  np.testing.assert_allclose(model.apply(variables, padded(29, 7.5)), reference, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    model.apply(variables, padded(29, 7.5)), reference, rtol=1e-6, atol=1e-6
+  )
   if pooling == 'global_max':  # Any time length: the same series with 0 and with 20 padded steps.
     for i, s in enumerate(series):
-      alone = model.apply(variables, {'window': s[None], 'length': lengths[i:i + 1]})
-      with_20 = model.apply(variables, {'window': np.pad(s, ((0, 20), (0, 0)))[None],
-                                        'length': lengths[i:i + 1]})
+      alone = model.apply(variables, {'window': s[None], 'length': lengths[i : i + 1]})
+      with_20 = model.apply(
+        variables, {'window': np.pad(s, ((0, 20), (0, 0)))[None], 'length': lengths[i : i + 1]}
+      )
       np.testing.assert_allclose(alone, with_20, rtol=1e-6, atol=1e-6)
       np.testing.assert_allclose(alone[0], reference[i], rtol=1e-5, atol=1e-5)
 
@@ -126,10 +129,17 @@ def _jv_config(data_dir, **overrides):
 def test_japanese_vowels_resolves_to_variable_length_classification(tiny_data_dir):
   config = _jv_config(tiny_data_dir)
   info = data.load_info(config)
-  assert (info.task, info.head, config.head, info.num_classes) == ('sensor', 'classification',
-                                                                   'classification', 9)
+  assert (info.task, info.head, config.head, info.num_classes) == (
+    'sensor',
+    'classification',
+    'classification',
+    9,
+  )
   assert tuple(config.model.window_shape) == (29, 12) and config.model.num_classes == 9
-  assert (info.num_train_examples, info.num_eval_examples) == (18, 9)  # 2 train, 1 validation / speaker.
+  assert (info.num_train_examples, info.num_eval_examples) == (
+    18,
+    9,
+  )  # 2 train, 1 validation / speaker.
   batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
   assert batch['window'].shape == (8, 29, 12) and batch['label'].dtype == np.int32
   assert 7 <= batch['length'].min() and batch['length'].max() <= 29
@@ -149,13 +159,19 @@ def test_a_head_the_data_cannot_supervise_is_a_one_line_error(tiny_data_dir):
 
 
 def test_resume_of_sensor_classification_is_bit_identical(tiny_data_dir, tmp_path):
-  straight = _jv_config(tiny_data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3)
-  first_half = _jv_config(tiny_data_dir, num_train_steps=3, checkpoint_every_steps=3, eval_every_steps=3)
+  straight = _jv_config(
+    tiny_data_dir, num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3
+  )
+  first_half = _jv_config(
+    tiny_data_dir, num_train_steps=3, checkpoint_every_steps=3, eval_every_steps=3
+  )
   final = train.train_and_evaluate(straight, str(tmp_path / 'straight'))
   train.train_and_evaluate(first_half, str(tmp_path / 'resumed'))  # Stops (and saves) at step 3 ...
   resumed = train.train_and_evaluate(straight, str(tmp_path / 'resumed'))  # ... continues to 6.
   assert resumed == final
-  states = [train.evaluate(straight, str(tmp_path / d), checkpoint='6') for d in ('straight', 'resumed')]
+  states = [
+    train.evaluate(straight, str(tmp_path / d), checkpoint='6') for d in ('straight', 'resumed')
+  ]
   assert states[0]['confusion'] == states[1]['confusion'] and states[0]['loss'] == states[1]['loss']
 
 
@@ -192,15 +208,27 @@ def test_own_variable_length_sensor_builder_trains_through_the_cli(tmp_path):
   package.mkdir(parents=True)
   (package / '__init__.py').write_text('')
   (package / 'my_gestures.py').write_text(OWN_SENSOR_BUILDER)
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(tmp_path / 'user_code'),
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  command = [sys.executable, '-m', 'hybrid_jax.main', '--config=configs/sensor.py:smoke',
-             '--config.dataset.builder_module=my_sensors.my_gestures',
-             '--config.dataset.name=my_gestures', '--config.model.window_shape=None',
-             '--config.model.pooling=global_max', f'--config.dataset.data_dir={tmp_path / "data"}',
-             f'--workdir={tmp_path / "run"}']
-  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=str(tmp_path / 'user_code'),
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  )
+  command = [
+    sys.executable,
+    '-m',
+    'hybrid_jax.main',
+    '--config=configs/sensor.py:smoke',
+    '--config.dataset.builder_module=my_sensors.my_gestures',
+    '--config.dataset.name=my_gestures',
+    '--config.model.window_shape=None',
+    '--config.model.pooling=global_max',
+    f'--config.dataset.data_dir={tmp_path / "data"}',
+    f'--workdir={tmp_path / "run"}',
+  ]
+  result = subprocess.run(
+    command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '[final eval] step 4' in result.stdout and 'accuracy' in result.stdout
   with open(tmp_path / 'run' / 'config.json', encoding='utf-8') as f:

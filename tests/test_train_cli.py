@@ -13,20 +13,36 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {'video': 'moving_digits/tiny', 'text': 'bbc_news/tiny', 'sensor': 'weather_stations/tiny',
-        'japanese_vowels': 'japanese_vowels/tiny'}
+TINY = {
+  'video': 'moving_digits/tiny',
+  'text': 'bbc_news/tiny',
+  'sensor': 'weather_stations/tiny',
+  'japanese_vowels': 'japanese_vowels/tiny',
+}
 
 
 def _main(args: list[str], devices: int = 4) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  return subprocess.run([sys.executable, '-m', 'hybrid_jax.main', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  env = dict(
+    os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}'
+  )
+  return subprocess.run(
+    [sys.executable, '-m', 'hybrid_jax.main', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 def _flags(task: str, data_dir: str, workdir: str) -> list[str]:
-  return [f'--config=configs/{task}.py:smoke', f'--config.dataset.name={TINY[task]}',
-          f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}']
+  return [
+    f'--config=configs/{task}.py:smoke',
+    f'--config.dataset.name={TINY[task]}',
+    f'--config.dataset.data_dir={data_dir}',
+    f'--workdir={workdir}',
+  ]
 
 
 def _eval_lines(workdir: str) -> list[dict]:
@@ -72,15 +88,21 @@ def test_train_then_eval_reproduces_metrics(task, tiny_data_dir, tmp_path):
 
   if task == 'japanese_vowels':  # Sensor classification: test is reported once, on request.
     assert restored['num_examples'] == 9 and len(restored['confusion']) == 9  # 1 per speaker.
-    tested = _main(_flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=best',
-                                                           '--split=test'])
+    tested = _main(
+      _flags(task, tiny_data_dir, workdir) + ['--mode=eval', '--checkpoint=best', '--split=test']
+    )
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert '[eval] test split' in tested.stdout
-    steps = [int(n.split('_')[-1][:-5]) for n in os.listdir(workdir) if n.startswith('eval_test_step_')]
+    steps = [
+      int(n.split('_')[-1][:-5]) for n in os.listdir(workdir) if n.startswith('eval_test_step_')
+    ]
     assert len(steps) == 1 and steps[0] in (2, 4)
     refused = _main(_flags(task, tiny_data_dir, workdir) + ['--split=test'])
     assert refused.returncode != 0 and 'Traceback' not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith('error: --split applies to --mode=eval')
+    assert (
+      refused.stderr.strip().splitlines()[-1].startswith('error: --split applies to --mode=eval')
+    )
+
 
 def test_cli_errors_are_one_line(tiny_data_dir, tmp_path):
   """Bad batch size and a missing checkpoint end with one line that names the numbers / the fix."""
@@ -105,19 +127,37 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
   example per device); before eval steps were run one at a time this hung in about half the runs.
   """
   import socket  # pylint: disable=g-import-not-at-top
+
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   workdir = str(tmp_path / 'multi')
   procs = []
   for process_id in range(2):
-    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
-               JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
-               JAX_PROCESS_ID=str(process_id))
-    procs.append(subprocess.Popen(
-        [sys.executable, '-m', 'hybrid_jax.main', *_flags('sensor', tiny_data_dir, workdir),
-         '--config.eval_batch_size=4'],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS='--xla_force_host_platform_device_count=2',
+      JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
+      JAX_NUM_PROCESSES='2',
+      JAX_PROCESS_ID=str(process_id),
+    )
+    procs.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          '-m',
+          'hybrid_jax.main',
+          *_flags('sensor', tiny_data_dir, workdir),
+          '--config.eval_batch_size=4',
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   try:
     outs = [p.communicate(timeout=400) for p in procs]
   finally:
@@ -129,7 +169,9 @@ def test_two_processes_train_and_one_process_evaluates(tiny_data_dir, tmp_path):
   assert '[final eval]' in outs[0][0] and '[train]' not in outs[1][0]  # Only process 0 reports.
   data_dir = os.path.join(workdir, 'checkpoints', '4', 'data')
   assert sorted(f for f in os.listdir(data_dir) if f.endswith('.json')) == [
-      'process_0-of-2.json', 'process_1-of-2.json']  # Each process's iterator position.
+    'process_0-of-2.json',
+    'process_1-of-2.json',
+  ]  # Each process's iterator position.
   final = _eval_lines(workdir)[-1]
   one = _main(_flags('sensor', tiny_data_dir, workdir) + ['--mode=eval'], devices=4)
   assert one.returncode == 0, one.stderr[-3000:]

@@ -33,7 +33,7 @@ def _with(module, **model_fields):
   config.unlock()
   for key, value in model_fields.items():
     if key.startswith('model.'):
-      config.model[key[len('model.'):]] = value
+      config.model[key[len('model.') :]] = value
     else:
       config[key] = value
   return config
@@ -44,33 +44,50 @@ def _lr(**fields):
 
 
 CASES = {
-    'keep_checkpoints': (errors.ConfigError,
-                         lambda: checkpointing.create_manager('/tmp/x', 0, 'mae')),
-    'empty eval': (errors.DataError,
-                   lambda: metrics.finalize({'count': np.float32(0), 'loss': 0.0})),
-    'no eval batches': (errors.DataError,
-                        lambda: train.run_eval(None, None, [], 1, 0, None)),
-    'branches': (errors.ConfigError, lambda: fusion.check_switches('all', 'concat')),
-    'fusion': (errors.ConfigError, lambda: fusion.check_switches('both', 'sum')),
-    'dtype': (errors.ConfigError,
-              lambda: models.create_model(_with(video, **{'model.dtype': 'f16'}))),
-    'key frame': (errors.ConfigError,
-                  lambda: models.create_model(_with(video, **{'model.key_frame_index': 10}))),
-    'task': (errors.ConfigError, lambda: models.create_model(_with(video, task='audio'))),
-    'task (batch)': (errors.ConfigError, lambda: models.dummy_batch(_with(video, task='audio'))),
-    'frame shape': (errors.ConfigError, lambda: models.create_model(video.get_config('smoke')).init(
-        jax.random.key(0), {'clip': np.zeros((1, 10, 32, 32, 1), np.uint8)})),
-    'window shape': (errors.ConfigError,
-                     lambda: models.create_model(sensor.get_config('smoke')).init(
-                         jax.random.key(0), {'window': np.zeros((1, 5, 3, 5), np.float32)})),
-    'global batch': (errors.ConfigError,
-                     lambda: parallel.per_process_batch_size(10, jax.devices(), 'batch_size')),
-    'local batch': (errors.ConfigError, lambda: parallel.shard_batch({'x': np.zeros((8, 2))}, 3)),
-    'warmup': (errors.ConfigError, _lr(lr_schedule='warmup_cosine', warmup_steps=10,
-                                       num_train_steps=10)),
-    'schedule': (errors.ConfigError, _lr(lr_schedule='linear')),
-    'variant': (errors.ConfigError,
-                lambda: configs_common.apply_variant(sensor.get_config(), 'tiny')),
+  'keep_checkpoints': (
+    errors.ConfigError,
+    lambda: checkpointing.create_manager('/tmp/x', 0, 'mae'),
+  ),
+  'empty eval': (errors.DataError, lambda: metrics.finalize({'count': np.float32(0), 'loss': 0.0})),
+  'no eval batches': (errors.DataError, lambda: train.run_eval(None, None, [], 1, 0, None)),
+  'branches': (errors.ConfigError, lambda: fusion.check_switches('all', 'concat')),
+  'fusion': (errors.ConfigError, lambda: fusion.check_switches('both', 'sum')),
+  'dtype': (
+    errors.ConfigError,
+    lambda: models.create_model(_with(video, **{'model.dtype': 'f16'})),
+  ),
+  'key frame': (
+    errors.ConfigError,
+    lambda: models.create_model(_with(video, **{'model.key_frame_index': 10})),
+  ),
+  'task': (errors.ConfigError, lambda: models.create_model(_with(video, task='audio'))),
+  'task (batch)': (errors.ConfigError, lambda: models.dummy_batch(_with(video, task='audio'))),
+  'frame shape': (
+    errors.ConfigError,
+    lambda: models.create_model(video.get_config('smoke')).init(
+      jax.random.key(0), {'clip': np.zeros((1, 10, 32, 32, 1), np.uint8)}
+    ),
+  ),
+  'window shape': (
+    errors.ConfigError,
+    lambda: models.create_model(sensor.get_config('smoke')).init(
+      jax.random.key(0), {'window': np.zeros((1, 5, 3, 5), np.float32)}
+    ),
+  ),
+  'global batch': (
+    errors.ConfigError,
+    lambda: parallel.per_process_batch_size(10, jax.devices(), 'batch_size'),
+  ),
+  'local batch': (errors.ConfigError, lambda: parallel.shard_batch({'x': np.zeros((8, 2))}, 3)),
+  'warmup': (
+    errors.ConfigError,
+    _lr(lr_schedule='warmup_cosine', warmup_steps=10, num_train_steps=10),
+  ),
+  'schedule': (errors.ConfigError, _lr(lr_schedule='linear')),
+  'variant': (
+    errors.ConfigError,
+    lambda: configs_common.apply_variant(sensor.get_config(), 'tiny'),
+  ),
 }
 
 
@@ -100,11 +117,22 @@ def test_nan_stop_is_a_project_error_and_a_floating_point_error():
 
 
 def _run(code: str, args: list[str]) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
-             PYTHONPATH=REPO)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+    PYTHONPATH=REPO,
+  )
   env.pop('HYBRID_JAX_TRACEBACK', None)
-  return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  return subprocess.run(
+    [sys.executable, '-c', code, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 MAIN = 'import sys; from hybrid_jax import cli, main; cli.run(main.main)'
@@ -121,8 +149,13 @@ cli.run(main.main)
 
 
 def _flags(tiny_data_dir, workdir, *extra):
-  return ['--config=configs/sensor.py:smoke', '--config.dataset.name=weather_stations/tiny',
-          f'--config.dataset.data_dir={tiny_data_dir}', f'--workdir={workdir}', *extra]
+  return [
+    '--config=configs/sensor.py:smoke',
+    '--config.dataset.name=weather_stations/tiny',
+    f'--config.dataset.data_dir={tiny_data_dir}',
+    f'--workdir={workdir}',
+    *extra,
+  ]
 
 
 def test_a_non_project_value_error_keeps_its_traceback(tiny_data_dir, tmp_path):
@@ -133,12 +166,15 @@ def test_a_non_project_value_error_keeps_its_traceback(tiny_data_dir, tmp_path):
   assert not any(line.startswith('error:') for line in result.stderr.splitlines())
 
 
-@pytest.mark.parametrize('extra, expected', [
+@pytest.mark.parametrize(
+  'extra, expected',
+  [
     (['--config.learning_rate=1e38', '--config.log_every_steps=1'], 'at step 2; stopped'),  # NaN.
     (['--config.keep_checkpoints=0'], 'keep_checkpoints=0 must be an integer > 0'),
     (['--config.best_metric=accuracy'], "best_metric='accuracy' is not an eval metric"),
     (['--config.model.fusion=sum'], "config.model.fusion='sum' is not one of"),
-])
+  ],
+)
 def test_project_errors_stay_one_line_on_the_command_line(tiny_data_dir, tmp_path, extra, expected):
   result = _run(MAIN, _flags(tiny_data_dir, tmp_path / 'run', *extra))
   assert result.returncode != 0
@@ -148,8 +184,10 @@ def test_project_errors_stay_one_line_on_the_command_line(tiny_data_dir, tmp_pat
 
 
 def test_config_parse_errors_stay_one_line(tmp_path):
-  for config_arg, expected in [('configs/sensor.py:tiny', "Unknown config variant 'tiny'"),
-                               ('configs/no_such.py', 'no_such.py')]:
+  for config_arg, expected in [
+    ('configs/sensor.py:tiny', "Unknown config variant 'tiny'"),
+    ('configs/no_such.py', 'no_such.py'),
+  ]:
     result = _run(MAIN, [f'--config={config_arg}', f'--workdir={tmp_path}'])
     assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]

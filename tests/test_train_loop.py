@@ -60,13 +60,23 @@ def _jsonl(workdir):
 
 # orbax leaves un-awaited read tasks behind when a restore fails (the corrupt-checkpoint test);
 # they surface as warnings in whichever test runs next. Harmless noise, not ours to fix.
-pytestmark = [pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning'),
-              pytest.mark.filterwarnings('ignore:coroutine .* was never awaited:RuntimeWarning')]
+pytestmark = [
+  pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning'),
+  pytest.mark.filterwarnings('ignore:coroutine .* was never awaited:RuntimeWarning'),
+]
 
 
 # A config that exercises every source of run-to-run variation: schedule, clipping, decay, dropout.
-RESUME = dict(num_train_steps=6, lr_schedule='warmup_cosine', warmup_steps=2, grad_clip_norm=1.0,
-              weight_decay=1e-4, checkpoint_every_steps=3, eval_every_steps=3, log_every_steps=1)
+RESUME = dict(
+  num_train_steps=6,
+  lr_schedule='warmup_cosine',
+  warmup_steps=2,
+  grad_clip_norm=1.0,
+  weight_decay=1e-4,
+  checkpoint_every_steps=3,
+  eval_every_steps=3,
+  log_every_steps=1,
+)
 
 
 class _Preempted(Exception):
@@ -74,13 +84,22 @@ class _Preempted(Exception):
 
 
 def test_pmap_four_devices_equals_one_device(tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir, sensor, 'weather_stations/tiny', num_train_steps=3,
-                   eval_every_steps=3, checkpoint_every_steps=3)
+  config = _config(
+    tiny_data_dir,
+    sensor,
+    'weather_stations/tiny',
+    num_train_steps=3,
+    eval_every_steps=3,
+    checkpoint_every_steps=3,
+  )
   four = _train(config, tmp_path / 'four', jax.devices()[:4])
   one = _train(config, tmp_path / 'one', jax.devices()[:1])
   p4, p1 = _params(_saved(str(tmp_path / 'four'))[0]), _params(_saved(str(tmp_path / 'one'))[0])
-  start = _params(jax.jit(train._Run(config, None).init_fn)(  # pylint: disable=protected-access
-      jax.random.split(jax.random.key(config.seed))[0]))
+  start = _params(
+    jax.jit(train._Run(config, None).init_fn)(  # pylint: disable=protected-access
+      jax.random.split(jax.random.key(config.seed))[0]
+    )
+  )
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), p4, start))
   assert max(moved) > 1e-4  # The steps did update the parameters ...
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), p4, p1)
@@ -93,10 +112,14 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_pat
   straight = _train(config, tmp_path / 'straight')
   again = _train(config, tmp_path / 'again')
   assert straight == again  # Same config and seed: identical eval metrics ...
-  log = [{k: v for k, v in r.items() if not k.endswith('_per_sec')}
-         for r in _jsonl(str(tmp_path / 'straight'))]
-  assert log == [{k: v for k, v in r.items() if not k.endswith('_per_sec')}
-                 for r in _jsonl(str(tmp_path / 'again'))]  # ... and identical train curves.
+  log = [
+    {k: v for k, v in r.items() if not k.endswith('_per_sec')}
+    for r in _jsonl(str(tmp_path / 'straight'))
+  ]
+  assert log == [
+    {k: v for k, v in r.items() if not k.endswith('_per_sec')}
+    for r in _jsonl(str(tmp_path / 'again'))
+  ]  # ... and identical train curves.
 
   real_iterator = train.data_lib.create_train_iterator
 
@@ -127,8 +150,11 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_pat
   reference, _ = _saved(str(tmp_path / 'straight'))
   assert steps == [3, 6] and int(state.step) == 6
   jax.tree.map(np.testing.assert_array_equal, _params(state), _params(reference))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.opt_state),
-               jax.device_get(reference.opt_state))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(state.opt_state),
+    jax.device_get(reference.opt_state),
+  )
   assert resumed == straight
 
   # Restore on 1 device what 4 devices saved: same parameters; metrics equal to float tolerance.
@@ -142,11 +168,15 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_pat
   assert on_one['confusion'] == straight['confusion']
 
   # Re-running a finished run changes nothing that was saved.
-  before = {p: os.path.getmtime(os.path.join(tmp_path, 'straight', 'checkpoints', p))
-            for p in os.listdir(tmp_path / 'straight' / 'checkpoints')}
+  before = {
+    p: os.path.getmtime(os.path.join(tmp_path, 'straight', 'checkpoints', p))
+    for p in os.listdir(tmp_path / 'straight' / 'checkpoints')
+  }
   assert _train(config, tmp_path / 'straight') == straight
-  after = {p: os.path.getmtime(os.path.join(tmp_path, 'straight', 'checkpoints', p))
-           for p in os.listdir(tmp_path / 'straight' / 'checkpoints')}
+  after = {
+    p: os.path.getmtime(os.path.join(tmp_path, 'straight', 'checkpoints', p))
+    for p in os.listdir(tmp_path / 'straight' / 'checkpoints')
+  }
   assert before == after
 
 
@@ -168,8 +198,9 @@ def test_best_checkpoint_is_kept_and_restored(tiny_data_dir, tmp_path):
 
 
 def test_nan_stops_at_its_step_and_saves_nothing_after(tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir, sensor, 'weather_stations/tiny', learning_rate=1e38,
-                   checkpoint_every_steps=1)
+  config = _config(
+    tiny_data_dir, sensor, 'weather_stations/tiny', learning_rate=1e38, checkpoint_every_steps=1
+  )
   with pytest.raises(FloatingPointError, match=r'at step 2; stopped without saving') as error:
     _train(config, tmp_path / 'nan')
   assert 'the last checkpoint is step 1' in str(error.value)
@@ -189,15 +220,19 @@ def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_dat
   for name in os.listdir(state_dir):  # Lose the array data of the latest checkpoint.
     if name.startswith('ocdbt') or name == 'd':
       shutil.rmtree(os.path.join(state_dir, name))
-  with pytest.raises(checkpointing.CheckpointError, match=r'checkpoints/4 is damaged: file .* is '
-                     'missing'):
+  with pytest.raises(
+    checkpointing.CheckpointError,
+    match=r'checkpoints/4 is damaged: file .* is '
+    'missing',
+  ):
     train.evaluate(config, workdir, checkpoint='4')
   assert train.evaluate(config, workdir)['step'] == 2  # 'latest': the newest intact step.
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']  # Nothing deleted.
   # A garbage metrics file in one step: that step is damaged, the others still work.
   os.makedirs(os.path.join(workdir, 'checkpoints', '2', 'metrics'), exist_ok=True)
-  with open(os.path.join(workdir, 'checkpoints', '2', 'metrics', 'metrics'), 'w',
-            encoding='utf-8') as f:
+  with open(
+    os.path.join(workdir, 'checkpoints', '2', 'metrics', 'metrics'), 'w', encoding='utf-8'
+  ) as f:
     f.write('{not json')
   with pytest.raises(checkpointing.CheckpointError, match=r'No intact checkpoint .*\[4, 2\]'):
     train.evaluate(config, workdir)
@@ -205,7 +240,9 @@ def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_dat
 
 def test_bad_batch_size_names_the_numbers(tiny_data_dir, tmp_path):
   config = _config(tiny_data_dir, sensor, 'weather_stations/tiny', batch_size=6)
-  with pytest.raises(ValueError, match=r'batch_size=6 must be a positive multiple of the 4 devices'):
+  with pytest.raises(
+    ValueError, match=r'batch_size=6 must be a positive multiple of the 4 devices'
+  ):
     _train(config, tmp_path / 'bad')
   assert not os.path.exists(tmp_path / 'bad' / 'checkpoints')
 
@@ -214,11 +251,20 @@ def test_init_checkpoint_gives_the_initial_parameters(tiny_data_dir, tmp_path):
   source = _config(tiny_data_dir, sensor, 'weather_stations/tiny')
   _train(source, tmp_path / 'source')
   # learning_rate=0: Adam leaves the parameters where they started, i.e. at the source's.
-  config = _config(tiny_data_dir, sensor, 'weather_stations/tiny', learning_rate=0.0,
-                   num_train_steps=2, init_checkpoint=str(tmp_path / 'source'))
+  config = _config(
+    tiny_data_dir,
+    sensor,
+    'weather_stations/tiny',
+    learning_rate=0.0,
+    num_train_steps=2,
+    init_checkpoint=str(tmp_path / 'source'),
+  )
   _train(config, tmp_path / 'finetune')
-  jax.tree.map(np.testing.assert_array_equal, _params(_saved(str(tmp_path / 'finetune'))[0]),
-               _params(_saved(str(tmp_path / 'source'))[0]))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    _params(_saved(str(tmp_path / 'finetune'))[0]),
+    _params(_saved(str(tmp_path / 'source'))[0]),
+  )
   config.init_checkpoint = str(tmp_path / 'nowhere')
   with pytest.raises(checkpointing.CheckpointError, match='init_checkpoint=.*does not exist'):
     _train(config, tmp_path / 'other')

@@ -20,8 +20,8 @@ def read_events(directory: str) -> list[event_pb2.Event]:
       data = f.read()
     offset = 0
     while offset < len(data):
-      (length,) = struct.unpack('<Q', data[offset:offset + 8])
-      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      (length,) = struct.unpack('<Q', data[offset : offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
       offset += 12 + length + 4  # length, its crc, the record, its crc.
   return events
 
@@ -45,8 +45,10 @@ def test_hparams_and_profile_are_written_to_the_workdir(tiny_data_dir, tmp_path)
   for value in values:
     by_plugin.setdefault(value.metadata.plugin_data.plugin_name, []).append(value)
   hparams_values = by_plugin['hparams']
-  plugin_data = [plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-                 for v in hparams_values]
+  plugin_data = [
+    plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+    for v in hparams_values
+  ]
   experiment = next(p.experiment for p in plugin_data if p.HasField('experiment'))
   start = next(p.session_start_info for p in plugin_data if p.HasField('session_start_info'))
   assert start.hparams['learning_rate'].number_value == 3e-4

@@ -13,7 +13,7 @@ from hybrid_jax import train
 
 
 def test_classification_sums_ignore_padding_and_fill_confusion():
-  logits = jnp.array([[5., 0., 0.], [0., 5., 1.], [0., 0., 5.], [9., 0., 0.]])
+  logits = jnp.array([[5.0, 0.0, 0.0], [0.0, 5.0, 1.0], [0.0, 0.0, 5.0], [9.0, 0.0, 0.0]])
   labels = jnp.array([0, 2, 2, 1])
   mask = jnp.array([True, True, True, False])  # The last row is padding: must not count.
   sums = metrics.classification_sums(logits, labels, mask, top_k=2, with_confusion=True)
@@ -29,12 +29,15 @@ def test_classification_sums_ignore_padding_and_fill_confusion():
 
 def test_sums_over_batches_equal_one_big_batch():
   rng = np.random.default_rng(0)
-  prediction, target = rng.normal(size=10).astype(np.float32), rng.normal(size=10).astype(np.float32)
+  prediction, target = (
+    rng.normal(size=10).astype(np.float32),
+    rng.normal(size=10).astype(np.float32),
+  )
   whole = metrics.regression_sums(prediction, target, np.ones(10, bool))
   parts = None
   for lo, hi in ((0, 4), (4, 8), (8, 10)):
     pad = 4 - (hi - lo)  # Pad the last batch to 4 rows like the eval pipeline does.
-    p = np.concatenate([prediction[lo:hi], np.full(pad, 100., np.float32)])
+    p = np.concatenate([prediction[lo:hi], np.full(pad, 100.0, np.float32)])
     t = np.concatenate([target[lo:hi], np.zeros(pad, np.float32)])
     m = np.arange(4) < hi - lo
     parts = metrics.add_sums(parts, jax.device_get(metrics.regression_sums(p, t, m)))
@@ -42,8 +45,9 @@ def test_sums_over_batches_equal_one_big_batch():
   b = metrics.finalize(parts, target_std=2.0)
   for name in ('mse', 'mae', 'rmse', 'mae_original_units'):
     assert a[name] == pytest.approx(b[name], rel=1e-6)
-  assert a['mae_original_units'] == pytest.approx(2.0 * np.mean(np.abs(prediction - target)),
-                                                  rel=1e-5)
+  assert a['mae_original_units'] == pytest.approx(
+    2.0 * np.mean(np.abs(prediction - target)), rel=1e-5
+  )
 
 
 def test_batch_split_and_its_errors():
@@ -52,8 +56,11 @@ def test_batch_split_and_its_errors():
   assert split['x'].shape == (4, 2, 3) and split['y'].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
   with pytest.raises(ValueError, match='batch of 8 examples does not split over 3 local devices'):
     parallel.shard_batch(batch, 3)
-  with pytest.raises(ValueError, match=r'config.batch_size=10 must be a positive multiple of the '
-                                       r'4 devices.*--config.batch_size=8'):
+  with pytest.raises(
+    ValueError,
+    match=r'config.batch_size=10 must be a positive multiple of the '
+    r'4 devices.*--config.batch_size=8',
+  ):
     parallel.per_process_batch_size(10, jax.devices(), 'batch_size')
   assert parallel.per_process_batch_size(16, jax.devices(), 'batch_size') == 16
 
@@ -92,7 +99,8 @@ def test_progress_line_and_table(capsys):
   assert line.startswith('[train] step  10/100 | loss 0.5000 | accuracy 0.2500 |'), line
   assert 'steps/s' in line and 'ex/s' in line and 'ETA' in line
   assert rates['examples_per_sec'] == pytest.approx(32 * rates['steps_per_sec'])
-  table = reporting.format_table('[eval]', {'loss': 0.5, 'num_examples': 7, 'confusion': [[1]]},
-                                 {'chance_accuracy': 0.2})
+  table = reporting.format_table(
+    '[eval]', {'loss': 0.5, 'num_examples': 7, 'confusion': [[1]]}, {'chance_accuracy': 0.2}
+  )
   assert '| loss' in table and '0.5000' in table and 'baseline: chance_accuracy' in table
   assert 'confusion' not in table

@@ -1,8 +1,8 @@
 """Data: shipped TFDS builders (offline, prepared on first use), TFDS catalog datasets, grain pipelines.
 
-  info = load_info(config)                     # prepares/validates; fills None model fields
-  train_it = create_train_iterator(config)     # endless per-process batches; get_state/set_state
-  for batch in create_eval_batches(config): ...   # every example once, padded last batch + 'mask'
+info = load_info(config)                     # prepares/validates; fills None model fields
+train_it = create_train_iterator(config)     # endless per-process batches; get_state/set_state
+for batch in create_eval_batches(config): ...   # every example once, padded last batch + 'mask'
 """
 
 from hybrid_jax.data.datasets import DataError
@@ -18,4 +18,5 @@ def load_info(config) -> DataInfo:
   that disagree raise DataError (a ValueError) with the override to use.
   """
   from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
+
   return datasets.resolve(config).info

@@ -33,10 +33,13 @@ def _allow_video_without_tensorflow() -> None:
   if importlib.util.find_spec('tensorflow') is not None:
     return
   from tensorflow_datasets.core.features import video_feature  # pylint: disable=g-import-not-at-top
+
   video_feature.tf = types.SimpleNamespace(dtypes=types.SimpleNamespace(as_dtype=np.dtype))
 
 
-def open_builder(name: str, data_dir: str | None, error_cls) -> tuple[tfds.core.DatasetBuilder, 'CatalogAdapter']:
+def open_builder(
+  name: str, data_dir: str | None, error_cls
+) -> tuple[tfds.core.DatasetBuilder, 'CatalogAdapter']:
   """The prepared catalog builder and its adapter; `error_cls` one-liners for every failure."""
   _allow_video_without_tensorflow()
   for family in ('video', 'text'):  # Legacy catalog modules register their builders on import.
@@ -45,14 +48,18 @@ def open_builder(name: str, data_dir: str | None, error_cls) -> tuple[tfds.core.
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise error_cls(
-        f'Unknown dataset {name!r}: use moving_digits, bbc_news, tweet_sentiment or weather_stations '
-        "(add '/tiny' for the test builds), or a TFDS catalog name prepared in data_dir.") from None
+      f'Unknown dataset {name!r}: use moving_digits, bbc_news, tweet_sentiment or weather_stations '
+      "(add '/tiny' for the test builds), or a TFDS catalog name prepared in data_dir."
+    ) from None
   except ModuleNotFoundError as e:
-    raise error_cls(f'TFDS dataset {name!r} cannot be opened without {e.name}: pip install {e.name}.') from None
+    raise error_cls(
+      f'TFDS dataset {name!r} cannot be opened without {e.name}: pip install {e.name}.'
+    ) from None
   not_prepared = error_cls(
-      f'TFDS dataset {name!r} is not prepared in {builder.data_dir_root} and cannot be downloaded here: '
-      f'run `tfds build {name} --data_dir=DIR --file_format=array_record` on a machine with internet, '
-      f'copy DIR here and set --config.dataset.data_dir=DIR.')
+    f'TFDS dataset {name!r} is not prepared in {builder.data_dir_root} and cannot be downloaded here: '
+    f'run `tfds build {name} --data_dir=DIR --file_format=array_record` on a machine with internet, '
+    f'copy DIR here and set --config.dataset.data_dir=DIR.'
+  )
   try:  # (Under tfds.testing.mock_data an unprepared builder still yields a data source.)
     builder.as_data_source(split=next(iter(builder.info.splits), 'train'))
   except (AssertionError, FileNotFoundError):
@@ -60,9 +67,11 @@ def open_builder(name: str, data_dir: str | None, error_cls) -> tuple[tfds.core.
   except (NotImplementedError, ValueError) as e:
     if not builder.is_prepared():
       raise not_prepared from None
-    raise error_cls(f'TFDS dataset {name!r} in {builder.data_dir} is not in array_record format: convert it '
-                    f'with `tfds convert_format --dataset_dir={builder.data_dir} --out_file_format=array_record` '
-                    f'({str(e).splitlines()[0]}).') from None
+    raise error_cls(
+      f'TFDS dataset {name!r} in {builder.data_dir} is not in array_record format: convert it '
+      f'with `tfds convert_format --dataset_dir={builder.data_dir} --out_file_format=array_record` '
+      f'({str(e).splitlines()[0]}).'
+    ) from None
   return builder, CatalogAdapter(builder, error_cls)
 
 
@@ -71,15 +80,25 @@ class CatalogAdapter:
 
   def __init__(self, builder: tfds.core.DatasetBuilder, error_cls):
     from hybrid_jax import tasks  # pylint: disable=g-import-not-at-top
+
     self.builder, self.error_cls = builder, error_cls
     features = builder.info.features
     labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    inputs = [(kind.name, k) for kind in tasks.INPUT_KINDS.values() if kind.catalog_feature
-              for k, f in features.items() if type(f).__name__ == kind.catalog_feature]
+    inputs = [
+      (kind.name, k)
+      for kind in tasks.INPUT_KINDS.values()
+      if kind.catalog_feature
+      for k, f in features.items()
+      if type(f).__name__ == kind.catalog_feature
+    ]
     if not labels or not inputs:
-      kinds = ' or '.join(k.catalog_feature for k in tasks.INPUT_KINDS.values() if k.catalog_feature)
-      raise error_cls(f'{builder.name}: only catalog datasets with a ClassLabel and a {kinds} feature '
-                      f'map onto hybrid_jax models (features: {sorted(features)}); write a builder instead.')
+      kinds = ' or '.join(
+        k.catalog_feature for k in tasks.INPUT_KINDS.values() if k.catalog_feature
+      )
+      raise error_cls(
+        f'{builder.name}: only catalog datasets with a ClassLabel and a {kinds} feature '
+        f'map onto hybrid_jax models (features: {sorted(features)}); write a builder instead.'
+      )
     self.label_key = 'label' if 'label' in labels else labels[0]
     self.task, self.input_key = inputs[0]
     self.label_names = tuple(features[self.label_key].names)
@@ -98,8 +117,10 @@ class CatalogAdapter:
       return {'vocab': self.vocab, 'train_length_percentiles': {'95': self.length_p95}}
     model = config.model if config is not None else {}
     shape = tuple(feature.shape)
-    meta = {'frame_shape': shape[1:] if None not in shape[1:] else model.get('frame_shape'),
-            'num_frames': shape[0] if shape[0] is not None else model.get('num_frames')}
+    meta = {
+      'frame_shape': shape[1:] if None not in shape[1:] else model.get('frame_shape'),
+      'num_frames': shape[0] if shape[0] is not None else model.get('num_frames'),
+    }
     for key, value in meta.items():
       if value is None:
         raise self.error_cls(f'{self.builder.name} does not fix {key}: set --config.model.{key}.')
@@ -113,8 +134,10 @@ class CatalogAdapter:
     if not os.path.exists(path):
       source = self.builder.as_data_source(split=train_split)
       tokens = [text_vocab.tokenize(_as_str(source[i][self.input_key])) for i in range(len(source))]
-      payload = {'vocab': text_vocab.build_vocab(tokens),
-                 'length_p95': int(np.percentile([max(len(t), 1) for t in tokens], 95))}
+      payload = {
+        'vocab': text_vocab.build_vocab(tokens),
+        'length_p95': int(np.percentile([max(len(t), 1) for t in tokens], 95)),
+      }
       os.makedirs(self.builder.data_dir, exist_ok=True)
       with open(path + '.tmp', 'w') as f:
         json.dump(payload, f)

@@ -26,11 +26,11 @@ from hybrid_jax.data import catalog
 from hybrid_jax.errors import DataError
 
 SHIPPED = {  # Shipped builder -> input kind (`tasks.INPUT_KINDS`).
-    'moving_digits': 'video',
-    'bbc_news': 'text',
-    'tweet_sentiment': 'text',
-    'weather_stations': 'sensor',
-    'japanese_vowels': 'sensor',
+  'moving_digits': 'video',
+  'bbc_news': 'text',
+  'tweet_sentiment': 'text',
+  'weather_stations': 'sensor',
+  'japanese_vowels': 'sensor',
 }
 del builders
 
@@ -52,6 +52,7 @@ class DataInfo:
     label_names: class names by label id (classification).
     data_shapes: the model config fields the data determines, e.g. {'num_frames': 10, ...}.
   """
+
   name: str
   task: str
   head: str
@@ -68,6 +69,7 @@ class DataInfo:
 @dataclasses.dataclass(frozen=True)
 class Source:
   """A resolved dataset: the prepared builder and how its examples map onto model inputs."""
+
   builder: tfds.core.DatasetBuilder
   info: DataInfo
   adapter: Any  # catalog.CatalogAdapter for catalog datasets, None for shipped ones.
@@ -81,7 +83,9 @@ def resolve(config) -> Source:
   """Prepares (shipped, first use) and opens the dataset, validates `config` and fills its None fields."""
   name = config.dataset.name
   if not name:
-    raise DataError(f"config.dataset.name is empty: set --config.dataset.name to one of {', '.join(SHIPPED)}.")
+    raise DataError(
+      f"config.dataset.name is empty: set --config.dataset.name to one of {', '.join(SHIPPED)}."
+    )
   data_dir = config.dataset.data_dir or None
   own_module = config.dataset.get('builder_module') or ''
   if own_module:
@@ -93,11 +97,15 @@ def resolve(config) -> Source:
     builder, adapter = catalog.open_builder(name, data_dir, DataError)
   task = SHIPPED.get(base_name(name)) or (adapter.task if adapter else config.task)
   if config.task and config.task != task:
-    raise DataError(f"{name} is a {task} dataset but config.task={config.task!r}: use "
-                    f'--config={tasks.input_kind(task).config_file} (or pick a {config.task} dataset).')
+    raise DataError(
+      f"{name} is a {task} dataset but config.task={config.task!r}: use "
+      f'--config={tasks.input_kind(task).config_file} (or pick a {config.task} dataset).'
+    )
   kind = tasks.input_kind(task)
   if adapter is not None:
-    head = tasks.head_of_features({'label': builder.info.features[adapter.label_key]}, config.head, name)
+    head = tasks.head_of_features(
+      {'label': builder.info.features[adapter.label_key]}, config.head, name
+    )
   else:
     head = tasks.head_of_features(builder.info.features, config.head, name)
   config.head = head.name
@@ -106,10 +114,14 @@ def resolve(config) -> Source:
     split = config.dataset[field]
     if splits and base_split(split) not in splits:
       if field == 'eval_split' and base_split(split) == 'validation':
-        raise DataError(f"{name} has no 'validation' split: carve one from train, e.g. "
-                        "--config.dataset.train_split='train[:90%]' --config.dataset.eval_split='train[90%:]' "
-                        f'(or set --config.dataset.eval_split to one of {sorted(splits)}).')
-      raise DataError(f"{name} has no split {split!r}: set --config.dataset.{field} to one of {sorted(splits)}.")
+        raise DataError(
+          f"{name} has no 'validation' split: carve one from train, e.g. "
+          "--config.dataset.train_split='train[:90%]' --config.dataset.eval_split='train[90%:]' "
+          f'(or set --config.dataset.eval_split to one of {sorted(splits)}).'
+        )
+      raise DataError(
+        f"{name} has no split {split!r}: set --config.dataset.{field} to one of {sorted(splits)}."
+      )
   info = _data_info(config, builder, kind, head, adapter)
   _check_and_fill(config, info, kind, head, adjust_all=adapter is not None)
   return Source(builder=builder, info=info, adapter=adapter)
@@ -120,8 +132,10 @@ def _import_builder_module(module: str) -> None:
   try:
     importlib.import_module(module)
   except ImportError as e:
-    raise DataError(f'config.dataset.builder_module={module!r} cannot be imported ({e}): put its '
-                    'package on PYTHONPATH or fix the module path.') from None
+    raise DataError(
+      f'config.dataset.builder_module={module!r} cannot be imported ({e}): put its '
+      'package on PYTHONPATH or fix the module path.'
+    ) from None
 
 
 def _registered_by(name: str, module: str) -> bool:
@@ -131,8 +145,10 @@ def _registered_by(name: str, module: str) -> bool:
   try:
     builder_module = tfds.builder_cls(base_name(name)).__module__
   except tfds.core.registered.DatasetNotFoundError:
-    raise DataError(f'config.dataset.builder_module={module!r} defines no dataset {base_name(name)!r}: '
-                    'set --config.dataset.name to the snake_case name of its builder class.') from None
+    raise DataError(
+      f'config.dataset.builder_module={module!r} defines no dataset {base_name(name)!r}: '
+      'set --config.dataset.name to the snake_case name of its builder class.'
+    ) from None
   return builder_module == module or builder_module.startswith(module + '.')
 
 
@@ -153,22 +169,35 @@ def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
   except DataError:
     raise
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-    raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): configs are '
-                    f"{base_name(name)}, {base_name(name)}/tiny.") from None
+    raise DataError(
+      f'Cannot open {name!r} ({str(e).splitlines()[0]}): configs are '
+      f"{base_name(name)}, {base_name(name)}/tiny."
+    ) from None
   except TypeError as e:  # importlib.resources refuses a builder module outside a package.
-    raise DataError(f'Cannot open {name!r} ({str(e).splitlines()[0]}): a TFDS builder must live in '
-                    'a package (a folder with __init__.py).') from None
+    raise DataError(
+      f'Cannot open {name!r} ({str(e).splitlines()[0]}): a TFDS builder must live in '
+      'a package (a folder with __init__.py).'
+    ) from None
   if not builder.is_prepared():
     os.makedirs(builder.data_dir_root, exist_ok=True)
     with _file_lock(os.path.join(builder.data_dir_root, f'.{base_name(name)}.lock')):
       builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
       if not builder.is_prepared():
         start = time.time()
-        print(f'Preparing {builder.info.full_name} into {builder.data_dir_root} (first use, offline; '
-              'later runs reuse it)...', file=sys.stderr, flush=True)
+        print(
+          f'Preparing {builder.info.full_name} into {builder.data_dir_root} (first use, offline; '
+          'later runs reuse it)...',
+          file=sys.stderr,
+          flush=True,
+        )
         builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        print(f'Prepared {builder.info.full_name} in {time.time() - start:.0f}s.', file=sys.stderr, flush=True)
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+        print(
+          f'Prepared {builder.info.full_name} in {time.time() - start:.0f}s.',
+          file=sys.stderr,
+          flush=True,
+        )
     builder = tfds.builder(name, data_dir=data_dir)
   return builder
 
@@ -200,7 +229,9 @@ def _data_info(config, builder, kind, head, adapter) -> DataInfo:
     meta = builder.info.metadata or {}
     eval_base = base_split(config.dataset.eval_split)
     baselines = meta.get('baselines', {})
-    baselines = baselines.get(eval_base, baselines)  # Per-split baselines, or split-independent ones.
+    baselines = baselines.get(
+      eval_base, baselines
+    )  # Per-split baselines, or split-independent ones.
     baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
   label_names, target_mean, target_std = (), None, None
   if head.regression:
@@ -210,10 +241,18 @@ def _data_info(config, builder, kind, head, adapter) -> DataInfo:
     label_key = adapter.label_key if adapter is not None else 'label'
     label_names = tuple(builder.info.features[label_key].names)
   return DataInfo(
-      name=config.dataset.name, task=kind.name, head=head.name, num_train_examples=num_train,
-      num_eval_examples=num_eval, num_classes=len(label_names) or None, target_mean=target_mean,
-      target_std=target_std, baselines=baselines, label_names=label_names,
-      data_shapes=kind.data_fields(meta))
+    name=config.dataset.name,
+    task=kind.name,
+    head=head.name,
+    num_train_examples=num_train,
+    num_eval_examples=num_eval,
+    num_classes=len(label_names) or None,
+    target_mean=target_mean,
+    target_std=target_std,
+    baselines=baselines,
+    label_names=label_names,
+    data_shapes=kind.data_fields(meta),
+  )
 
 
 def _check_and_fill(config, info: DataInfo, kind, head, adjust_all: bool = False) -> None:
@@ -228,19 +267,24 @@ def _check_and_fill(config, info: DataInfo, kind, head, adjust_all: bool = False
     wanted['num_classes'] = info.num_classes
   for field, value in wanted.items():
     if field not in model:
-      raise DataError(f'{info.name} determines config.model.{field}, which this config lacks: use '
-                      f'--config={kind.config_file} or add the field to your config.')
+      raise DataError(
+        f'{info.name} determines config.model.{field}, which this config lacks: use '
+        f'--config={kind.config_file} or add the field to your config.'
+      )
     current = model[field]
     if current is None:
       model[field] = value
     elif field in kind.adjustable or (adjust_all and field != 'num_classes'):
       if field in kind.adjustable and int(current) < kind.adjustable[field]:
-        raise DataError(f'config.model.{field}={current} is too small: set --config.model.{field} '
-                        f'>= {kind.adjustable[field]}.')
+        raise DataError(
+          f'config.model.{field}={current} is too small: set --config.model.{field} '
+          f'>= {kind.adjustable[field]}.'
+        )
     elif _normalize(current) != _normalize(value):
       raise DataError(
-          f'{info.name} has {field}={_fmt(value)} but config.model.{field}={_fmt(current)}: set '
-          f'--config.model.{field}={_fmt(value)} (or None to take it from the data).')
+        f'{info.name} has {field}={_fmt(value)} but config.model.{field}={_fmt(current)}: set '
+        f'--config.model.{field}={_fmt(value)} (or None to take it from the data).'
+      )
 
 
 def _normalize(value):

@@ -83,7 +83,13 @@ class _TrainBatches:
   """
 
   def __init__(self, records, shard: np.ndarray, batch: int, seed: int, example_fn):
-    self.records, self.shard, self.batch, self.seed, self.example_fn = records, shard, batch, seed, example_fn
+    self.records, self.shard, self.batch, self.seed, self.example_fn = (
+      records,
+      shard,
+      batch,
+      seed,
+      example_fn,
+    )
     self.reader = _Records(records, shard)
     self.batches_per_epoch = len(shard) // batch
     self._epoch, self._order = -1, None
@@ -92,14 +98,19 @@ class _TrainBatches:
     return self.batches_per_epoch * MAX_EPOCHS
 
   def __repr__(self) -> str:  # grain checks it when restoring a state.
-    return (f'_TrainBatches({self.records!r}, shard=[{self.shard[0]}, {self.shard[-1] + 1}), '
-            f'batch={self.batch}, seed={self.seed})')
+    return (
+      f'_TrainBatches({self.records!r}, shard=[{self.shard[0]}, {self.shard[-1] + 1}), '
+      f'batch={self.batch}, seed={self.seed})'
+    )
 
   def __getitem__(self, k: int) -> dict[str, np.ndarray]:
     epoch, b = divmod(int(k), self.batches_per_epoch)
     if epoch != self._epoch:
-      self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.shard))
-    records = self.reader.read(self._order[b * self.batch:(b + 1) * self.batch])
+      self._epoch, self._order = (
+        epoch,
+        np.random.default_rng([self.seed, epoch]).permutation(len(self.shard)),
+      )
+    records = self.reader.read(self._order[b * self.batch : (b + 1) * self.batch])
     return tasks.collate([self.example_fn(r) for r in records])
 
 
@@ -120,13 +131,16 @@ class _EvalBatches:
     rows = self.start + np.arange(b * self.batch, (b + 1) * self.batch)
     mask = rows < self.stop
     filler = min(self.start, len(self.records) - 1)  # Padding rows repeat a real row (masked out).
-    examples = [self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())]
+    examples = [
+      self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())
+    ]
     return {**tasks.collate(examples), 'mask': mask}
 
 
 def _processes(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   return int(process_index), int(process_count)
@@ -142,8 +156,10 @@ def _workers(config) -> int:
 
 def _local_batch(global_batch: int, process_count: int, field: str) -> int:
   if global_batch <= 0 or global_batch % process_count:
-    raise datasets.DataError(f'config.{field}={global_batch} must be a positive multiple of the '
-                             f'{process_count} processes: set --config.{field} accordingly.')
+    raise datasets.DataError(
+      f'config.{field}={global_batch} must be a positive multiple of the '
+      f'{process_count} processes: set --config.{field} accordingly.'
+    )
   return global_batch // process_count
 
 
@@ -161,13 +177,16 @@ def create_train_iterator(config, *, process_index=None, process_count=None):
   per_process = len(records) // count
   if per_process < batch:
     raise datasets.DataError(
-        f'{config.dataset.name} {config.dataset.train_split} has {per_process} examples per process, '
-        f'fewer than the per-process batch {batch}: lower --config.batch_size.')
+      f'{config.dataset.name} {config.dataset.train_split} has {per_process} examples per process, '
+      f'fewer than the per-process batch {batch}: lower --config.batch_size.'
+    )
   shard = np.arange(index * per_process, (index + 1) * per_process)
   batches = _TrainBatches(records, shard, batch, int(config.seed), example_fn(source, config))
   loader = grain.DataLoader(
-      data_source=batches, worker_count=_workers(config),
-      sampler=grain.samplers.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1))
+    data_source=batches,
+    worker_count=_workers(config),
+    sampler=grain.samplers.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1),
+  )
   return iter(loader)
 
 
@@ -197,9 +216,17 @@ def create_eval_batches(config, *, process_index=None, process_count=None) -> Ev
   per_process = math.ceil(len(records) / count)
   num_batches = max(1, math.ceil(per_process / batch))
   start = min(index * per_process, len(records))
-  batches = _EvalBatches(records, start, min(start + per_process, len(records)), batch, num_batches,
-                         example_fn(source, config))
+  batches = _EvalBatches(
+    records,
+    start,
+    min(start + per_process, len(records)),
+    batch,
+    num_batches,
+    example_fn(source, config),
+  )
   loader = grain.DataLoader(
-      data_source=batches, worker_count=_workers(config),
-      sampler=grain.samplers.IndexSampler(num_records=num_batches, shuffle=False, num_epochs=1))
+    data_source=batches,
+    worker_count=_workers(config),
+    sampler=grain.samplers.IndexSampler(num_records=num_batches, shuffle=False, num_epochs=1),
+  )
   return EvalBatches(loader, num_batches)

@@ -54,7 +54,7 @@ def fit_ids(ids: np.ndarray, vocab_size: int, max_length: int) -> tuple[np.ndarr
   ids = np.where(ids >= vocab_size, OOV_ID, ids)
   length = max(len(ids), 1)
   tokens = np.full((max_length,), PAD_ID, np.int32)
-  tokens[:len(ids)] = ids
+  tokens[: len(ids)] = ids
   if not len(ids):
     tokens[0] = OOV_ID
   return tokens, length

@@ -19,6 +19,7 @@ class ConvPoolFlatten(nn.Module):
 
   `spatial_dims` is 2 for images, 1 for sequences; kernels and pools span every spatial axis.
   """
+
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   dtype: Any = jnp.float32
@@ -27,8 +28,13 @@ class ConvPoolFlatten(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     for i, features in enumerate(self.conv_features):
-      x = nn.Conv(features, (self.kernel_size,) * self.spatial_dims, padding='SAME', dtype=self.dtype,
-                  name=f'conv_{i}')(x)
+      x = nn.Conv(
+        features,
+        (self.kernel_size,) * self.spatial_dims,
+        padding='SAME',
+        dtype=self.dtype,
+        name=f'conv_{i}',
+      )(x)
       x = max_pool2(nn.relu(x), self.spatial_dims)
     return x.reshape(x.shape[0], -1)
 
@@ -49,6 +55,7 @@ class FrameCNN(nn.Module):
     and the backward pass keeps fewer full-resolution activations (less time and memory on CPU).
   - 'conv_relu_pool': the literal order, `nn.Conv` -> ReLU -> MaxPool2 (the equality tests' reference).
   """
+
   conv_features: Sequence[int] = (32, 64)
   kernel_size: int = 3
   dtype: Any = jnp.float32
@@ -57,8 +64,9 @@ class FrameCNN(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     if self.formulation not in FRAME_CNN_FORMULATIONS:
-      raise ValueError(f'Unknown FrameCNN formulation {self.formulation!r}: use one of '
-                       f'{FRAME_CNN_FORMULATIONS}.')
+      raise ValueError(
+        f'Unknown FrameCNN formulation {self.formulation!r}: use one of {FRAME_CNN_FORMULATIONS}.'
+      )
     window = (self.kernel_size, self.kernel_size)
     for i, features in enumerate(self.conv_features):
       if self.formulation == 'conv_relu_pool':
@@ -67,20 +75,23 @@ class FrameCNN(nn.Module):
         continue
       kernel, bias = _ConvParams(window + (x.shape[-1], features), name=f'conv_{i}')()
       x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-      x = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      )
       x = nn.relu(max_pool2(x, 2) + bias)
     return x.reshape(x.shape[0], -1)
 
 
 class _ConvParams(nn.Module):
   """Declares `nn.Conv`'s parameters (names, shapes, initialisers) without applying the layer."""
+
   kernel_shape: Sequence[int]
 
   @nn.compact
   def __call__(self) -> tuple[Array, Array]:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.kernel_shape),
-                        jnp.float32)
+    kernel = self.param(
+      'kernel', nn.initializers.lecun_normal(), tuple(self.kernel_shape), jnp.float32
+    )
     bias = self.param('bias', nn.initializers.zeros_init(), (self.kernel_shape[-1],), jnp.float32)
     return kernel, bias
 
@@ -97,6 +108,7 @@ class SensorCNN(nn.Module):
       length) or 'global_max' (pooling keeps a trailing odd step, then a max over the valid steps:
       the output does not depend on how much padding follows a series).
   """
+
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   dtype: Any = jnp.float32
@@ -105,14 +117,19 @@ class SensorCNN(nn.Module):
   @nn.compact
   def __call__(self, series_BTC: Array, lengths_B: Array | None = None) -> Array:
     if self.pooling not in ('flatten', 'global_max'):
-      raise ConfigError(f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'.")
+      raise ConfigError(
+        f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'."
+      )
     keep_odd = self.pooling == 'global_max'
     x = series_BTC
     for i, features in enumerate(self.conv_features):
       if lengths_B is not None:
         x = jnp.where(_valid_mask(lengths_B, x.shape[1]), x, 0)
-      x = nn.relu(nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
-                          name=f'conv_{i}')(x))
+      x = nn.relu(
+        nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype, name=f'conv_{i}')(
+          x
+        )
+      )
       if lengths_B is not None:  # ReLU outputs are >= 0: zeros never win the pooling max.
         x = jnp.where(_valid_mask(lengths_B, x.shape[1]), x, 0)
         lengths_B = (lengths_B + 1) // 2 if keep_odd else lengths_B // 2
@@ -137,6 +154,7 @@ class TextCNN(nn.Module):
   sequence's last token is never dropped; for even padded lengths (the reference's 50) the output
   size equals Keras's 'valid' pooling.
   """
+
   conv_features: Sequence[int] = (128, 128)
   kernel_size: int = 3
   dtype: Any = jnp.float32
@@ -149,12 +167,17 @@ class TextCNN(nn.Module):
     valid_BL1 = _valid_mask(lengths_B, length)
     x = jnp.where(valid_BL1, embedded_BLD, 0)
     for i, features in enumerate(self.conv_features):
-      if i > 0:  # Invalid positions hold zeros here, and ReLU outputs are >= 0: the max ignores them.
+      if (
+        i > 0
+      ):  # Invalid positions hold zeros here, and ReLU outputs are >= 0: the max ignores them.
         x = max_pool2(x, 1, keep_odd=True)
         lengths_B = (lengths_B + 1) // 2
         valid_BL1 = _valid_mask(lengths_B, x.shape[1])
-      x = nn.relu(nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
-                          name=f'conv_{i}')(x))
+      x = nn.relu(
+        nn.Conv(features, (self.kernel_size,), padding='SAME', dtype=self.dtype, name=f'conv_{i}')(
+          x
+        )
+      )
       x = jnp.where(valid_BL1, x, 0)
     pooled_BF = jnp.max(jnp.where(valid_BL1, x, -jnp.inf), axis=1)
     return jnp.where(lengths_B[:, None] > 0, pooled_BF, 0).astype(x.dtype)
@@ -167,14 +190,14 @@ def max_pool2(x: Array, spatial_dims: int, keep_odd: bool = False) -> Array:
   Written as reshape + max, whose gradient is several times faster on CPU than the
   select-and-scatter of `nn.max_pool`; the values are identical.
   """
-  spatial = x.shape[1:1 + spatial_dims]
+  spatial = x.shape[1 : 1 + spatial_dims]
   if keep_odd:
     pads = [(0, 0)] + [(0, n % 2) for n in spatial] + [(0, 0)]
     x = jnp.pad(x, pads, constant_values=-jnp.inf)
   else:
     x = x[(slice(None),) + tuple(slice(0, n - n % 2) for n in spatial)]
   pooled_shape = [x.shape[0]]
-  for n in x.shape[1:1 + spatial_dims]:
+  for n in x.shape[1 : 1 + spatial_dims]:
     pooled_shape += [n // 2, 2]
   x = x.reshape(*pooled_shape, x.shape[-1])
   return x.max(axis=tuple(range(2, 2 + 2 * spatial_dims, 2)))

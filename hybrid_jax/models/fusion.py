@@ -29,6 +29,7 @@ class Fusion(nn.Module):
   - 'projected_sum': ReLU(sum of per-branch projections to `dim`).
   A single branch passes through unchanged, whatever `kind` says.
   """
+
   kind: str = 'concat'
   dim: int = 128
   dtype: Any = jnp.float32
@@ -39,15 +40,18 @@ class Fusion(nn.Module):
       return branch_features[0]
     if self.kind == 'concat':
       return jnp.concatenate(branch_features, axis=-1)
-    projected = [nn.Dense(self.dim, dtype=self.dtype, name=f'proj_{i}')(f)
-                 for i, f in enumerate(branch_features)]
+    projected = [
+      nn.Dense(self.dim, dtype=self.dtype, name=f'proj_{i}')(f)
+      for i, f in enumerate(branch_features)
+    ]
     if self.kind == 'projected_sum':
       return nn.relu(sum(projected))
     if self.kind == 'gated':
       if len(projected) != 2:
         raise errors.ConfigError(f"fusion='gated' mixes exactly 2 branches, got {len(projected)}.")
-      gate = nn.sigmoid(nn.Dense(self.dim, dtype=self.dtype, name='gate')(
-          jnp.concatenate(branch_features, axis=-1)))
+      gate = nn.sigmoid(
+        nn.Dense(self.dim, dtype=self.dtype, name='gate')(jnp.concatenate(branch_features, axis=-1))
+      )
       return gate * projected[0] + (1 - gate) * projected[1]
     raise errors.ConfigError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
 
@@ -58,6 +62,7 @@ class FusionHead(nn.Module):
   Returns logits float32 [batch, num_outputs], or float32 [batch] when `num_outputs` is 1 and
   `regression` is set (the reference's Dense(1)).
   """
+
   num_outputs: int
   regression: bool = False
   fusion: str = 'concat'
@@ -69,7 +74,9 @@ class FusionHead(nn.Module):
   def __call__(self, branch_features: Sequence[Array], *, train: bool) -> Array:
     fused_BF = Fusion(self.fusion, self.fusion_dim, self.dtype, name='fusion')(branch_features)
     fused_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(fused_BF)
-    out_BO = nn.Dense(self.num_outputs, dtype=self.dtype, name='output')(fused_BF).astype(jnp.float32)
+    out_BO = nn.Dense(self.num_outputs, dtype=self.dtype, name='output')(fused_BF).astype(
+      jnp.float32
+    )
     return out_BO[:, 0] if self.regression else out_BO
 
 
@@ -78,6 +85,7 @@ class HybridModel(nn.Module):
 
   `num_outputs` is the head's width (classes, or 1 with `regression`, which returns [batch]).
   """
+
   num_outputs: int = 10
   regression: bool = False
   conv_features: Sequence[int] = (64,)
@@ -105,8 +113,14 @@ class HybridModel(nn.Module):
 
   def head_kwargs(self) -> dict[str, Any]:
     """Keyword arguments of `FusionHead` that come from the shared fields."""
-    return dict(num_outputs=self.num_outputs, regression=self.regression, fusion=self.fusion,
-                fusion_dim=self.fusion_dim, dropout_rate=self.dropout_rate, dtype=self.dtype)
+    return dict(
+      num_outputs=self.num_outputs,
+      regression=self.regression,
+      fusion=self.fusion,
+      fusion_dim=self.fusion_dim,
+      dropout_rate=self.dropout_rate,
+      dtype=self.dtype,
+    )
 
 
 def check_switches(branches: str, fusion: str) -> None:

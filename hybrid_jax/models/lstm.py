@@ -29,7 +29,7 @@ def _forget_bias_init(units: int):
 
   def init(key, shape, dtype=jnp.float32):
     del key
-    return jnp.zeros(shape, dtype).at[units:2 * units].set(1.0)
+    return jnp.zeros(shape, dtype).at[units : 2 * units].set(1.0)
 
   return init
 
@@ -37,7 +37,9 @@ def _forget_bias_init(units: int):
 def resolve_implementation(implementation: str) -> str:
   """'auto' -> 'cudnn' on a GPU backend, else 'scan'; other names pass through after a check."""
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'Unknown LSTM implementation {implementation!r}: use one of {IMPLEMENTATIONS}.')
+    raise ValueError(
+      f'Unknown LSTM implementation {implementation!r}: use one of {IMPLEMENTATIONS}.'
+    )
   if implementation == 'auto':
     return 'cudnn' if jax.default_backend() == 'gpu' else 'scan'
   return implementation
@@ -54,6 +56,7 @@ class LSTMCell(nn.Module):
     units: hidden size.
     dtype: compute dtype of the recurrent matmul; the carry and the gate arithmetic stay float32.
   """
+
   units: int
   dtype: Any = jnp.float32
 
@@ -63,8 +66,12 @@ class LSTMCell(nn.Module):
     c_BU, h_BU = carry
     input_gates_BG, valid_B = inputs
     recurrent_BG = nn.Dense(
-        4 * self.units, use_bias=False, dtype=self.dtype,
-        kernel_init=nn.initializers.orthogonal(), name='recurrent_kernel')(h_BU)
+      4 * self.units,
+      use_bias=False,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.orthogonal(),
+      name='recurrent_kernel',
+    )(h_BU)
     gates_BG = input_gates_BG.astype(jnp.float32) + recurrent_BG.astype(jnp.float32)
     i, f, g, o = jnp.split(gates_BG, 4, axis=-1)
     new_c_BU = jax.nn.sigmoid(f) * c_BU + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -77,6 +84,7 @@ class LSTMCell(nn.Module):
 
 class _DenseParams(nn.Module):
   """Declares a Dense layer's parameters (same names, shapes and initialisers) without applying it."""
+
   shape: tuple[int, int]
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = None
@@ -92,12 +100,14 @@ class _DenseParams(nn.Module):
 
 class _CellParams(nn.Module):
   """The scan cell's parameter scope ('cell/recurrent_kernel/kernel'), for the packed paths."""
+
   units: int
 
   @nn.compact
   def __call__(self) -> Array:
-    kernel, _ = _DenseParams((self.units, 4 * self.units), nn.initializers.orthogonal(),
-                             name='recurrent_kernel')()
+    kernel, _ = _DenseParams(
+      (self.units, 4 * self.units), nn.initializers.orthogonal(), name='recurrent_kernel'
+    )()
     return kernel
 
 
@@ -107,12 +117,14 @@ def pack_cudnn_weights(input_kernel_DG: Array, bias_G: Array, recurrent_kernel_U
   W_ih = input_kernel.T [4·units, input], W_hh = recurrent_kernel.T [4·units, units],
   b_ih = bias, b_hh = 0; gates are ordered (input, forget, cell, output) in both.
   """
-  return jnp.concatenate([input_kernel_DG.T.ravel(), recurrent_kernel_UG.T.ravel(), bias_G,
-                          jnp.zeros_like(bias_G)]).astype(jnp.float32)
+  return jnp.concatenate(
+    [input_kernel_DG.T.ravel(), recurrent_kernel_UG.T.ravel(), bias_G, jnp.zeros_like(bias_G)]
+  ).astype(jnp.float32)
 
 
-def cudnn_lstm(inputs_BTD: Array, lengths_B: Array | None, weights: Array, units: int,
-               reference: bool = False) -> Array:
+def cudnn_lstm(
+  inputs_BTD: Array, lengths_B: Array | None, weights: Array, units: int, reference: bool = False
+) -> Array:
   """Last valid hidden state [batch, units] of `jax.experimental.rnn.lstm` (or `lstm_ref`).
 
   cuDNN runs float32 only and rejects zero-length sequences: inputs are cast to float32, lengths
@@ -125,12 +137,14 @@ def cudnn_lstm(inputs_BTD: Array, lengths_B: Array | None, weights: Array, units
   lengths_B = jnp.asarray(lengths_B, jnp.int32)
   seq_lengths_B = jnp.clip(lengths_B, 1, time)
   zeros_1BU = jnp.zeros((1, batch, units), jnp.float32)
-  static = dict(input_size=input_size, hidden_size=units, num_layers=1, dropout=0.0,
-                bidirectional=False)
+  static = dict(
+    input_size=input_size, hidden_size=units, num_layers=1, dropout=0.0, bidirectional=False
+  )
   if reference:
     w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, input_size, units, 1, False)
-    _, h_1BU, _ = rnn.lstm_ref(x_BTD, zeros_1BU, zeros_1BU, w_ih, w_hh, b_ih, b_hh, seq_lengths_B,
-                               **static)
+    _, h_1BU, _ = rnn.lstm_ref(
+      x_BTD, zeros_1BU, zeros_1BU, w_ih, w_hh, b_ih, b_hh, seq_lengths_B, **static
+    )
   else:
     _, h_1BU, _ = rnn.lstm(x_BTD, zeros_1BU, zeros_1BU, weights, seq_lengths_B, **static)
   return jnp.where(lengths_B[:, None] > 0, h_1BU[0], 0.0)
@@ -145,6 +159,7 @@ class LSTM(nn.Module):
       are float32 always; the cuDNN paths compute everything in float32 (cuDNN has no bfloat16 LSTM).
     implementation: one of `IMPLEMENTATIONS` (see the module docstring); 'auto' by backend.
   """
+
   units: int
   dtype: Any = jnp.float32
   implementation: str = 'auto'
@@ -155,24 +170,33 @@ class LSTM(nn.Module):
     implementation = resolve_implementation(self.implementation)
     if implementation != 'scan':
       input_kernel_DG, bias_G = _DenseParams(
-          (inputs_BTD.shape[-1], 4 * self.units), bias_init=_forget_bias_init(self.units),
-          name='input_kernel')()
+        (inputs_BTD.shape[-1], 4 * self.units),
+        bias_init=_forget_bias_init(self.units),
+        name='input_kernel',
+      )()
       recurrent_kernel_UG = _CellParams(self.units, name='cell')()
       weights = pack_cudnn_weights(input_kernel_DG, bias_G, recurrent_kernel_UG)
-      return cudnn_lstm(inputs_BTD, lengths_B, weights, self.units,
-                        reference=implementation == 'cudnn_reference')
+      return cudnn_lstm(
+        inputs_BTD, lengths_B, weights, self.units, reference=implementation == 'cudnn_reference'
+      )
     batch, time = inputs_BTD.shape[:2]
     input_gates_BTG = nn.Dense(
-        4 * self.units, dtype=self.dtype, bias_init=_forget_bias_init(self.units),
-        name='input_kernel')(inputs_BTD)
+      4 * self.units, dtype=self.dtype, bias_init=_forget_bias_init(self.units), name='input_kernel'
+    )(inputs_BTD)
     if lengths_B is None:
       valid_BT = jnp.ones((batch, time), bool)
     else:
       valid_BT = jnp.arange(time)[None, :] < lengths_B[:, None]
     scan_cell = nn.scan(
-        LSTMCell, variable_broadcast='params', split_rngs={'params': False},
-        in_axes=1, out_axes=1, length=time)
+      LSTMCell,
+      variable_broadcast='params',
+      split_rngs={'params': False},
+      in_axes=1,
+      out_axes=1,
+      length=time,
+    )
     zeros_BU = jnp.zeros((batch, self.units), jnp.float32)
     (_, h_BU), _ = scan_cell(self.units, self.dtype, name='cell')(
-        (zeros_BU, zeros_BU), (input_gates_BTG, valid_BT))
+      (zeros_BU, zeros_BU), (input_gates_BTG, valid_BT)
+    )
     return h_BU

@@ -29,6 +29,7 @@ class SensorModel(fusion.HybridModel):
     pooling: 'flatten' (the reference: the CNN's last feature map is flattened, so the time
       length is fixed) or 'global_max' (max over valid steps: any length).
   """
+
   window_shape: Sequence[int] = (20, 4, 1)
   pooling: str = 'flatten'
   conv_features: Sequence[int] = (64,)
@@ -42,14 +43,18 @@ class SensorModel(fusion.HybridModel):
     expected = tuple(self.window_shape)
     if shape[1:] != expected[1:] or (self.pooling == 'flatten' and shape[0] != expected[0]):
       raise errors.ConfigError(
-          f'Windows are {shape} but config.model.window_shape={expected}: set '
-          '--config.model.window_shape to match the data.')
+        f'Windows are {shape} but config.model.window_shape={expected}: set '
+        '--config.model.window_shape to match the data.'
+      )
     batch_size, time = window_BT_.shape[:2]
     series_BTC = window_BT_.reshape(batch_size, time, -1).astype(self.dtype)
     features = []
     for name in self.copies('cnn'):
-      features.append(conv.SensorCNN(self.conv_features, self.kernel_size, self.dtype,
-                                     pooling=self.pooling, name=name)(series_BTC, lengths_B))
+      features.append(
+        conv.SensorCNN(
+          self.conv_features, self.kernel_size, self.dtype, pooling=self.pooling, name=name
+        )(series_BTC, lengths_B)
+      )
     for name in self.copies('lstm'):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(series_BTC, lengths_B))
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

@@ -22,6 +22,7 @@ class TextModel(fusion.HybridModel):
     'length': optional int [batch] valid tokens per example (None: all positions are valid).
   Returns logits float32 [batch, num_outputs] (or [batch] with `regression`).
   """
+
   vocab_size: int = 10_000
   embed_dim: int = 100
   conv_features: Sequence[int] = (128, 128)
@@ -30,11 +31,16 @@ class TextModel(fusion.HybridModel):
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
     tokens_BL = batch['tokens']
     lengths_B = batch.get('length')
-    embedded_BLD = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name='embed')(tokens_BL)
+    embedded_BLD = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name='embed')(
+      tokens_BL
+    )
     features = []
     for name in self.copies('cnn'):
-      features.append(conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
-          embedded_BLD, lengths_B))
+      features.append(
+        conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
+          embedded_BLD, lengths_B
+        )
+      )
     for name in self.copies('lstm'):
       features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(embedded_BLD, lengths_B))
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

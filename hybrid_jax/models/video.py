@@ -29,6 +29,7 @@ class VideoModel(fusion.HybridModel):
     'length': optional [batch] valid frames per clip (the LSTM stops there).
   Returns logits float32 [batch, num_outputs] (or [batch] with `regression`).
   """
+
   frame_shape: Sequence[int] = (64, 64, 3)
   key_frame_index: int = 0
   conv_features: Sequence[int] = (32, 64)
@@ -42,21 +43,26 @@ class VideoModel(fusion.HybridModel):
     batch_size, time = clip_BTHWC.shape[:2]
     if tuple(clip_BTHWC.shape[2:]) != tuple(self.frame_shape):
       raise errors.ConfigError(
-          f'Clip frames are {tuple(clip_BTHWC.shape[2:])} but config.model.frame_shape='
-          f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.')
-    frame_cnn = conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype,
-                              self.frame_cnn_formulation, name='frame_cnn')
+        f'Clip frames are {tuple(clip_BTHWC.shape[2:])} but config.model.frame_shape='
+        f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.'
+      )
+    frame_cnn = conv.FrameCNN(
+      self.conv_features, self.kernel_size, self.dtype, self.frame_cnn_formulation, name='frame_cnn'
+    )
     features = []
     frame_features_BTF = None
     if self.uses('lstm'):
       if self.frame_cnn_batching == 'per_frame':
         frame_features_BTF = jnp.stack([frame_cnn(clip_BTHWC[:, t]) for t in range(time)], axis=1)
       elif self.frame_cnn_batching == 'batched':
-        frame_features_BTF = frame_cnn(clip_BTHWC.reshape(
-            batch_size * time, *clip_BTHWC.shape[2:])).reshape(batch_size, time, -1)
+        frame_features_BTF = frame_cnn(
+          clip_BTHWC.reshape(batch_size * time, *clip_BTHWC.shape[2:])
+        ).reshape(batch_size, time, -1)
       else:
-        raise ValueError(f'Unknown frame_cnn_batching {self.frame_cnn_batching!r}: use one of '
-                         f'{FRAME_CNN_BATCHINGS}.')
+        raise ValueError(
+          f'Unknown frame_cnn_batching {self.frame_cnn_batching!r}: use one of '
+          f'{FRAME_CNN_BATCHINGS}.'
+        )
     if self.uses('cnn'):
       if 'frame' in batch:
         features.append(frame_cnn(_as_float(batch['frame'], self.dtype)))
@@ -64,13 +70,19 @@ class VideoModel(fusion.HybridModel):
         features.append(frame_features_BTF[:, self.key_frame_index])
       else:
         features.append(frame_cnn(clip_BTHWC[:, self.key_frame_index]))
-    for name in self.copies('cnn')[1:]:  # 'cnn+cnn': a second frame CNN of its own, on the key frame.
+    for name in self.copies('cnn')[
+      1:
+    ]:  # 'cnn+cnn': a second frame CNN of its own, on the key frame.
       key_frame = batch['frame'] if 'frame' in batch else clip_BTHWC[:, self.key_frame_index]
-      features.append(conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
-          _as_float(key_frame, self.dtype)))
+      features.append(
+        conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
+          _as_float(key_frame, self.dtype)
+        )
+      )
     for name in self.copies('lstm'):  # 'lstm+lstm': two LSTMs over the one shared per-frame CNN.
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(
-          frame_features_BTF, batch.get('length')))
+      features.append(
+        lstm.LSTM(self.lstm_units, self.dtype, name=name)(frame_features_BTF, batch.get('length'))
+      )
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)
 
 

