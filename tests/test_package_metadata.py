@@ -1,8 +1,12 @@
 """Packaging: requirements.txt and requirements.lock agree with pyproject.toml; no GPL dependency."""
 
 import importlib.metadata
+import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 
 from packaging.requirements import Requirement
@@ -90,3 +94,14 @@ def test_gpl_detection():
   assert is_gpl('GPL-3.0-or-later')
   assert not is_gpl('License :: OSI Approved :: GNU Lesser General Public License v3 (LGPLv3)')
   assert not is_gpl('Apache-2.0 License :: OSI Approved :: BSD License MIT')
+
+
+def test_the_tree_is_formatted():
+  """`ruff format` (pyproject.toml's settings) leaves every file as committed."""
+  ruff = shutil.which('ruff') or os.path.join(os.path.dirname(sys.executable), 'ruff')
+  if not os.path.exists(ruff):
+    pytest.skip("ruff is not installed: pip install -e '.[test]'")
+  done = subprocess.run(
+    [ruff, 'format', '--check', '.'], cwd=ROOT, capture_output=True, text=True, check=False
+  )
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
