@@ -8,28 +8,18 @@ then one error line, and none of orbax's exit-time noise.
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from configs import sensor
 from hybrid_jax import train
+import cli_runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = ('Traceback', 'Exception ignored', 'Event loop is closed', 'never retrieved')
 
 
 def _main(args: list[str]) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  return subprocess.run(
-    [sys.executable, '-m', 'hybrid_jax.main', *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  return cli_runner.run(['-m', 'hybrid_jax.main', *args])
 
 
 def _flags(data_dir: str, workdir: str) -> list[str]:

@@ -7,8 +7,6 @@ Runs train on 4 fake CPU devices (conftest.py) and are predicted on 1.
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -27,8 +25,8 @@ from hybrid_jax.data import datasets
 from hybrid_jax.data import text_vocab
 from hybrid_jax.data.builders import text_builder
 from hybrid_jax.errors import CheckpointError, InputError
+import cli_runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
   'moving_digits/tiny': video,
   'bbc_news/tiny': text,
@@ -319,17 +317,7 @@ def test_raw_input_kinds_check_and_pad():
 
 
 def _predict_cli(args, stdin=None):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  return subprocess.run(
-    [sys.executable, '-m', 'hybrid_jax.predict', *args],
-    cwd=REPO,
-    env=env,
-    input=stdin,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  return cli_runner.run(['-m', 'hybrid_jax.predict', *args], devices=1, stdin=stdin)
 
 
 def test_predict_cli(text_run, tmp_path):

@@ -1,26 +1,12 @@
 """`python -m hybrid_jax.summary`: the per-layer table, its total, and one-line config errors."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 from configs import sensor
 from hybrid_jax import summary
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import cli_runner
 
 
 def run_summary(*args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run(
-    [sys.executable, '-m', 'hybrid_jax.summary', *args],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  return cli_runner.run(['-m', 'hybrid_jax.summary', *args], devices=1, timeout=120)
 
 
 def test_table_lists_layers_in_creation_order_and_sums_them():

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import cli_runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {
@@ -22,18 +23,7 @@ TINY = {
 
 
 def _main(args: list[str], devices: int = 4) -> subprocess.CompletedProcess:
-  env = dict(
-    os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}'
-  )
-  return subprocess.run(
-    [sys.executable, '-m', 'hybrid_jax.main', *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  return cli_runner.run(['-m', 'hybrid_jax.main', *args], devices=devices)
 
 
 def _flags(task: str, data_dir: str, workdir: str) -> list[str]:
