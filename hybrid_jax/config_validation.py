@@ -54,6 +54,7 @@ MAY_CHANGE_ON_RESUME = (
   'dataset.eval_split',
   'dataset.data_dir',
   'dataset.num_workers',
+  'profile_steps',
 )
 
 _ENUMS = {
@@ -90,7 +91,7 @@ _POSITIVE_INTS = (
   'model.embed_dim',
   'model.num_frames',
 )
-_NON_NEGATIVE_INTS = ('seed', 'warmup_steps', 'top_k', 'dataset.num_workers')
+_NON_NEGATIVE_INTS = ('seed', 'warmup_steps', 'top_k', 'dataset.num_workers', 'profile_steps')
 _NON_NEGATIVE_FLOATS = ('learning_rate', 'grad_clip_norm', 'weight_decay')
 _POSITIVE_INT_TUPLES = ('model.conv_features', 'model.window_shape', 'model.frame_shape')
 
