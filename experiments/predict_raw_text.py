@@ -4,21 +4,26 @@
 
 Reads the raw texts from the builder's source package (split as the builder splits them), so the
 tokenisation in `hybrid_jax.load(...).predict` is checked against what training stored. Prints the
-load and predict wall times (first call compiles, the second does not) and both accuracies.
+load and predict wall times (first call compiles, the second does not) and the accuracy beside the
+test accuracy that `--mode=eval --split=test` wrote for the same checkpoint (run it first).
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import hybrid_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax.data import text_vocab  # pylint: disable=g-import-not-at-top,wrong-import-position
+import hybrid_jax
+from hybrid_jax.data import datasets
+from hybrid_jax.data import text_vocab
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def main():
@@ -41,15 +46,21 @@ def main():
     t = time.perf_counter()
     out = model.predict(texts, batch_size=args.batch_size)
     times.append(time.perf_counter() - t)
-  with open(os.path.join(args.workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    evals = {r['step']: r for r in map(json.loads, f) if r['split'] == 'eval'}
+  evaluated = os.path.join(args.workdir, f'eval_test_step_{model.step}.json')
+  if not os.path.exists(evaluated):
+    raise SystemExit(
+      f'{evaluated} is missing: run --mode=eval --split=test --checkpoint='
+      f'{args.checkpoint} on this workdir first.'
+    )
+  with open(evaluated, encoding='utf-8') as f:
+    tested = json.load(f)
   print(
     f'{model}: load {loaded - start:.2f} s; predict {len(texts)} raw texts: first call '
     f'{times[0]:.2f} s, second {times[1]:.2f} s; traces {model.num_traces}'
   )
   print(
-    f'accuracy on the raw test strings {np.mean(out.label_ids == labels):.6f}; in-training eval '
-    f"at step {model.step}: {evals[model.step]['accuracy']:.6f}"
+    f'accuracy on the raw test strings {np.mean(out.label_ids == labels):.6f}; --mode=eval '
+    f"--split=test at step {model.step}: {tested['accuracy']:.6f}"
   )
 
 
