@@ -156,8 +156,8 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
     log_every_steps=min(int(config.log_every_steps), every),
     keep_checkpoints=1,
   )
+  data_lib.load_info(config)  # Prepares the data; fills config.head and the data-determined fields.
   config.best_metric = study_runs.primary_metric(config)[0]
-  data_lib.load_info(config)  # Prepares the data, fills the model fields the data determines.
   return config
 
 
