@@ -7,14 +7,14 @@ and fall back to the CPU. The entry points (`hybrid_jax.main`, `hybrid_jax.summa
 and no NVIDIA driver is visible, it sets JAX_PLATFORMS=cpu. A machine with a driver (or a TPU, or a
 CPU-only install) is left to JAX's own choice, so a GPU machine still uses the GPU.
 
-`choose_platform()` also appends the XLA:CPU flags of `CPU_XLA_FLAGS` to XLA_FLAGS (a flag the user
-already set keeps the user's value). Today that is one flag, `--xla_cpu_experimental_ynn_fusion_type=`
-(an empty list): XLA:CPU in jaxlib 0.10 sends convolutions and matmuls to YNNPACK by default; with the
-flag they run on XLA's own Eigen/oneDNN-GEMM kernels. At the video reference shapes this cut the
+`choose_platform()` also appends the XLA:CPU flags of `CPU_XLA_FLAGS` to XLA_FLAGS (a flag the
+user already set keeps the user's value). Today that is one flag,
+`--xla_cpu_experimental_ynn_fusion_type=` (an empty list): XLA:CPU in jaxlib 0.10 sends convolutions
+and matmuls to YNNPACK by default; with the flag they run on XLA's own Eigen/oneDNN-GEMM kernels. At the video reference shapes this cut the
 train step's CPU time at batch 256 by ~28% and its peak RSS from 5.5 to 3.7 GB (batch 32: the same
 speed), for the same float32 math (experiments/benchmark_train_step_reference_results.md). It only
-affects the CPU backend. XLA's own default comes back with
-`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution` (any value of the flag wins).
+affects the CPU backend. Any value of the flag in XLA_FLAGS wins; XLA's own default comes back with
+`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`.
 """
 
 import ctypes
@@ -29,7 +29,7 @@ DRIVER_LIBRARIES = ('libcuda.so.1', 'libcuda.so')
 # XLA:CPU flags set by default (name -> value), for the jaxlib versions they were measured on:
 # experimental flags can be renamed, and XLA aborts on an unknown flag. See the module docstring.
 CPU_XLA_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': ''}  # No YNNPACK fusions.
-CPU_XLA_FLAGS_JAXLIB = ('0.10.',)  # Version prefixes where CPU_XLA_FLAGS exist and were measured.
+CPU_XLA_FLAGS_JAXLIB = ('0.10.',)  # jaxlib version prefixes where CPU_XLA_FLAGS were measured.
 
 
 def cuda_plugin_installed() -> bool:
@@ -74,9 +74,7 @@ def compose_xla_flags(user_flags: str, defaults: Mapping[str, str]) -> str:
   A flag counts as set when `--name` appears in `user_flags` with any value (`--name=...` or a bare
   `--name`); the user's flags come first and are kept verbatim.
   """
-  given = {
-    token[2:].split('=', 1)[0] for token in user_flags.split() if token.startswith('--')
-  }
+  given = {token[2:].split('=', 1)[0] for token in user_flags.split() if token.startswith('--')}
   added = [f'--{name}={value}' for name, value in defaults.items() if name not in given]
   return ' '.join([user_flags.strip()] + added if user_flags.strip() else added)
 

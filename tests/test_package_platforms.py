@@ -89,7 +89,8 @@ def test_compose_xla_flags_appends_only_flags_the_user_did_not_set(user, expecte
 
 
 @pytest.mark.parametrize(
-  'version, expected', [('0.10.2', True), ('0.10.0', True), ('0.9.2', False), ('1.0.0', False), (None, False)]
+  'version, expected',
+  [('0.10.2', True), ('0.10.0', True), ('0.9.2', False), ('1.0.0', False), (None, False)],
 )
 def test_default_cpu_xla_flags_only_for_measured_jaxlib_versions(version, expected):
   assert platforms.default_cpu_xla_flags(version) == (platforms.CPU_XLA_FLAGS if expected else {})
@@ -134,9 +135,7 @@ def test_the_default_cpu_xla_flags_are_accepted_and_keep_the_float32_values(tmp_
   for name, xla_flags in (('with', flags), ('xla_default', f'--{YNN}=+individual_convolution')):
     env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags, PYTHONPATH=REPO)
     out = tmp_path / f'{name}.npz'
-    subprocess.run(
-      [sys.executable, '-c', _CONV_CODE, str(out)], env=env, check=True, timeout=120
-    )
+    subprocess.run([sys.executable, '-c', _CONV_CODE, str(out)], env=env, check=True, timeout=120)
     results.append(np.load(out))
   for key in ('value', 'g1', 'g2'):
     np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-5)
