@@ -6,9 +6,20 @@ and fall back to the CPU. The entry points (`hybrid_jax.main`, `hybrid_jax.summa
 `choose_platform()` before importing JAX: when JAX_PLATFORMS is unset, the CUDA plugin is installed
 and no NVIDIA driver is visible, it sets JAX_PLATFORMS=cpu. A machine with a driver (or a TPU, or a
 CPU-only install) is left to JAX's own choice, so a GPU machine still uses the GPU.
+
+`choose_platform()` also appends the XLA:CPU flags of `CPU_XLA_FLAGS` to XLA_FLAGS (a flag the
+user already set keeps the user's value). Today that is one flag,
+`--xla_cpu_experimental_ynn_fusion_type=` (an empty list): XLA:CPU in jaxlib 0.10 sends convolutions
+and matmuls to YNNPACK by default; with the flag they run on XLA's own Eigen kernels. At the video
+reference shapes this cut the train step's CPU time at batch 256 by ~27% and its peak RSS from 5.5
+to 3.7 GB (batch 32: the same speed), for the same float32 math
+(experiments/benchmark_train_step_reference_results.md). It only affects the CPU backend. Any value
+of the flag in XLA_FLAGS wins; XLA's own default comes back with
+`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`.
 """
 
 import ctypes
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -16,6 +27,10 @@ from typing import Mapping, MutableMapping, Optional
 
 CUDA_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin')
 DRIVER_LIBRARIES = ('libcuda.so.1', 'libcuda.so')
+# XLA:CPU flags set by default (name -> value), for the jaxlib versions they were measured on:
+# experimental flags can be renamed, and XLA aborts on an unknown flag. See the module docstring.
+CPU_XLA_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': ''}  # No YNNPACK fusions.
+CPU_XLA_FLAGS_JAXLIB = ('0.10.',)  # jaxlib version prefixes where CPU_XLA_FLAGS were measured.
 
 
 def cuda_plugin_installed() -> bool:
@@ -54,13 +69,55 @@ def platform_override(
   return None
 
 
+def compose_xla_flags(user_flags: str, defaults: Mapping[str, str]) -> str:
+  """`user_flags` (an XLA_FLAGS value) plus each default the user did not set (pure: unit-tested).
+
+  A flag counts as set when `--name` appears in `user_flags` with any value (`--name=...` or a bare
+  `--name`); the user's flags come first and are kept verbatim.
+  """
+  given = {token[2:].split('=', 1)[0] for token in user_flags.split() if token.startswith('--')}
+  added = [f'--{name}={value}' for name, value in defaults.items() if name not in given]
+  return ' '.join([user_flags.strip()] + added if user_flags.strip() else added)
+
+
+def default_cpu_xla_flags(jaxlib_version: Optional[str]) -> dict[str, str]:
+  """`CPU_XLA_FLAGS` for a jaxlib version they were measured on, else none (pure: unit-tested)."""
+  if jaxlib_version and jaxlib_version.startswith(CPU_XLA_FLAGS_JAXLIB):
+    return dict(CPU_XLA_FLAGS)
+  return {}
+
+
+def jaxlib_version() -> Optional[str]:
+  """The installed jaxlib's version, read from its metadata (without importing it), or None."""
+  try:
+    return importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def set_cpu_xla_flags(environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
+  """Appends the default XLA:CPU flags to XLA_FLAGS (user flags win); returns the new value.
+
+  Effective only before JAX creates its CPU backend (XLA reads XLA_FLAGS once, at that time).
+  """
+  environ = os.environ if environ is None else environ
+  defaults = default_cpu_xla_flags(jaxlib_version())
+  if not defaults:
+    return environ.get('XLA_FLAGS')
+  environ['XLA_FLAGS'] = compose_xla_flags(environ.get('XLA_FLAGS', ''), defaults)
+  return environ['XLA_FLAGS']
+
+
 def choose_platform(environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
   """Sets JAX_PLATFORMS=cpu where the CUDA plugin has no driver; returns what it set (or None).
+
+  Also appends the default XLA:CPU flags to XLA_FLAGS (`set_cpu_xla_flags`).
 
   Call it before `import jax` (if JAX is already imported, its config is updated instead, which
   works until JAX first initialises its backends).
   """
   environ = os.environ if environ is None else environ
+  set_cpu_xla_flags(environ)
   if environ.get('JAX_PLATFORMS') or environ.get('JAX_PLATFORM_NAME'):
     return None
   plugin = cuda_plugin_installed()
