@@ -396,8 +396,11 @@ def _check_step(
   config: Optional[Any],
   what: str,
   with_data: bool = False,
+  resuming: bool = True,
 ) -> Optional[str]:
   """Checks one step before any array is read: settings, model structure, then file checksums.
+
+  `resuming`: a settings mismatch is explained for resuming training (else for reading a run).
 
   Returns None when the step is intact, else what is damaged (naming the file).
 
@@ -408,6 +411,11 @@ def _check_step(
   manifest, problem = read_manifest(path)
   if manifest is not None and config is not None and manifest.get('fingerprint'):
     diffs = config_validation.fingerprint_diff(manifest['fingerprint'], config)
+    if diffs and not resuming:
+      raise CheckpointError(
+        f'{what} {path} was trained with other settings ({"; ".join(diffs)}) than the config '
+        'given for it: use the config the run was trained with.'
+      )
     if diffs:
       raise CheckpointError(
         f'{what} {path} was trained with other settings ({"; ".join(diffs)}): keep them to '
@@ -562,7 +570,12 @@ def restore_params(
     CheckpointError: as `restore`.
   """
   problem = _check_step(
-    manager, step, types.SimpleNamespace(params=abstract_params), config, 'Checkpoint'
+    manager,
+    step,
+    types.SimpleNamespace(params=abstract_params),
+    config,
+    'Checkpoint',
+    resuming=False,
   )
   if problem is None:
     item = {'params': abstract_params}

@@ -18,6 +18,7 @@ import pytest
 from configs import video
 from hybrid_jax import data
 from hybrid_jax import models
+import cli_runner
 
 # The builder a user writes (as in the README), with random clips standing in for their files.
 OWN_BUILDER = textwrap.dedent('''
@@ -145,12 +146,7 @@ def test_readme_own_builder_commands_run_verbatim(tmp_path, example):
   )
   argv = shlex.split(command.replace('\\\n', ' '))
   assert argv[0] == 'PYTHONPATH=/path/to/my_code' and argv[1:3] == ['python', '-m']
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS='cpu',
-    PYTHONPATH=str(tmp_path / 'my_code'),
-    XLA_FLAGS='--xla_force_host_platform_device_count=1',
-  )
+  env = dict(os.environ, PYTHONPATH=str(tmp_path / 'my_code'))
   fast = [
     '--config.num_train_steps=2',
     '--config.batch_size=4',
@@ -161,26 +157,10 @@ def test_readme_own_builder_commands_run_verbatim(tmp_path, example):
     f'--config.dataset.data_dir={tmp_path / "data"}',
     f'--workdir={tmp_path / "run"}',
   ]
-  result = subprocess.run(
-    [sys.executable, *argv[2:], *fast],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  result = cli_runner.run([*argv[2:], *fast], devices=1, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert '[final eval] step 2' in result.stdout and 'accuracy' in result.stdout
-  tested = subprocess.run(
-    [sys.executable, *argv[2:], *fast, '--mode=eval', '--split=test'],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
-  )
+  tested = cli_runner.run([*argv[2:], *fast, '--mode=eval', '--split=test'], devices=1, env=env)
   assert tested.returncode == 0, tested.stderr[-3000:]
   assert '[eval] test split, step 2' in tested.stdout
 
