@@ -37,23 +37,10 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import sensor, text, video  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hybrid_jax import models, parallel, tasks, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_shapes import REFERENCE_CASES, REFERENCE_MODEL, STEPS_PER_WINDOW  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 CONFIGS = {'video': video, 'text': text, 'sensor': sensor}
-# The reference shapes (the parameter counts of tests/test_models_shapes.py).
-REFERENCE_MODEL = {
-  'video': dict(frame_shape=(64, 64, 3), num_classes=10),
-  'text': dict(vocab_size=10_000, embed_dim=100, max_length=50, num_classes=5),
-  'sensor': dict(window_shape=(20, 4, 1)),
-}
-# case name -> (task, batch size, extra model fields).
-REFERENCE_CASES = {
-  'video_b32_t8': ('video', 32, dict(num_frames=8)),
-  'video_b32_t16': ('video', 32, dict(num_frames=16)),
-  'video_b256_t8': ('video', 256, dict(num_frames=8)),
-  'text_b32': ('text', 32, {}),
-  'text_b256': ('text', 256, {}),
-  'sensor_b32': ('sensor', 32, {}),
-  'sensor_b256': ('sensor', 256, {}),
-}
 # variant -> task -> fields of the model's dataclass to override (the previous formulation).
 VARIANTS = {
   'after': {},
@@ -146,16 +133,7 @@ def run_child(case: str, variant: str, steps: int, windows: int) -> dict[str, fl
 
 def steps_for(case: str, seconds: float = 4.0) -> int:
   """Steps per timed window, so that a window lasts a few seconds on a 2-core CPU."""
-  guess = {
-    'video_b32_t8': 1,
-    'video_b32_t16': 1,
-    'video_b256_t8': 1,
-    'text_b32': 40,
-    'text_b256': 8,
-    'sensor_b32': 200,
-    'sensor_b256': 60,
-  }[case]
-  return max(1, int(guess * seconds / 4.0))
+  return max(1, int(STEPS_PER_WINDOW[case] * seconds / 4.0))
 
 
 def main_reference(args) -> None:

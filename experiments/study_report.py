@@ -342,6 +342,42 @@ def plot_curves(summary: dict, results_dir: str) -> str:
   return path
 
 
+def plot_summary_forest(summaries: Sequence[dict], results_dir: str) -> Optional[str]:
+  """One panel per dataset: the primary comparisons (concat − best single, − late ensemble, −
+  widened best) with 95% CIs in the dataset's own units, > 0 meaning concat is better."""
+  panels = [(s, [r for r in s['analysis']['comparisons'] if r['primary']]) for s in summaries]
+  panels = [(s, rows) for s, rows in panels if rows]
+  if not panels:
+    return None
+  plt = _pyplot()
+  height = max(len(rows) for _, rows in panels) * 0.35 + 1.0
+  fig, axes = plt.subplots(len(panels), 1, figsize=(8, height * len(panels)), squeeze=False)
+  for ax, (s, rows) in zip(axes[:, 0], panels):
+    y = np.arange(len(rows))[::-1]
+    ax.axvspan(-s['margin'], s['margin'], color='0.9')
+    ax.axvline(0, color='0.4', lw=1)
+    ax.errorbar(
+      [r['mean'] for r in rows],
+      y,
+      xerr=[[r['mean'] - r['low'] for r in rows], [r['high'] - r['mean'] for r in rows]],
+      fmt='o',
+      capsize=3,
+      color='C0',
+    )
+    ax.set_yticks(y, [r['label'] for r in rows], fontsize=8)
+    ax.set_title(
+      f'{s["dataset"]} ({s["metric"]}, {len(s["seeds"])} seeds, margin ±{s["margin"]:g}): '
+      f'concat {s["analysis"]["verdict"].split(" (")[0]}',
+      fontsize=9,
+    )
+  axes[-1, 0].set_xlabel('concat − arm on test, 95% CI over seeds (> 0: concat better)')
+  fig.tight_layout()
+  path = os.path.join(results_dir, 'study_summary_forest.png')
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict) -> str:
   """study_summary.md: one row per dataset with the primary comparisons and the verdict."""
   os.makedirs(results_dir, exist_ok=True)
@@ -376,8 +412,10 @@ def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict)
       f'{diff("ensemble")} | {diff(f"{best}_wide") if best else "–"} | '
       f'**{a["verdict"]}** |'
     )
+  forest = plot_summary_forest(summaries, results_dir)
   lines += [
     '',
+    *([f'![concat − arm per dataset]({os.path.basename(forest)})', ''] if forest else []),
     'Per-dataset reports (every arm, every comparison, redundancy, plots): '
     + ', '.join(f'[study_{s["dataset"]}.md](study_{s["dataset"]}.md)' for s in summaries),
     '',

@@ -199,7 +199,9 @@ def predict_split(
 ) -> dict[str, np.ndarray]:
   """Per-example outputs of checkpoint `step` of `workdir` on `split`, in the split's order.
 
-  (Until `hybrid_jax.load(workdir).predict/embed` exists; this reads the run's own checkpoint.)
+  `hybrid_jax.load(workdir).predict/embed` do this for raw inputs; here the split is read through
+  the training pipeline's own eval batches (the examples `--mode=eval` scores, in its order), so
+  that a run's test metric equals the train loop's evaluation of the same checkpoint (tested).
 
   Args:
     zero: index of a branch whose features are zeroed before the fusion (0: first branch).

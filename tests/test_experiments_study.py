@@ -116,9 +116,14 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
     'Decision rule',
   ):
     assert needle in report
-  for png in ('study_weather_stations_forest.png', 'study_weather_stations_val_curves.png'):
+  for png in (
+    'study_weather_stations_forest.png',
+    'study_weather_stations_val_curves.png',
+    'study_summary_forest.png',
+  ):
     assert (results / png).read_bytes()[:4] == b'\x89PNG'
   assert analysis['verdict'] in (results / 'study_summary.md').read_text()
+  assert '](study_summary_forest.png)' in (results / 'study_summary.md').read_text()
 
   # Resumption: a second invocation reuses every run and trains nothing.
   def no_training(*args, **kwargs):

@@ -1,0 +1,49 @@
+"""The speed benchmarks time the reference models, and the peer comparison summarises honestly."""
+
+import importlib.util
+import pathlib
+import sys
+
+import jax
+import pytest
+
+import test_models_shapes
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+  sys.path.insert(0, str(ROOT / 'experiments'))  # The benchmarks import reference_shapes.py.
+  spec = importlib.util.spec_from_file_location(name, ROOT / 'experiments' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('case', ['video_b32_t16', 'text_b256', 'sensor_b32'])
+def test_reference_cases_time_the_reference_models(case):
+  """Each case's model has the parameter count of the seed article's Keras model."""
+  bench = _load('benchmark_train_step')
+  config = bench.reference_config(case)
+  task, batch_size, _ = bench.REFERENCE_CASES[case]
+  model = bench.models.create_model(config)
+  batch = bench.models.dummy_batch(config, 2)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))['params']
+  count = sum(x.size for x in jax.tree.leaves(params))
+  assert count == test_models_shapes.REFERENCE[task][2]
+  assert config.batch_size == batch_size
+
+
+def test_peer_summary_is_the_median_over_rounds_and_the_ratio():
+  peers = _load('benchmark_peers')
+  rows = [
+    ('video_b32_t8', 'hybrid_jax', 0, {'examples_per_sec': 50.0}),
+    ('video_b32_t8', 'keras_tensorflow', 0, {'examples_per_sec': 100.0}),
+    ('video_b32_t8', 'hybrid_jax', 1, {'examples_per_sec': 70.0}),
+    ('video_b32_t8', 'keras_tensorflow', 1, {'examples_per_sec': 40.0}),
+    ('video_b32_t8', 'hybrid_jax', 2, {'examples_per_sec': 60.0}),
+    ('video_b32_t8', 'keras_tensorflow', 2, {'examples_per_sec': 48.0}),
+  ]
+  header, rule, line = peers.summarize(rows, ['keras_tensorflow'])
+  assert 'hybrid_jax / keras_tensorflow' in header and rule.count('---:') == 3
+  assert line == '| video_b32_t8 | 60.0 | 48.0 | 1.25 |'
