@@ -138,7 +138,9 @@ def _header(provenance: dict) -> list[str]:
   return [
     f'Command: `{provenance["command"]}`',
     '',
-    f'Commit `{provenance["commit"]}`{dirty}; {v}; {provenance["devices"]}; {provenance["date"]}.',
+    f'Report written at commit `{provenance["commit"]}`{dirty}; {v}; {provenance["devices"]}; '
+    f'{provenance["date"]}. Runs finished by an earlier invocation of the same protocol are reused '
+    '(their config fingerprint must match), so a run may have been trained at an earlier commit.',
     '',
   ]
 
