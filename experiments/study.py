@@ -309,7 +309,10 @@ def provenance(protocol: Protocol) -> dict:
   return {
     'command': protocol.command,
     'commit': git('rev-parse', 'HEAD'),
-    'dirty': bool(git('status', '--porcelain', '--untracked-files=no')),
+    # Code only: the reports this command rewrites are not "uncommitted changes" of the code.
+    'dirty': bool(
+      git('status', '--porcelain', '--untracked-files=no', '--', '.', ':!experiments/results')
+    ),
     'versions': versions,
     'devices': f'{jax.device_count()} x {jax.devices()[0].platform}',
     'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
