@@ -237,14 +237,13 @@ def main() -> None:
       f'| {case} | {name} | {round_index} | {r["examples_per_sec"]:.1f} | {spread} | '
       f'{r["compile_s"]:.1f} | {r["peak_rss_gb"]:.2f} |'
     )
-  text = '\n'.join([header, '', *summarize(rows, peers), '', *detail])
-  print(text)
-  if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(
-        text + '\n\nCommand: `PYTHONPATH=. JAX_PLATFORMS=cpu python experiments/benchmark_peers.py '
-        f'{" ".join(sys.argv[1:])}`\n'
-      )
+  import benchmark_train_step  # pylint: disable=g-import-not-at-top
+
+  benchmark_train_step.write_table(
+    [header, '', *summarize(rows, peers), '', *detail],
+    args,
+    'PYTHONPATH=. JAX_PLATFORMS=cpu python experiments/benchmark_peers.py',
+  )
 
 
 if __name__ == '__main__':

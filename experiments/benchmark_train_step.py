@@ -226,15 +226,17 @@ def main_defaults(args) -> None:
   write_table(lines, args)
 
 
-def write_table(lines: list[str], args) -> None:
+def write_table(
+  lines: list[str],
+  args,
+  command: str = 'JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py',
+) -> None:
+  """Prints the table and, with --out, writes it with the command that made it."""
   table = '\n'.join(lines)
   print(table)
   if args.out:
     with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(
-        table + '\n\nCommand: `JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py '
-        f'{" ".join(sys.argv[1:])}`\n'
-      )
+      f.write(f'{table}\n\nCommand: `{command} {" ".join(sys.argv[1:])}`\n')
 
 
 def main():
