@@ -33,7 +33,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     20  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
   )
 
-  # Run length: ~10 min on an idle 2-core CPU (~0.9 steps/s at batch 32; see README results).
+  # Run length: ~6 min on an idle 2-core CPU (~1.5 steps/s at batch 32; see README results).
   config.num_train_steps = 500  # Constant lr 1e-3: a 300-step cosine decay ended far worse.
   config.eval_every_steps = 250  # An eval of the 2000 test clips takes 20-60 s on CPU.
   config.checkpoint_every_steps = 250  # Save with every eval.

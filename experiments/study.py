@@ -62,7 +62,7 @@ import study_stats
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 ALL_ARMS = tuple(study_arms.ARMS)
-# Video (~10 min per default run on a 2-core CPU) runs a reduced grid: the arms of the three primary
+# Video (~6 min per default run on a 2-core CPU) runs a reduced grid: the arms of the three primary
 # comparisons plus LSTM∥LSTM; the widened CNN (~8x concat's compute, for a branch capped at 50% by
 # construction), CNN∥CNN and the learned fusions are left out; 5 seeds, learning rate chosen on seed 0
 # (DATASETS['moving_digits'].selection_seeds).
