@@ -300,6 +300,9 @@ def provenance(protocol: Protocol) -> dict:
     except (OSError, subprocess.CalledProcessError):
       return 'unknown'
 
+  # Code only: the reports this command rewrites are not "uncommitted changes" of the code.
+  results = os.path.relpath(os.path.abspath(protocol.results_dir), ROOT)
+  code_paths = ['.'] if results.startswith('..') else ['.', f':!{results}']
   versions = {'python': platform.python_version()}
   for name in ('jax', 'flax', 'optax', 'orbax.checkpoint', 'grain', 'numpy'):
     try:
@@ -309,10 +312,7 @@ def provenance(protocol: Protocol) -> dict:
   return {
     'command': protocol.command,
     'commit': git('rev-parse', 'HEAD'),
-    # Code only: the reports this command rewrites are not "uncommitted changes" of the code.
-    'dirty': bool(
-      git('status', '--porcelain', '--untracked-files=no', '--', '.', ':!experiments/results')
-    ),
+    'dirty': bool(git('status', '--porcelain', '--untracked-files=no', '--', *code_paths)),
     'versions': versions,
     'devices': f'{jax.device_count()} x {jax.devices()[0].platform}',
     'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),

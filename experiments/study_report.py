@@ -271,20 +271,10 @@ def _pyplot():
   return plt
 
 
-def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
-  """Forest plot of concat − arm with 95% CIs, the ±margin band shaded; None without comparisons."""
-  rows = summary['analysis']['comparisons']
-  if not rows:
-    return None
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+def _draw_forest(ax, rows: Sequence[dict], margin: float, legend: bool) -> None:
+  """concat − arm rows (mean, 95% CI) on `ax`, top to bottom, the ±margin band shaded."""
   y = np.arange(len(rows))[::-1]
-  ax.axvspan(
-    -summary['margin'],
-    summary['margin'],
-    color='0.9',
-    label=f'equivalence margin ±{summary["margin"]:g}',
-  )
+  ax.axvspan(-margin, margin, color='0.9', label=f'equivalence margin ±{margin:g}')
   ax.axvline(0, color='0.4', lw=1)
   for primary, marker, label in ((True, 'o', 'primary comparison'), (False, 's', 'other')):
     idx = [i for i, r in enumerate(rows) if r['primary'] == primary]
@@ -301,13 +291,24 @@ def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
           [rows[i]['high'] - rows[i]['mean'] for i in idx],
         ],
       )
-  ax.set_yticks(y, [r['label'] for r in rows])
+  ax.set_yticks(y, [r['label'] for r in rows], fontsize=8)
+  if legend:
+    ax.legend(loc='best', fontsize=7)
+
+
+def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
+  """Forest plot of concat − arm with 95% CIs, the ±margin band shaded; None without comparisons."""
+  rows = summary['analysis']['comparisons']
+  if not rows:
+    return None
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+  _draw_forest(ax, rows, summary['margin'], legend=True)
   ax.set_xlabel(
     f'concat − arm, test {summary["metric"]} (> 0: concat better), 95% CI over '
     f'{len(summary["seeds"])} seeds'
   )
   ax.set_title(f'{summary["dataset"]}: concat {summary["analysis"]["verdict"]}', fontsize=9)
-  ax.legend(loc='best', fontsize=7)
   fig.tight_layout()
   path = os.path.join(results_dir, f'study_{summary["dataset"]}_forest.png')
   fig.savefig(path, dpi=110)
@@ -355,18 +356,7 @@ def plot_summary_forest(summaries: Sequence[dict], results_dir: str) -> Optional
   height = max(len(rows) for _, rows in panels) * 0.35 + 1.0
   fig, axes = plt.subplots(len(panels), 1, figsize=(8, height * len(panels)), squeeze=False)
   for ax, (s, rows) in zip(axes[:, 0], panels):
-    y = np.arange(len(rows))[::-1]
-    ax.axvspan(-s['margin'], s['margin'], color='0.9')
-    ax.axvline(0, color='0.4', lw=1)
-    ax.errorbar(
-      [r['mean'] for r in rows],
-      y,
-      xerr=[[r['mean'] - r['low'] for r in rows], [r['high'] - r['mean'] for r in rows]],
-      fmt='o',
-      capsize=3,
-      color='C0',
-    )
-    ax.set_yticks(y, [r['label'] for r in rows], fontsize=8)
+    _draw_forest(ax, rows, s['margin'], legend=False)
     ax.set_title(
       f'{s["dataset"]} ({s["metric"]}, {len(s["seeds"])} seeds, margin ±{s["margin"]:g}): '
       f'concat {s["analysis"]["verdict"].split(" (")[0]}',
