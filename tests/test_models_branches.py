@@ -74,6 +74,26 @@ def test_lstm_matches_textbook_equations_and_stops_at_length():
     np.testing.assert_allclose(h_len[b], expected, atol=1e-5)
 
 
+def test_lstm_without_lengths_equals_full_lengths_values_and_gradients():
+  # Without lengths the scan skips the per-step padding select: the same function, faster.
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 7, 3)).astype(np.float32))
+  module = lstm.LSTM(5)
+  variables = module.init(jax.random.key(0), x)
+  full = jnp.full((4,), 7)
+
+  def loss(params, lengths):
+    return jnp.sum(jnp.sin(module.apply({'params': params}, x, lengths)))
+
+  for lengths in (full, jnp.array([7, 3, 7, 0])):  # The second must differ: the test can fail.
+    value, grads = jax.value_and_grad(loss)(variables['params'], lengths)
+    value_none, grads_none = jax.value_and_grad(loss)(variables['params'], None)
+    same = lengths is full
+    assert np.allclose(value, value_none, atol=1e-6) == same
+    for g, g_none in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_none)):
+      if same:
+        np.testing.assert_allclose(g, g_none, atol=1e-6)
+
+
 @pytest.mark.parametrize('branches', models.BRANCHES)
 def test_text_padding_never_changes_an_examples_output(branches):
   config = text.get_config()
