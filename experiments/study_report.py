@@ -145,6 +145,15 @@ def _header(provenance: dict) -> list[str]:
   ]
 
 
+def _grid_note(summary: dict) -> list[str]:
+  """The dataset's reason for a reduced grid, and the protocol's arms it did not run."""
+  left_out = [a for a in study_arms.ARMS if a not in summary['arms']]
+  lines = [summary['note']] if summary.get('note') else []
+  if left_out:
+    lines.append(f'Arms of the protocol not run here: {", ".join(left_out)}.')
+  return [' '.join(lines), ''] if lines else []
+
+
 def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> str:
   """study_<dataset>.md with its forest plot and validation curves; returns the markdown path."""
   os.makedirs(results_dir, exist_ok=True)
@@ -169,6 +178,9 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       )
       + '.',
       '',
+    ]
+    + _grid_note(summary)
+    + [
       f'## Arms: test {metric} {arrow}',
       '',
       '| arm | params | chosen lr | validation (mean) | test mean [95% CI over seeds] | seed sd '

@@ -114,6 +114,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
     'Verdict',
     'study_weather_stations_forest.png',
     'Decision rule',
+    'Arms of the protocol not run here: gated,',
   ):
     assert needle in report
   for png in (
@@ -227,5 +228,7 @@ def test_plan_counts_the_runs_of_the_grid(tmp_path):
   )
   # 3 trained arms x (2 rates x 1 selection seed + 2 more seeds at the chosen rate).
   assert '= 12 runs' in study.plan(protocol) and '0 finished' in study.plan(protocol)
-  protocol.selection_seeds = None
+  protocol.selection_seeds = 3  # Every seed at every rate.
   assert '= 18 runs' in study.plan(protocol)
+  protocol.selection_seeds = None  # The dataset's default: rates chosen on seeds 0 and 1.
+  assert '= 15 runs' in study.plan(protocol)
