@@ -55,9 +55,19 @@ def test_packing_is_cudnns_layout():
   np.testing.assert_array_equal(b_hh[0], np.zeros_like(bias))
 
 
-def test_packed_lstm_ref_equals_the_scan_values_and_gradients():
+def test_auto_projection_is_per_step_only_for_narrow_inputs_on_cpu():
+  assert lstm.resolve_projection('auto', UNITS, UNITS) == 'per_step'
+  assert lstm.resolve_projection('auto', UNITS + 1, UNITS) == 'hoisted'
+  assert lstm.resolve_projection('hoisted', 1, UNITS) == 'hoisted'
+  with pytest.raises(ValueError, match='projection'):
+    lstm.resolve_projection('per-step', 1, UNITS)
+
+
+@pytest.mark.parametrize('projection', ['hoisted', 'per_step'])
+def test_packed_lstm_ref_equals_the_scan_values_and_gradients(projection):
+  # Both scan projections against jax.experimental.rnn.lstm_ref, an independent implementation.
   x, lengths = lstm_inputs()
-  scan = lstm.LSTM(UNITS, implementation='scan')
+  scan = lstm.LSTM(UNITS, implementation='scan', projection=projection)
   packed = lstm.LSTM(UNITS, implementation='cudnn_reference')
   variables = scan.init(jax.random.key(0), x, lengths)
   # Non-zero biases so a mis-packed bias or gate order cannot hide behind zeros.
