@@ -34,6 +34,17 @@ def test_reference_cases_time_the_reference_models(case):
   assert config.batch_size == batch_size
 
 
+def test_every_benchmark_variant_sets_real_fields_of_its_task_model():
+  bench = _load('benchmark_train_step')
+  for variant, per_task in bench.VARIANTS.items():
+    for task, fields in per_task.items():
+      case = next(c for c, (t, _, _) in bench.REFERENCE_CASES.items() if t == task)
+      model = bench.models.create_model(bench.reference_config(case))
+      assert set(fields) <= set(model.__dataclass_fields__), (variant, task)
+      if variant == 'before':  # The previous formulation differs from today's defaults.
+        assert model.clone(**fields) != model, task
+
+
 def test_peer_summary_is_the_median_over_rounds_and_the_ratio():
   peers = _load('benchmark_peers')
   rows = [

@@ -91,6 +91,7 @@ class HybridModel(nn.Module):
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   lstm_units: int = 64
+  lstm_projection: str = 'auto'  # The LSTM scan's input projection (lstm.PROJECTIONS).
   branches: str = 'both'
   fusion: str = 'concat'
   fusion_dim: int = 128

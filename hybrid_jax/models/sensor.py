@@ -56,5 +56,9 @@ class SensorModel(fusion.HybridModel):
         )(series_BTC, lengths_B)
       )
     for name in self.copies('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(series_BTC, lengths_B))
+      features.append(
+        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+          series_BTC, lengths_B
+        )
+      )
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

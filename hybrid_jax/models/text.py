@@ -42,5 +42,9 @@ class TextModel(fusion.HybridModel):
         )
       )
     for name in self.copies('lstm'):
-      features.append(lstm.LSTM(self.lstm_units, self.dtype, name=name)(embedded_BLD, lengths_B))
+      features.append(
+        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+          embedded_BLD, lengths_B
+        )
+      )
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)

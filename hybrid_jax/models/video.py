@@ -81,7 +81,9 @@ class VideoModel(fusion.HybridModel):
       )
     for name in self.copies('lstm'):  # 'lstm+lstm': two LSTMs over the one shared per-frame CNN.
       features.append(
-        lstm.LSTM(self.lstm_units, self.dtype, name=name)(frame_features_BTF, batch.get('length'))
+        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+          frame_features_BTF, batch.get('length')
+        )
       )
     return fusion.FusionHead(**self.head_kwargs(), name='head')(features, train=train)
 
