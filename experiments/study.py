@@ -62,8 +62,8 @@ import study_stats
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 ALL_ARMS = tuple(study_arms.ARMS)
-# Video runs a reduced grid on a 2-core CPU (~3 min per 250-step run): the arms of the comparison
-# concat - best single branch and the late ensemble (which trains nothing); the widened branches,
+# Video runs a reduced grid on a 2-core CPU (250-step runs: ~1 min cnn, ~5 min lstm or concat): the
+# arms of the comparison concat - best single branch and the late ensemble (which trains nothing); the widened branches,
 # CNN∥CNN, LSTM∥LSTM and the learned fusions are left out. 8 seeds, because the exact sign-flip test
 # cannot go below p = 2 / 2^n: with the 3 comparisons these arms give, Holm needs n >= 7 to reach
 # 0.05 at all (5 seeds never could). Learning rate chosen on seed 0; 250 steps, half the config's

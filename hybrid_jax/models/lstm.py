@@ -54,8 +54,9 @@ def resolve_projection(projection: str, input_size: int, units: int) -> str:
 
   Hoisting the input projection out of the scan makes one big matmul forwards, but backwards XLA:CPU
   transposes the [time, batch, 4·units] gate gradients for one tall, thin kernel-gradient matmul;
-  for narrow inputs (sensor channels) the per-step matmuls are faster (1.45x the sensor B=256
-  train step), for wider ones (text embeddings, video frame features) the hoisted matmul is.
+  for narrow inputs (sensor channels) the per-step matmuls are faster (1.27x the sensor B=256
+  train step, experiments/benchmark_train_step_reference_results.md), for wider ones (text
+  embeddings, video frame features) the hoisted matmul is.
   Off CPU (unmeasured) 'auto' keeps the hoisted matmul.
   """
   if projection not in PROJECTIONS:
@@ -79,7 +80,7 @@ def scan_lstm(
 
   Gates are ordered (input, forget, cell, output). The matmuls run in `dtype`; the carry and the
   gate arithmetic stay float32. Steps at or past `lengths_B` leave the carry unchanged; with
-  `lengths_B` None every step is valid and the scan skips that select (~8% of a sensor step).
+  `lengths_B` None every step is valid and the scan skips that select.
   `per_step` computes the input projection inside the scan instead of for all steps at once.
   """
   batch, time = inputs_BTD.shape[:2]
