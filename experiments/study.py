@@ -62,14 +62,15 @@ import study_stats
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 ALL_ARMS = tuple(study_arms.ARMS)
-# Video runs a reduced grid on a 2-core CPU (250-step runs: ~1 min cnn, ~5 min lstm or concat): the
-# arms of the comparison concat - best single branch and the late ensemble (which trains nothing); the widened branches,
-# CNN∥CNN, LSTM∥LSTM and the learned fusions are left out. 8 seeds, because the exact sign-flip test
-# cannot go below p = 2 / 2^n: with the 3 comparisons these arms give, Holm needs n >= 7 to reach
-# 0.05 at all (5 seeds never could). Learning rate chosen on seed 0; 250 steps, half the config's
-# 500, so that the 30 runs fit one session (the validation curves in the report show how far each
-# arm got); 5 validation evaluations. The cnn branch reads one key frame (<= 50% by construction);
-# the lstm branch reads the same CNN on every frame, so it sees appearance and motion on its own.
+# Video runs a reduced grid on a 2-core CPU (250-step runs: ~1 min cnn, ~5 min lstm or concat):
+# the arms of the comparison concat - best single branch and the late ensemble (which trains
+# nothing); the widened branches, CNN∥CNN, LSTM∥LSTM and the learned fusions are left out. 8 seeds,
+# because the exact sign-flip test cannot go below p = 2 / 2^n: with the 3 comparisons these arms
+# give, Holm needs n >= 7 to reach 0.05 at all (5 seeds never could). Learning rate chosen on seed
+# 0; 250 steps, half the config's 500, so that the 30 runs fit one session (the validation curves
+# in the report show how far each arm got); 5 validation evaluations. The cnn branch reads one key
+# frame (<= 50% by construction); the lstm branch reads the same CNN on every frame, so it sees
+# appearance and motion on its own.
 VIDEO_ARMS = ('cnn', 'lstm', 'concat', 'ensemble')
 
 
