@@ -12,12 +12,11 @@ from hybrid_jax import errors
 def get_config() -> ml_collections.ConfigDict:
   """The shared fields with their defaults; task files override what their task needs."""
   config = ml_collections.ConfigDict()
-  config.task = (
-    ''  # Input kind: 'video' | 'text' | 'sensor' (hybrid_jax/tasks.py); set by the task file.
-  )
-  config.head = (
-    ''  # 'classification' | 'regression' | '' (from the data: a 'label' or a 'target' feature).
-  )
+  # Input kind: 'video' | 'text' | 'sensor' (hybrid_jax/input_kinds.py); set by the task file.
+  config.task = ''
+  # 'classification' | 'regression' | '' (from the data: a 'label' or a 'target' feature).
+  config.head = ''
+
   config.seed = 0  # Seeds parameters, dropout and data order: same seed, same numbers.
 
   # Optimisation (the reference compiles with Keras Adam defaults).
@@ -36,34 +35,34 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500  # Save every N steps and at the end.
   config.keep_checkpoints = 3  # Keep the last K checkpoints (and the best one).
   config.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
-  config.best_metric = (
-    ''  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
-  )
+  # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
+  config.best_metric = ''
   config.top_k = 5  # Also report top-k eval accuracy when the task has more than top_k classes.
   config.init_checkpoint = ''  # Run dir or checkpoint to take initial parameters from ('' : none).
   config.profile_steps = 0  # jax.profiler trace of N train steps into workdir/tensorboard; 0: off.
 
-  # Model switches shared by all tasks (the task file adds its layer sizes).
+  # The model: exactly the model class's fields (hybrid_jax/models/); these every model shares,
+  # the task file adds its input's shape and its layer sizes.
   config.model = ml_collections.ConfigDict()
   config.model.branches = 'both'  # 'both' | 'cnn' | 'lstm' | 'cnn+cnn' | 'lstm+lstm' (2 copies).
-  config.model.fusion = (
-    'concat'  # 'concat' | 'gated' | 'projected_sum' (when two branches feed the head).
-  )
+  # 'concat' | 'gated' | 'projected_sum' (when two branches feed the head).
+  config.model.fusion = 'concat'
   config.model.fusion_dim = 128  # Width of the learned fusions' projections.
   config.model.dropout_rate = 0.0  # Dropout on the fused vector before the head (reference: none).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
+  # Where the LSTM scan computes its input projection: 'auto' | 'hoisted' | 'per_step' (the same
+  # values; speed only, see hybrid_jax/models/lstm.py).
+  config.model.lstm_projection = 'auto'
 
   # Data.
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = ''  # A shipped builder or a TFDS catalog name; set by the task file.
   config.dataset.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS's default dir.
   config.dataset.train_split = 'train'  # Split trained on.
-  config.dataset.eval_split = (
-    'validation'  # Split evaluated during training (picks "best"); test: --mode=eval --split=test.
-  )
-  config.dataset.builder_module = (
-    ''  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
-  )
+  # Split evaluated during training (picks "best"); test: --mode=eval --split=test.
+  config.dataset.eval_split = 'validation'
+  # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
+  config.dataset.builder_module = ''
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
 
   return config

@@ -19,9 +19,8 @@ from configs import sensor
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config = sensor.get_config()
   config.dataset.name = 'japanese_vowels'
-  config.model.window_shape = config_dict.placeholder(
-    tuple
-  )  # (29, 12) from the data: longest series x 12 coefficients.
+  # (29, 12) from the data: longest series x 12 coefficients.
+  config.model.window_shape = config_dict.placeholder(tuple)
   config.model.num_classes = None  # 9 speakers, from the data.
   config.model.pooling = 'global_max'  # Any series length; padded frames never count.
 

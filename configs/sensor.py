@@ -22,14 +22,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.conv_features = (64,)  # Filters of the Conv1D layers, each followed by MaxPool2.
   config.model.kernel_size = 3  # Conv1D kernel size.
   config.model.lstm_units = 32  # LSTM hidden size.
-  config.model.pooling = (
-    'flatten'  # CNN output: 'flatten' (reference, fixed length) | 'global_max' (any length).
-  )
-  config.model.num_classes = config_dict.placeholder(
-    int
-  )  # Classification head only; None: from the data.
+  # CNN output: 'flatten' (reference, fixed length) | 'global_max' (any length).
+  config.model.pooling = 'flatten'
+  # Classification head only; None: from the data.
+  config.model.num_classes = config_dict.placeholder(int)
 
-  config.num_train_steps = (
-    1_000  # ~10-20 s on CPU; validation MAE is best near step 500 (kept as 'best').
-  )
+  # Validation MAE is best near step 500, which is kept as 'best' (docs/training.md).
+  config.num_train_steps = 1_000
   return common.apply_variant(config, variant)

@@ -5,8 +5,7 @@ branch read the same embeddings -> concat -> Dense softmax. Padding positions ar
 CNN's max and the LSTM returns the last valid hidden state.
 
   python -m hybrid_jax.main --config=configs/text.py
-  python -m hybrid_jax.main --config=configs/text.py --config.dataset.name=tweet_sentiment \\
-      --config.model.num_classes=3
+  python -m hybrid_jax.main --config=configs/tweet_sentiment.py   # the tweet_sentiment variant
 """
 
 import ml_collections

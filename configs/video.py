@@ -20,21 +20,22 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.model.frame_shape = (64, 64, 1)  # (height, width, channels) of a frame.
   config.model.num_frames = 10  # Frames per clip (the LSTM's sequence length).
-  config.model.key_frame_index = (
-    0  # Clip frame the CNN branch reads when no separate key frame is fed.
-  )
-  config.model.conv_features = (
-    32,
-    64,
-  )  # Filters of the 3x3 conv layers, each followed by MaxPool2.
+  # Clip frame the CNN branch reads when no separate key frame is fed.
+  config.model.key_frame_index = 0
+  # Filters of the 3x3 conv layers, each followed by MaxPool2.
+  config.model.conv_features = (32, 64)
   config.model.kernel_size = 3  # Conv kernel size (square).
   config.model.lstm_units = 64  # LSTM hidden size.
-  config.model.num_classes = (
-    20  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
-  )
+  # Classes of the softmax head (moving_digits: 10 digits x 2 senses of rotation).
+  config.model.num_classes = 20
+  # How the frame CNN is computed (the same values; speed and memory only, see
+  # hybrid_jax/models/conv.py and video.py): 'pool_first' | 'conv_relu_pool', and
+  # 'per_frame' | 'batched'.
+  config.model.frame_cnn_formulation = 'pool_first'
+  config.model.frame_cnn_batching = 'per_frame'
 
-  # Run length: ~6 min on an idle 2-core CPU (~1.5 steps/s at batch 32; see README results).
-  config.num_train_steps = 500  # Constant lr 1e-3: a 300-step cosine decay ended far worse.
-  config.eval_every_steps = 250  # An eval of the 2000 test clips takes 20-60 s on CPU.
+  # Run length and wall time: docs/training.md. Adam at a constant 1e-3.
+  config.num_train_steps = 500
+  config.eval_every_steps = 250
   config.checkpoint_every_steps = 250  # Save with every eval.
   return common.apply_variant(config, variant)

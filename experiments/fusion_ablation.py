@@ -6,9 +6,9 @@ several seeds, and prints a markdown table of the final metrics on config.datase
 trains for the same steps with the same optimizer; the metric is the one at the *last* step (no
 checkpoint selection).
 
-  python experiments/fusion_ablation.py --config=configs/sensor.py --seeds=0,1,2 \
+  python -m experiments.fusion_ablation --config=configs/sensor.py --seeds=0,1,2 \
       --config.dataset.eval_split=test --out=experiments/results/fusion_ablation_sensor.md
-  python experiments/fusion_ablation.py --config=configs/text.py --config.num_train_steps=500
+  python -m experiments.fusion_ablation --config=configs/text.py --config.num_train_steps=500
 
 Runs go to --workdir/<variant>_seed<k> (a finished run there is re-evaluated, not retrained).
 """
@@ -30,14 +30,15 @@ from ml_collections import config_flags
 import numpy as np
 
 from hybrid_jax import cli
-from hybrid_jax import data
-from hybrid_jax import models
+from hybrid_jax import input_kinds
 from hybrid_jax import train
+from hybrid_jax.data import datasets
+from hybrid_jax.models import fusion as fusion_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # (label, branches, fusion): each branch alone, then both branches under every fusion.
 VARIANTS = [('cnn only', 'cnn', 'concat'), ('lstm only', 'lstm', 'concat')] + [
-  (f'both, {fusion}', 'both', fusion) for fusion in models.FUSIONS
+  (f'both, {fusion}', 'both', fusion) for fusion in fusion_lib.FUSIONS
 ]
 
 
@@ -48,22 +49,22 @@ def variant_config(config, branches: str, fusion: str, seed: int):
 
 
 def count_params(config) -> int:
-  model = models.create_model(config)
-  variables = jax.eval_shape(model.init, jax.random.key(0), models.dummy_batch(config))
+  model = input_kinds.create_model(config)
+  variables = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config))
   return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(variables['params']))
 
 
 def headline_metrics(config) -> list[str]:
   return (
     ['mae_original_units', 'rmse_original_units']
-    if models.is_regression(config)
+    if input_kinds.is_regression(config)
     else ['accuracy', 'loss']
   )
 
 
 def run_ablation(config, seeds: list[int], workdir: str) -> list[dict[str, object]]:
   """One row per variant: parameter count, per-metric (mean, std) over seeds, seconds per run."""
-  data.load_info(config)  # Resolves config.head (and None model fields) from the data.
+  config = datasets.resolve(config).config  # config.head (and None model fields) from the data.
   rows = []
   for label, branches, fusion in VARIANTS:
     results, seconds = [], []
@@ -92,7 +93,8 @@ def run_ablation(config, seeds: list[int], workdir: str) -> list[dict[str, objec
 
 
 def format_rows(config, rows: list[dict[str, object]], seeds: list[int]) -> str:
-  names = headline_metrics(config)
+  """The markdown table of `run_ablation`'s rows (metrics: those of the rows, i.e. of the head)."""
+  names = list(rows[0]['stats'])
   lines = [
     f'{config.task} on {config.dataset.name}: {config.num_train_steps} steps, batch '
     f'{config.batch_size}, lr {config.learning_rate} ({config.lr_schedule}), seeds '
@@ -122,9 +124,8 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  logging.set_verbosity(
-    logging.WARNING
-  )  # Progress lines and tables are printed; library INFO is noise.
+  # Progress lines and tables are printed; library INFO is noise.
+  logging.set_verbosity(logging.WARNING)
   args = flags.FLAGS
   config = args.config
   seeds = [int(s) for s in args.seeds]
@@ -133,7 +134,8 @@ def main(argv):
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(f'# Fusion ablation\n\n`python {" ".join(sys.argv)}`\n\n{table}\n')
+      command = ' '.join(['python -m experiments.fusion_ablation', *sys.argv[1:]])
+      f.write(f'# Fusion ablation\n\n`{command}`\n\n{table}\n')
 
 
 if __name__ == '__main__':

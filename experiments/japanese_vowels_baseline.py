@@ -6,18 +6,17 @@ the validation split from a fixed grid (ties: the smaller C); the model is fit o
 only (the same 216 series the network trains on) and scored once on test. Needs scikit-learn
 (not a hybrid_jax dependency: `pip install scikit-learn`).
 
-  python experiments/japanese_vowels_baseline.py --out=experiments/results/japanese_vowels_baseline.md
+  python -m experiments.japanese_vowels_baseline \\
+      --out=experiments/results/japanese_vowels_baseline.md
 """
 
 import argparse
-import os
 import platform
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hybrid_jax.data.builders import japanese_vowels  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hybrid_jax.data.builders import japanese_vowels
 
 GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
@@ -60,10 +59,11 @@ def main():
   import sklearn  # pylint: disable=g-import-not-at-top
 
   result = run()
+  command = ' '.join(['python -m experiments.japanese_vowels_baseline', *sys.argv[1:]])
   lines = [
     '# japanese_vowels: logistic regression on per-channel summary statistics',
     '',
-    f'Command: `python {" ".join(sys.argv)}`  ',
+    f'Command: `{command}`  ',
     f'Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}.',
     '',
     'Train 216 / validation 54 / test 370 series (the splits of the japanese_vowels builder).',

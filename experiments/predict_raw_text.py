@@ -1,6 +1,7 @@
 """Predict a trained text run on the original test strings and compare with its eval accuracy.
 
-  JAX_PLATFORMS=cpu python experiments/predict_raw_text.py --workdir=workdirs/text [--checkpoint=best]
+  JAX_PLATFORMS=cpu python -m experiments.predict_raw_text --workdir=workdirs/text \\
+      [--checkpoint=best]
 
 Reads the raw texts from the builder's source package (split as the builder splits them), so the
 tokenisation in `hybrid_jax.load(...).predict` is checked against what training stored. Prints the

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Runs the README's two-process command N times (2 local processes x 2 CPU devices over gloo) and
-# counts hangs: a run still going after TMO seconds (default 300) is killed and counted.
-#   experiments/two_process_loop.sh 10 readme                                  # the README command
+# Runs the two-process command of docs/training.md N times (2 local processes x 2 CPU devices over
+# gloo) and counts hangs: a run still going after TMO seconds (default 300) is killed and counted.
+#   experiments/two_process_loop.sh 10 readme                                  # that command
 #   DS=weather_stations DD=/tmp/full experiments/two_process_loop.sh 3 many --config.eval_batch_size=8
 # DS / DD: dataset name and data_dir (default: weather_stations in TFDS's default directory);
 # SRC: the source tree to run (default: this repository). Logs and workdirs go to $OUT (/tmp/two_process).

@@ -12,6 +12,7 @@ field's type: ml_collections cannot parse None for int or tuple fields, so such 
 out of argv before the flags are parsed and applied to the parsed config.
 """
 
+import logging as pylogging
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ from typing import Callable
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from hybrid_jax import errors
 
@@ -94,14 +96,65 @@ def _parse_flags(argv: list[str]) -> list[str]:
     )
 
 
+class _QuietExpectedWarnings(pylogging.Filter):
+  """Drops orbax's warnings about choices made on purpose (not every save has metrics; evaluation
+  opens checkpoints read-only)."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not (
+      msg.startswith('Requested `tracked_metric`; did not provide metrics')
+      or msg.startswith('Given directory is read only')
+      or msg.startswith('Metadata file does not exist')
+    )
+
+
+class _QuietAbandonedReads(pylogging.Filter):
+  """After a refused restore, orbax's other pending reads fail too and asyncio logs each one
+  ("... exception was never retrieved") when it is garbage-collected, often at exit, after the
+  one-line error; the first error is the one reported."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return 'exception was never retrieved' not in record.getMessage()
+
+
+def _quiet_unraisable(previous):
+  """A sys.unraisablehook that drops what abandoned orbax reads leave at exit ("Exception ignored
+  in", "Event loop is closed", un-awaited coroutines) and passes everything else on."""
+
+  def hook(unraisable):
+    module = type(unraisable.object).__module__ if unraisable.object is not None else ''
+    text = f'{unraisable.exc_value} {unraisable.object!r}'
+    if (
+      module.split('.')[0] in ('asyncio', 'orbax', 'tensorstore')
+      or 'Event loop is closed' in text
+      or 'coroutine' in text
+    ):
+      return
+    previous(unraisable)
+
+  hook.hybrid_jax_quiet = True
+  return hook
+
+
+def install_quiet_logging() -> None:
+  """The command lines' process-wide log filters and unraisable hook (installed once, by `run`)."""
+  logging.get_absl_logger().addFilter(_QuietExpectedWarnings())
+  pylogging.getLogger('asyncio').addFilter(_QuietAbandonedReads())
+  if not getattr(sys.unraisablehook, 'hybrid_jax_quiet', False):
+    sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+
+
 def run(
   main: Callable[[list[str]], None], extra_errors: tuple[type[BaseException], ...] = ()
 ) -> None:
   """`absl.app.run(main)` with one-line errors for flags, configs and the project's error types.
 
-  `extra_errors`: further exception types whose message is already what the user should read
-  (prefer raising a `hybrid_jax.errors` type).
+  Also installs the command lines' log filters (`install_quiet_logging`). `extra_errors`: further
+  exception types whose message is already what the user should read (prefer raising a
+  `hybrid_jax.errors` type).
   """
+  install_quiet_logging()
 
   def guarded_main(argv):
     try:

@@ -1,12 +1,14 @@
-"""Up-front checks of every numeric and enum config field, and the run fingerprint.
+"""Every check of a config's own values, in one place, and the run fingerprint.
 
   validate(config)                  # raises ConfigError: one line naming the field and what to use
   fingerprint(config)               # {'model.lstm_units': 32, 'seed': 0, ...}: what defines a run
   fingerprint_diff(stored, config)  # ['seed: 0 -> 1', ...]: fields that differ from a stored run
 
-`validate` runs before a run touches the workdir, so a bad value never leaves anything behind.
-Fields a task file adds to `config.model` are checked by their kind (sizes > 0, rates in [0, 1]);
-task-specific consistency (a dataset's shapes, the number of classes) is the data module's job.
+`validate` runs once, before a run touches the workdir, so a bad value never leaves anything
+behind: enums (task, head, schedule, and the model's switches, from `input_kinds.MODEL_CHOICES`),
+numbers and their ranges, the model's fields (exactly the model class's), and the checks that
+relate two fields (warmup < steps, the key frame inside the clip). Consistency with a dataset (its
+shapes, the number of classes) is checked where the data is read (data/datasets.py).
 """
 
 import math
@@ -14,9 +16,10 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from hybrid_jax import tasks
+from hybrid_jax import heads
+from hybrid_jax import input_kinds
+from hybrid_jax import steps
 from hybrid_jax.errors import ConfigError
-from hybrid_jax.models import fusion
 
 # Fields that define a run: resuming a workdir with any of them changed is refused. A prefix ending
 # in '.' covers every field below it, present or future (e.g. all of `model.`). A name missing from
@@ -58,12 +61,10 @@ MAY_CHANGE_ON_RESUME = (
 )
 
 _ENUMS = {
-  'task': tuple(tasks.INPUT_KINDS),
-  'head': ('',) + tuple(tasks.HEADS),
-  'lr_schedule': ('constant', 'warmup_cosine'),
-  'model.branches': fusion.BRANCHES,
-  'model.fusion': fusion.FUSIONS,
-  'model.dtype': ('float32', 'bfloat16'),
+  'task': tuple(input_kinds.INPUT_KINDS),
+  'head': ('',) + tuple(heads.HEADS),
+  'lr_schedule': tuple(steps.SCHEDULES),
+  **input_kinds.MODEL_CHOICES,
 }
 # Fields the data may determine: None is valid until the dataset fills them (data.load_info).
 _DATA_DETERMINED = (
@@ -160,10 +161,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     and fields['warmup_steps'] >= fields['num_train_steps']
   ):
     fail('warmup_steps', f'must be < num_train_steps={fields["num_train_steps"]}')
+  _check_model_fields(config)
   if 'model.key_frame_index' in fields and _is_int(fields.get('model.num_frames')):
     index, frames = fields['model.key_frame_index'], fields['model.num_frames']
     if not (_is_int(index) and -frames <= index < frames):
       fail('model.key_frame_index', f'is outside a clip of {frames} frames (use 0..{frames - 1})')
+
+
+def _check_model_fields(config: ml_collections.ConfigDict) -> None:
+  """config.model holds exactly fields of the input kind's model class (create_model passes all)."""
+  if 'model' not in config or config.get('task') not in input_kinds.INPUT_KINDS:
+    return
+  kind = input_kinds.input_kind(config)
+  allowed = kind.model_fields()
+  unknown = sorted(set(config.model.keys()) - set(allowed))
+  if unknown:
+    raise ConfigError(
+      f'config.model.{unknown[0]} is not a field of {kind.model.__name__}: remove it from the '
+      f'config (its fields: {", ".join(sorted(allowed))}).'
+    )
 
 
 def _defines_run(name: str) -> bool:

@@ -28,18 +28,19 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from hybrid_jax import checkpointing
-from hybrid_jax import models
+from hybrid_jax import ablation
+from hybrid_jax import checkpoints
+from hybrid_jax import fileio
+from hybrid_jax import heads
+from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import raw_inputs
-from hybrid_jax import tasks
 from hybrid_jax.errors import CheckpointError, InputError
 from hybrid_jax.models import fusion
 
@@ -51,20 +52,12 @@ VERSION = 1  # Bump when a reader of the previous version would misread a new fi
 # ------------------------------------------------------------------------------- inference.json
 
 
-def build_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Everything inference needs from the run's config and its (prepared) dataset, JSON-able."""
-  from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
-
-  source = datasets.resolve(config)
-  info = source.info
-  if tasks.is_regression(config):
-    head = {
-      'kind': 'regression',
-      'target_mean': float(info.target_mean),
-      'target_std': float(info.target_std),
-    }
-  else:
-    head = {'kind': 'classification', 'label_names': list(info.label_names)}
+def build_spec(source) -> dict[str, Any]:
+  """Everything inference needs from a run's resolved dataset (`datasets.Source`), JSON-able."""
+  config, info = source.config, source.info
+  head = {'kind': info.head, 'label_names': list(info.label_names)}
+  if heads.head(info.head).regression:
+    head.update(target_mean=float(info.target_mean), target_std=float(info.target_std))
   return {
     'format': FORMAT,
     'version': VERSION,
@@ -72,7 +65,7 @@ def build_spec(config: ml_collections.ConfigDict) -> dict[str, Any]:
     'dataset': config.dataset.name,
     'config': json.loads(config.to_json_best_effort()),
     'head': head,
-    'input': raw_inputs.describe(config, source),
+    'input': raw_inputs.describe(source),
   }
 
 
@@ -89,9 +82,7 @@ def save_spec(workdir: str, spec: dict[str, Any]) -> str:
   spec = dict(spec)
   spec['sha256'] = _checksum(spec)
   path = os.path.join(workdir, SPEC_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(spec, f)
-  os.replace(path + '.tmp', path)
+  fileio.write_json(path, spec, indent=None)
   return path
 
 
@@ -130,9 +121,9 @@ def read_spec(workdir: str) -> dict[str, Any]:
       'training with the same --workdir to rewrite it.'
     )
   if (
-    spec['task'] not in tasks.INPUT_KINDS
+    spec['task'] not in input_kinds.INPUT_KINDS
     or spec['input'].get('tokenizer') != raw_inputs.TOKENIZER
-    or spec['head']['kind'] not in tasks.HEADS
+    or spec['head']['kind'] not in heads.HEADS
   ):
     raise CheckpointError(
       f"{path} describes a {spec['task']} run this hybrid_jax cannot read "
@@ -204,31 +195,27 @@ def load(
   config = ml_collections.ConfigDict(spec['config'])
   config.lock()
   devices = tuple(devices or jax.local_devices())
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   key = jax.random.key(0)
   shapes = jax.eval_shape(
-    lambda: model.init({'params': key, 'dropout': key}, models.dummy_batch(config, 2), train=False)
-  )
-  abstract = checkpointing.abstract_like(shapes['params'], parallel.replicated_sharding(devices))
-  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-    raise CheckpointError(
-      f'No checkpoints in {checkpointing.checkpoint_dir(workdir)}: train first '
-      f'with --workdir={workdir}, or point --workdir at a trained run.'
+    lambda: model.init(
+      {'params': key, 'dropout': key}, input_kinds.dummy_batch(config, 2), train=False
     )
-  best_metric = config.best_metric or tasks.HEADS[spec['head']['kind']].best_metric
-  manager = checkpointing.create_manager(workdir, 1, best_metric, read_only=True)
+  )
+  abstract = checkpoints.abstract_like(shapes['params'], parallel.replicated_sharding(devices))
+  best_metric = config.best_metric or heads.head(spec['head']['kind']).best_metric
+  manager = checkpoints.create_manager(workdir, 1, best_metric, read_only=True)
   try:
-    step = checkpointing.resolve_step(manager, checkpoint)
-    params = checkpointing.restore_params(manager, step, abstract, config)
+    restored = checkpoints.restore(manager, checkpoint, abstract, config=config, params_only=True)
   finally:
     manager.close()
   return TrainedModel(
     spec,
     config,
     model,
-    params,
-    step,
-    os.path.join(checkpointing.checkpoint_dir(workdir), str(step)),
+    restored.state,
+    restored.step,
+    os.path.join(checkpoints.checkpoint_dir(workdir), str(restored.step)),
     devices,
   )
 
@@ -253,6 +240,7 @@ class TrainedModel:
     self.spec, self.config, self.params = spec, config, params
     self.task = spec['task']
     self.head = spec['head']['kind']
+    self._head = heads.head(self.head)
     self.label_names = tuple(spec['head'].get('label_names', ()))
     self.branch_names = tuple(b for b in ('cnn', 'lstm') if model.uses(b))
     self.step, self.checkpoint, self.devices = step, checkpoint, tuple(devices)
@@ -261,7 +249,7 @@ class TrainedModel:
     self._raw = raw_inputs.RawInputs(self.task, config, spec['input'])
     self._batch_sharding = NamedSharding(parallel.mesh(self.devices), PartitionSpec(parallel.AXIS))
     self._forward = jax.jit(self._forward_fn, static_argnames='zero')
-    self._head = jax.jit(self._head_fn)
+    self._apply_head = jax.jit(self._head_fn)
 
   def __repr__(self) -> str:
     return (
@@ -273,6 +261,11 @@ class TrainedModel:
   def inputs(self) -> str:
     """What `predict` takes, in words (e.g. 'clips (10, 64, 64, 1) [time, ...] uint8')."""
     return self._raw.description
+
+  @property
+  def example_ndim(self) -> Optional[int]:
+    """Dimensions of one raw input (None: a string)."""
+    return None if self._raw.shape is None else len(self._raw.shape)
 
   def preprocess(self, inputs: Any) -> dict[str, np.ndarray]:
     """Raw inputs -> the model batch (numpy, N rows), exactly as the training pipeline makes it."""
@@ -312,7 +305,7 @@ class TrainedModel:
     sizes = {n: f.shape for n, f in batch.items()}
     if len({s[0] for s in sizes.values()}) != 1 or any(len(s) != 2 for s in sizes.values()):
       raise InputError(f'Branch features must be [N, d] arrays with the same N; got {sizes}.')
-    outputs, _ = self._run(batch, batch_size, lambda b: (self._head(self.params, b), ()))
+    outputs, _ = self._run(batch, batch_size, lambda b: (self._apply_head(self.params, b), ()))
     return self._predictions(outputs)
 
   # Internals.
@@ -327,28 +320,13 @@ class TrainedModel:
       )
     return tuple(sorted(set(names)))
 
-  def _outputs(self, out: jax.Array) -> dict[str, jax.Array]:
-    if self.head == 'regression':
-      return {'values': out}
-    return {'logits': out, 'probabilities': jax.nn.softmax(out, axis=-1)}
-
   def _forward_fn(self, params, batch, zero: tuple[str, ...]):
     """(outputs, branch features) of one batch; the head's inputs are captured (and zeroed)."""
     self.num_traces += 1  # Runs only while tracing: counts compilations.
-    captured = []
-
-    def at_head(next_fun, args, kwargs, context):
-      if isinstance(context.module, fusion.FusionHead) and context.method_name == '__call__':
-        captured.extend(args[0])
-        args = (
-          [jnp.zeros_like(f) if name in zero else f for name, f in zip(self.branch_names, args[0])],
-          *args[1:],
-        )
-      return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(at_head):
+    replace = {i: 'zero' for i, name in enumerate(self.branch_names) if name in zero}
+    with ablation.branch_features(replace) as captured:
       out = self._model.apply({'params': params}, batch, train=False)
-    return self._outputs(out), tuple(f.astype(jnp.float32) for f in captured)
+    return self._head.outputs(out), tuple(f.astype(jnp.float32) for f in captured)
 
   def _head_fn(self, params, features: dict[str, jax.Array]):
     self.num_traces += 1
@@ -356,7 +334,7 @@ class TrainedModel:
     out = head.apply(
       {'params': params['head']}, [features[n] for n in self.branch_names], train=False
     )
-    return self._outputs(out)
+    return self._head.outputs(out)
 
   def _run(self, batch: dict[str, np.ndarray], batch_size: int, fn):
     """fn over fixed-size chunks of `batch` (last one padded), sharded over the devices."""
@@ -372,7 +350,7 @@ class TrainedModel:
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *results)
 
   def _predictions(self, outputs: dict[str, np.ndarray]) -> Predictions:
-    if self.head == 'regression':
+    if 'values' in outputs:  # A regression head (heads.py): original units.
       head = self.spec['head']
       values = outputs['values'].astype(np.float64) * head['target_std'] + head['target_mean']
       return Predictions(label_names=(), values=values)

@@ -14,11 +14,14 @@ from hybrid_jax import platforms
 
 platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
 
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
+from hybrid_jax import cli
 from hybrid_jax.errors import ConfigError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -65,16 +68,15 @@ def main(argv):
       '--config.<field>=<value> (run with --helpfull for the flags).'
     )
   config = FLAGS.config
-  if not FLAGS[
-    'verbosity'
-  ].present:  # Progress lines and tables are printed; library INFO is noise.
+  # Progress lines and tables are printed; library INFO is noise.
+  if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  # Process setup comes before anything touches JAX devices (imports below are device-free).
+  # Process setup comes before anything touches JAX devices (parallel.py is device-free).
   from hybrid_jax import parallel  # pylint: disable=g-import-not-at-top
 
   parallel.initialize_distributed(config.distributed)
-  from hybrid_jax import train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import train  # pylint: disable=g-import-not-at-top
 
   if jax.process_index() != 0:  # Only process 0 logs (and writes metrics, see reporting.py).
     logging.set_verbosity(logging.ERROR)
@@ -102,6 +104,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
-
   cli.run(main)

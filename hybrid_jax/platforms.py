@@ -10,10 +10,9 @@ CPU-only install) is left to JAX's own choice, so a GPU machine still uses the G
 `choose_platform()` also appends the XLA:CPU flags of `CPU_XLA_FLAGS` to XLA_FLAGS (a flag the
 user already set keeps the user's value). Today that is one flag,
 `--xla_cpu_experimental_ynn_fusion_type=` (an empty list): XLA:CPU in jaxlib 0.10 sends convolutions
-and matmuls to YNNPACK by default; with the flag they run on XLA's own Eigen kernels. At the video
-reference shapes this cut the train step's CPU time at batch 256 by ~27% and its peak RSS from 5.5
-to 3.7 GB (batch 32: the same speed), for the same float32 math
-(experiments/benchmark_train_step_reference_results.md). It only affects the CPU backend. Any value
+and matmuls to YNNPACK by default; with the flag they run on XLA's own Eigen kernels, for the same
+float32 math, faster and with less memory at the video reference shapes (the measurements:
+experiments/results/benchmark_train_step_reference.md). It only affects the CPU backend. Any value
 of the flag in XLA_FLAGS wins; XLA's own default comes back with
 `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`.
 """

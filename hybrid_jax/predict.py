@@ -23,6 +23,20 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+
+from hybrid_jax import cli
+from hybrid_jax import inference
+from hybrid_jax import input_kinds
+from hybrid_jax.errors import HybridJaxError
+from hybrid_jax.errors import InputError
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
 FLAGS = flags.FLAGS
 
 
@@ -47,15 +61,22 @@ def define_flags() -> None:
   flags.mark_flags_as_required(['workdir', 'input'])
 
 
-def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]:
-  """(inputs, ids): the examples of file `path` ('-': stdin) for `task`, and an id per example.
+def read_inputs(
+  path: str, task: str, example_ndim: int | None = None
+) -> tuple[list[Any], list[tuple[str, Any]]]:
+  """(inputs, ids): the examples of file `path` ('-': stdin) for input kind `task`, an id each.
+
+  Args:
+    path: the file, or '-' for stdin.
+    task: the run's input kind (input_kinds.py): text files hold one text per line, the others
+      .npy or .npz arrays.
+    example_ndim: dimensions of one example (default: the input kind's, e.g. 4 for clips).
 
   Raises:
-    InputError: the file is missing, empty, or not the format the task reads.
+    InputError: the file is missing, empty, or not the format the input kind reads.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from hybrid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
-
+  kind = input_kinds.input_kind(task)
+  example_ndim = example_ndim or kind.example_ndim
   name = 'stdin' if path == '-' else path
   try:
     if path == '-':
@@ -67,7 +88,7 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
     raise InputError(
       f'Cannot read --input={path} ({e.strerror}): give an existing file or -.'
     ) from None
-  if task == 'text':
+  if example_ndim is None:  # One text per line.
     lines = data.decode('utf-8', 'replace').splitlines()
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
@@ -81,7 +102,6 @@ def read_inputs(path: str, task: str) -> tuple[list[Any], list[tuple[str, Any]]]
     raise InputError(
       f'{name} is not a .npy or .npz file: {task} runs read numpy arrays (np.save / np.savez).'
     ) from None
-  example_ndim = {'video': 4, 'sensor': 3}.get(task)  # [T, H, W, C] clips, [T, S, F] windows.
   if isinstance(loaded, np.ndarray):
     inputs = [loaded] if loaded.ndim == example_ndim else list(loaded) if loaded.ndim else []
     if not inputs:
@@ -129,10 +149,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:  # Library INFO logs are noise here; outputs go to stdout.
     logging.set_verbosity(logging.WARNING)
-  from hybrid_jax import inference  # pylint: disable=g-import-not-at-top
-
   model = inference.load(FLAGS.workdir, FLAGS.checkpoint)
-  inputs, ids = read_inputs(FLAGS.input, model.task)
+  inputs, ids = read_inputs(FLAGS.input, model.task, model.example_ndim)
   predictions = model.predict(inputs, batch_size=FLAGS.batch_size)
   print(
     f'hybrid_jax predict: {len(predictions)} input(s), {model.task} {model.head} model, '
@@ -144,8 +162,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from hybrid_jax import cli  # pylint: disable=g-import-not-at-top  (device-free)
-  from hybrid_jax.errors import HybridJaxError  # pylint: disable=g-import-not-at-top
-
   define_flags()
   cli.run(main, extra_errors=(HybridJaxError,))

@@ -2,11 +2,11 @@
 
 What a run needs to decode raw inputs without its dataset is stored in its inference.json:
 
-  spec_input = describe(config, source)    # {'tokenizer', 'metadata', 'resample'}: JSON-able
+  spec_input = describe(source)            # {'tokenizer', 'metadata', 'resample'}: JSON-able
   decode = RawInputs(task, config, spec_input)
   batch = decode.batch(inputs)             # N raw inputs -> model batch of N rows (numpy)
 
-The decoding is `tasks.INPUT_KINDS[task].decoder(...).inputs(raw)`, the same function the input
+The decoding is `input_kinds.INPUT_KINDS[task].decoder(...).inputs(raw)`, the same function the input
 pipeline applies to stored records, so predicting tokenizes, normalizes and casts like training
 did. Raw inputs are checked first (shape, dtype, finite values): a bad one raises `InputError` with
 one line naming the input, what it was and what the model takes.
@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from hybrid_jax import tasks
+from hybrid_jax import input_kinds
+from hybrid_jax.data import decoders
 from hybrid_jax.errors import InputError
 
 # Changes whenever `text_vocab.tokenize` would split some text differently: a run tokenized by
@@ -25,16 +26,15 @@ from hybrid_jax.errors import InputError
 TOKENIZER = 'hybrid_jax.text_vocab.tokenize/1'
 
 
-def describe(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
-  """What decoding raw inputs of `config`'s run needs from its dataset `source` (JSON-able)."""
-  from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top
-
-  kind = tasks.input_kind(config)
+def describe(source) -> dict[str, Any]:
+  """What decoding raw inputs needs from a resolved dataset (`datasets.Source`), JSON-able."""
+  kind = input_kinds.input_kind(source.config)
   return {
     'tokenizer': TOKENIZER,
-    'metadata': kind.saved_metadata(config, datasets.metadata(source, config)),
+    'metadata': kind.saved_metadata(source.config, source.metadata),
+    # Catalog runs resampled clips to the config.
     'resample': source.adapter is not None,
-  }  # Catalog runs resampled clips to the config.
+  }
 
 
 class RawInputs:
@@ -46,7 +46,7 @@ class RawInputs:
         f"This run was tokenized by {spec_input.get('tokenizer')!r}, this hybrid_jax "
         f'tokenizes with {TOKENIZER!r}: use the hybrid_jax version that trained it.'
       )
-    self.kind = tasks.input_kind(task)
+    self.kind = input_kinds.input_kind(task)
     self.config = config
     self.decoder = self.kind.decoder(config, spec_input['metadata'])
     shape = self.kind.raw_shape(config)
@@ -73,7 +73,7 @@ class RawInputs:
         rows.append(self.decoder.inputs(raw))
       except InputError as e:
         raise InputError(f'Input {i}: {e}') from None
-    return tasks.collate(rows)
+    return decoders.collate(rows)
 
   def _check(self, i: int, raw: Any) -> Any:
     if self.shape is None:  # Text.
@@ -91,15 +91,7 @@ class RawInputs:
       or any(want is not None and want != got for want, got in zip(self.shape, x.shape))
     ):
       raise InputError(f'Input {i} has shape {x.shape}; this model takes {self.description}.')
-    if self.kind.name == 'video':
-      low, high = float(x.min()), float(x.max())
-      if np.issubdtype(x.dtype, np.floating) and (low < 0 or high > 1):
-        raise InputError(
-          f'Input {i} is a float clip with values in [{low:g}, {high:g}]; float '
-          'clips are intensities in [0, 1]: pass uint8 pixels instead.'
-        )
-      if np.issubdtype(x.dtype, np.integer) and (low < 0 or high > 255):
-        raise InputError(f'Input {i} has pixel values in [{low:g}, {high:g}]; pass pixels 0..255.')
+    self.kind.check_raw(i, x)
     return x
 
 

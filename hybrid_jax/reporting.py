@@ -66,9 +66,9 @@ class MetricWriter:
       return
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
 
-    experiment, session_start, session_end = summary.hparams(
-      dict(hparams), {tag: 0.0 for tag in metric_tags}
-    )  # Values come from the logged scalars.
+    # The metric values come from the logged scalars.
+    metrics = {tag: 0.0 for tag in metric_tags}
+    experiment, session_start, session_end = summary.hparams(dict(hparams), metrics)
     for proto in (experiment, session_start, session_end):
       self._tb.file_writer.add_summary(proto)
     self._tb.flush()

@@ -19,8 +19,9 @@ from ml_collections import config_flags
 import ml_collections
 
 from hybrid_jax import cli
-from hybrid_jax import models
-from hybrid_jax import tasks
+from hybrid_jax import config_validation
+from hybrid_jax import input_kinds
+from hybrid_jax.data import datasets
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,9 +33,8 @@ def parameter_table(params: Any) -> list[tuple[str, str, int]]:
   """Rows (layer path, parameter shapes, parameter count), one per layer, in creation order."""
   layers: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
 
-  def visit(
-    tree: Any, path: tuple[str, ...]
-  ) -> None:  # Dict order is the order layers were created.
+  # Dict order is the order layers were created.
+  def visit(tree: Any, path: tuple[str, ...]) -> None:
     for name, value in tree.items():
       if hasattr(value, 'items'):
         visit(value, path + (name,))
@@ -51,8 +51,8 @@ def parameter_table(params: Any) -> list[tuple[str, str, int]]:
 
 def summarize(config: ml_collections.ConfigDict) -> str:
   """The table for `config`'s model, initialised abstractly (no parameter memory is allocated)."""
-  model = models.create_model(config)
-  batch = models.dummy_batch(config, batch_size=1)
+  model = input_kinds.create_model(config)
+  batch = input_kinds.dummy_batch(config, batch_size=1)
   rows = []
 
   def init():  # Read the table inside the trace: outside it, pytrees come back with sorted keys.
@@ -66,8 +66,8 @@ def summarize(config: ml_collections.ConfigDict) -> str:
   widths = [max(len(header[i]), *(len(str(r[i])) for r in rows)) for i in (0, 1)]
   line = '-' * (sum(widths) + 16)
   out = [
-    f'Model: {type(model).__name__} (task={config.task}, head={tasks.head(config).name}, branches={config.model.branches}, '
-    f'fusion={config.model.fusion}, dtype={config.model.dtype})',
+    f'Model: {type(model).__name__} (task={config.task}, head={input_kinds.head(config).name}, '
+    f'branches={config.model.branches}, fusion={config.model.fusion}, dtype={config.model.dtype})',
     'Inputs: ' + ', '.join(f'{k} {tuple(v.shape)[1:]}' for k, v in batch.items()),
     f'Output: {tuple(output.shape)[1:]} per example',
     line,
@@ -91,11 +91,12 @@ def _size(shape: tuple[int, ...]) -> int:
 def main(argv):
   del argv
   config = _CONFIG.value
-  optional = ('num_classes',) if tasks.head(config).regression else ()  # Dense(1) needs no classes.
+  config_validation.validate(config)
+  # Dense(1) needs no classes.
+  optional = ('num_classes',) if input_kinds.head(config).regression else ()
   if any(v is None for k, v in config.model.items() if k not in optional):
-    from hybrid_jax import data  # pylint: disable=g-import-not-at-top
-
-    data.load_info(config)  # Head and None model fields from the data (prepared on first use).
+    # Head and None model fields from the data (prepared on first use).
+    config = datasets.resolve(config).config
   print(summarize(config))
 
 

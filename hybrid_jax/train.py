@@ -1,210 +1,37 @@
-"""Training and evaluation: train state, jit+pmap steps, the train loop and checkpoint evaluation.
+"""The train loop and checkpoint evaluation.
 
-  state = create_train_state(config, model, rng)                # TrainState (step, params, opt_state)
-  state, metrics = train_step(state, batch, dropout_key, ...)   # inside pmap, batch [B/devices, ...]
-  sums = eval_step(state, batch, ...)                           # inside pmap, summed over devices
   metrics = train_and_evaluate(config, workdir)                 # the whole run; resumes from workdir
   metrics = evaluate(config, workdir, checkpoint='latest')      # --mode=eval
 
-Data flows one way: config -> data + model -> train state -> steps -> checkpoints / metrics.
+Data flows one way: config -> data + model -> train state -> steps -> checkpoints / metrics. The
+config is validated and the data resolved once, at the start of each (`_Run`); everything after
+that reads the resolved config (`run.config`).
 """
 
 import contextlib
-import copy
 import functools
-import json
 import os
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax.training import train_state as train_state_lib
 
-from hybrid_jax import checkpointing
+from hybrid_jax import checkpoint_verification
+from hybrid_jax import checkpoints
 from hybrid_jax import config_validation
-from hybrid_jax import data as data_lib
 from hybrid_jax import errors
+from hybrid_jax import fileio
 from hybrid_jax import inference
-from hybrid_jax import metrics as metrics_lib
-from hybrid_jax import models
+from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import reporting
-from hybrid_jax import tasks
+from hybrid_jax import steps
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
 
-TrainState = train_state_lib.TrainState
-
-
-@functools.lru_cache(maxsize=None)
-def _optimizer(
-  learning_rate: float,
-  lr_schedule: str,
-  warmup_steps: int,
-  num_train_steps: int,
-  grad_clip_norm: float,
-  weight_decay: float,
-):
-  """Cached so that identical configs share one optimizer object (and compiled steps)."""
-  if lr_schedule == 'constant':
-    schedule = optax.constant_schedule(learning_rate)
-  elif lr_schedule == 'warmup_cosine':
-    if not 0 <= warmup_steps < num_train_steps:
-      raise errors.ConfigError(
-        f'config.warmup_steps={warmup_steps} must be in [0, num_train_steps='
-        f'{num_train_steps}): set --config.warmup_steps.'
-      )
-    schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=learning_rate,
-      warmup_steps=warmup_steps,
-      decay_steps=num_train_steps,
-      end_value=0.0,
-    )
-  else:
-    raise errors.ConfigError(
-      f"Unknown config.lr_schedule={lr_schedule!r}: use 'constant' or 'warmup_cosine'."
-    )
-  # Keras Adam defaults (the reference): b1=0.9, b2=0.999, eps=1e-7.
-  if weight_decay > 0:  # Decoupled decay on kernels/embeddings only, never biases or scales.
-    adam = optax.adamw(
-      schedule,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-7,
-      weight_decay=weight_decay,
-      mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),
-    )
-  else:
-    adam = optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-7)
-  if grad_clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam), schedule
-  return adam, schedule
-
-
-def create_optimizer(config: ml_collections.ConfigDict):
-  """(optax transformation, learning-rate schedule) from the config's optimisation fields."""
-  return _optimizer(
-    float(config.learning_rate),
-    config.lr_schedule,
-    int(config.warmup_steps),
-    int(config.num_train_steps),
-    float(config.grad_clip_norm),
-    float(config.weight_decay),
-  )
-
-
-def create_train_state(config: ml_collections.ConfigDict, model, rng: jax.Array) -> TrainState:
-  """Initial state: parameters from `model.init` on a dummy batch, Adam state, step 0.
-
-  Args:
-    config: the run config (model fields and optimisation fields).
-    model: `models.create_model(config)`.
-    rng: parameter-initialisation key.
-  """
-  variables = model.init(
-    {'params': rng, 'dropout': rng}, models.dummy_batch(config, 2), train=False
-  )
-  tx, _ = create_optimizer(config)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx)
-
-
-def train_step(
-  state: TrainState, batch: dict[str, jax.Array], dropout_key: jax.Array, *, head: str
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on one device's shard; gradients and metrics averaged over devices.
-
-  Args:
-    state: replicated train state.
-    batch: this device's shard, e.g. 'clip' [B/devices, T, H, W, C] and 'label' [B/devices].
-    dropout_key: replicated base key; the step and the device index are folded in here.
-    head: a `tasks.HEADS` name: its loss on its label key ('label' or 'target').
-
-  Returns:
-    (new state, {'loss', the head's train metrics, 'grad_norm'}: float32 scalars averaged over
-    devices).
-  """
-  key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), parallel.device_index())
-
-  the_head = tasks.head(head)
-  labels = batch[the_head.label_key]
-
-  def loss_fn(params):
-    out = state.apply_fn({'params': params}, batch, train=True, rngs={'dropout': key})
-    return the_head.loss(out, labels), out
-
-  (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = parallel.pmean(grads)  # Equal shards: the mean of shard means is the global mean.
-  metrics = {'loss': loss, **the_head.train_metrics(out, labels)}  # Then grad_norm.
-  metrics = parallel.pmean(metrics)
-  metrics['grad_norm'] = optax.global_norm(grads)  # Of the averaged gradient (same everywhere).
-  return state.apply_gradients(grads=grads), metrics
-
-
-def eval_step(
-  state: TrainState, batch: dict[str, jax.Array], *, head: str, top_k: int, with_confusion: bool
-) -> dict[str, jax.Array]:
-  """Metric sums of one device's shard, summed over devices (see metrics.py).
-
-  Args:
-    batch: this device's shard plus 'mask' [B/devices] bool (False on padding rows).
-  """
-  out = state.apply_fn({'params': state.params}, batch, train=False)
-  mask = batch.get('mask', jnp.ones(out.shape[:1], bool))
-  the_head = tasks.head(head)
-  return parallel.psum(the_head.sums(out, batch[the_head.label_key], mask, top_k, with_confusion))
-
-
-@functools.lru_cache(maxsize=None)
-def make_steps(
-  devices: tuple[Any, ...], head: str, top_k: int
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-  """pmapped (train_step, eval_step) over `devices`: state replicated, batch split, state donated.
-
-  Cached per (devices, head) so repeated runs in one process reuse compiled code.
-  """
-  p_train = parallel.pmap(
-    functools.partial(train_step, head=head),
-    devices,
-    in_axes=(None, 0, None),
-    out_axes=(None, None),
-    donate_argnums=(0,),
-  )
-  p_eval = parallel.pmap(
-    functools.partial(
-      eval_step, head=head, top_k=top_k, with_confusion=not tasks.head(head).regression
-    ),
-    devices,
-    in_axes=(None, 0),
-    out_axes=None,
-  )
-  return p_train, p_eval
-
-
-def run_eval(
-  p_eval_step: Callable[..., Any],
-  state: TrainState,
-  batches: Iterable[dict[str, np.ndarray]],
-  num_local_devices: int,
-  top_k: int,
-  target_std: Optional[float],
-) -> dict[str, object]:
-  """Evaluates `state` on every batch (each example once); returns `metrics.finalize` output.
-
-  One eval step is in flight at a time: each one's sums are fetched before the next is
-  dispatched. Eval steps do not depend on each other, so dispatching them all at once lets the
-  CPU runtime run several concurrently, and with several processes their cross-process
-  collectives (gloo) can then pair up differently in each process and wait for ever.
-  """
-  total = None
-  for batch in batches:
-    sums = p_eval_step(state, parallel.shard_batch(batch, num_local_devices))
-    total = metrics_lib.add_sums(total, parallel.to_host(sums))
-  if total is None:
-    raise errors.DataError('The eval split produced no batches: check config.dataset.eval_split.')
-  return metrics_lib.finalize(total, top_k, target_std)
-
+TrainState = steps.TrainState
 
 _INIT_FNS: dict[Any, Callable[[jax.Array], TrainState]] = {}
 
@@ -219,29 +46,35 @@ def _init_fn(config: ml_collections.ConfigDict, sharding) -> Callable[[jax.Array
     config.task,
     config.head,
     config.model.to_json_best_effort(sort_keys=True),
-    create_optimizer(config),
+    steps.create_optimizer(config),
     sharding,
   )
   if key not in _INIT_FNS:
-    model = models.create_model(config)
+    model = input_kinds.create_model(config)
     _INIT_FNS[key] = jax.jit(
-      functools.partial(create_train_state, copy.deepcopy(config), model), out_shardings=sharding
+      functools.partial(steps.create_train_state, config, model), out_shardings=sharding
     )
   return _INIT_FNS[key]
 
 
 class _Run:
-  """Everything a train or eval run derives from (config, devices) before touching a checkpoint."""
+  """Everything a train or eval run derives from (config, devices) before touching a checkpoint.
+
+  The config is validated and the dataset resolved here, once; `self.config` is the resolved
+  config (the caller's is not changed).
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, devices: Optional[Sequence[Any]]):
-    self.config = config
+    config_validation.validate(config)
+    self.source = datasets.resolve(config)
+    self.config = config = self.source.config
     self.devices = tuple(devices or parallel.default_devices())
     self.local_devices = parallel.local_devices(self.devices)
     self.is_chief = jax.process_index() == 0
     self.batch_size = parallel.per_process_batch_size(config.batch_size, self.devices, 'batch_size')
     parallel.per_process_batch_size(config.eval_batch_size, self.devices, 'eval_batch_size')
-    self.info = data_lib.load_info(config)  # Also resolves config.head from the data.
-    self.head = tasks.head(config)
+    self.info = self.source.info
+    self.head = input_kinds.head(config)
     self.regression = self.head.regression
     num_classes = None if self.regression else self.info.num_classes
     self.top_k = config.top_k if num_classes and 0 < config.top_k < num_classes else 0
@@ -257,18 +90,16 @@ class _Run:
     self.params_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
     self.sharding = parallel.replicated_sharding(self.devices)
     self.init_fn = _init_fn(config, self.sharding)
-    self.abstract_state = checkpointing.abstract_like(
+    self.abstract_state = checkpoints.abstract_like(
       jax.eval_shape(self.init_fn, self.params_key), self.sharding
     )
-    self.p_train, self.p_eval = make_steps(self.devices, self.head.name, self.top_k)
+    self.p_train, self.p_eval = steps.make_steps(self.devices, self.head.name, self.top_k)
 
   def eval_batches(self):
-    return data_lib.create_eval_batches(
-      self.config, process_index=jax.process_index(), process_count=jax.process_count()
-    )
+    return pipeline.create_eval_batches(self.source)
 
   def evaluate(self, state: TrainState) -> dict[str, object]:
-    return run_eval(
+    return steps.run_eval(
       self.p_eval, state, self.eval_batches(), len(self.local_devices), self.top_k, self.target_std
     )
 
@@ -313,64 +144,71 @@ def train_and_evaluate(
   Returns:
     The final eval metrics (also written to metrics.jsonl and printed as a table).
   """
-  config_validation.validate(config)
   run = _Run(config, devices)  # Checks the config against the data and the devices.
-  chief = run.is_chief
-  train_it = data_lib.create_train_iterator(
-    config, process_index=jax.process_index(), process_count=jax.process_count()
-  )
+  config, chief = run.config, run.is_chief
+  train_it = pipeline.create_train_iterator(run.source)
   # Restore target, fingerprint and data are checked before anything is written to `workdir`.
-  restored, damaged = None, []
-  if os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-    reader = checkpointing.create_manager(
+  restored = None
+  if os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    reader = checkpoints.create_manager(
       workdir, config.keep_checkpoints, run.best_metric, read_only=True
     )
     try:
       if reader.all_steps():
-        restored = checkpointing.restore_newest_intact(reader, run.abstract_state, train_it, config)
+        restored = checkpoints.restore(
+          reader, 'latest', run.abstract_state, data_iterator=train_it, config=config
+        )
     finally:
       reader.close()
   if restored is not None:
-    latest, state, damaged = restored
-    message = f'Resumed from {checkpointing.checkpoint_dir(workdir)}/{latest} (step {latest}).'
+    latest, state = restored.step, restored.state
+    message = f'Resumed from {checkpoints.checkpoint_dir(workdir)}/{latest} (step {latest}).'
   else:
     latest, state, message = None, run.init_fn(run.params_key), None
     if config.init_checkpoint:
-      state = state.replace(
-        params=checkpointing.load_params(config.init_checkpoint, run.abstract_state)
-      )
+      state = state.replace(params=_init_params(config.init_checkpoint, run.abstract_state))
       message = f'Initialised parameters from {config.init_checkpoint}.'
-  spec = inference.build_spec(config) if chief else None  # What `hybrid_jax.load` needs.
+  # What `hybrid_jax.load` needs.
+  spec = inference.build_spec(run.source) if chief else None
   # Accepted: from here on the run writes.
   if chief:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    fileio.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
     inference.save_spec(workdir, spec)
   if message:
     reporting.say(message, chief)
-  if damaged:
-    checkpointing.set_aside(reader, damaged)
-  manager = checkpointing.create_manager(workdir, config.keep_checkpoints, run.best_metric)
+  if restored is not None:
+    checkpoint_verification.set_aside(checkpoints.checkpoint_dir(workdir), restored.skipped)
+  manager = checkpoints.create_manager(workdir, config.keep_checkpoints, run.best_metric)
   # Records past the restored step are replayed now: drop them (metrics.jsonl and TensorBoard).
   writer = reporting.MetricWriter(workdir, active=chief, resume_step=latest or 0)
   writer.write_hparams(
     reporting.flat_hparams(config.to_dict()), [f'eval/{name}' for name in run.eval_metric_names]
   )
   start = int(parallel.to_host(state.step))
+  # Step start + 1 compiles: profile from the next one.
   profiler = reporting.StepProfiler(
-    os.path.join(workdir, 'tensorboard'),
-    config.get('profile_steps', 0),
-    first_step=start + 2,
-    active=chief,
-  )  # Step start + 1 compiles.
+    os.path.join(workdir, 'tensorboard'), config.profile_steps, first_step=start + 2, active=chief
+  )
   try:
     return _train_loop(run, state, train_it, manager, writer, latest, profiler)
   finally:
     profiler.stop()  # A run that ended inside the traced steps still writes its trace.
-    checkpointing.finish(manager)  # Async saves complete, manifests are written, errors surface.
+    checkpoints.finish(manager)  # Async saves complete, manifests are written, errors surface.
     manager.close()
     writer.close()
+
+
+def _init_params(path: str, abstract_state: Any) -> Any:
+  """Parameters from another run's checkpoint (`config.init_checkpoint`), for fine-tuning."""
+  try:
+    manager, which = checkpoints.open_checkpoints(path)
+    try:
+      return checkpoints.restore(manager, which, abstract_state).state.params
+    finally:
+      manager.close()
+  except errors.CheckpointError as e:
+    raise errors.CheckpointError(f'config.init_checkpoint: {e}') from None
 
 
 def _train_loop(
@@ -385,7 +223,7 @@ def _train_loop(
   """The loop proper: steps, NaN checks, logging, eval, checkpoints (see `train_and_evaluate`)."""
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
-  _, schedule = create_optimizer(config)
+  _, schedule = steps.create_optimizer(config)
   fingerprint = config_validation.fingerprint(config)
   step = start_step = int(parallel.to_host(state.step))
   progress = reporting.Progress(total, config.batch_size, step, active=chief)
@@ -405,7 +243,7 @@ def _train_loop(
     if step == start_step + 1:  # Throughput excludes compilation: start the clock after step 1.
       jax.block_until_ready(device_metrics)
       progress.reset_clock(step)
-    checkpointing.write_completed_manifests(manager)
+    checkpoints.write_completed_manifests(manager)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
@@ -429,7 +267,7 @@ def _train_loop(
       eval_metrics = run.evaluate(state)
       writer.write(step, 'eval', eval_metrics)
       reporting.say(reporting.format_table(f'[eval] step {step}', eval_metrics), chief)
-    if do_save and checkpointing.save(
+    if do_save and checkpoints.save(
       manager,
       step,
       parallel.to_global(state, run.devices),
@@ -471,39 +309,28 @@ def evaluate(
   Returns:
     The eval metrics, with 'step' and 'checkpoint' added.
   """
-  config_validation.validate(config)
   run = _Run(config, devices)
-  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-    raise checkpointing.CheckpointError(
-      f'No checkpoints in {checkpointing.checkpoint_dir(workdir)}: train first with '
-      f'--workdir={workdir}, or point --workdir at a trained run.'
-    )
-  manager = checkpointing.create_manager(
+  config = run.config
+  manager = checkpoints.create_manager(
     workdir, config.keep_checkpoints, run.best_metric, read_only=True
   )
   try:
-    step = checkpointing.resolve_step(manager, checkpoint)
-    if checkpoint == 'latest':  # Damaged steps are skipped (loudly) for the newest intact one.
-      step, state, _ = checkpointing.restore_newest_intact(manager, run.abstract_state)
-    else:
-      state = checkpointing.restore(manager, step, run.abstract_state)
+    # 'latest' skips damaged steps (loudly) for the newest intact one.
+    restored = checkpoints.restore(manager, checkpoint, run.abstract_state)
   finally:
     manager.close()
-  metrics = run.evaluate(state)
+  split = config.dataset.eval_split
   metrics = {
-    'step': step,
-    'checkpoint': os.path.join(str(manager.directory), str(step)),
-    'split': config.dataset.eval_split,
-    **metrics,
+    'step': restored.step,
+    'checkpoint': os.path.join(str(manager.directory), str(restored.step)),
+    'split': split,
+    **run.evaluate(restored.state),
+    'baselines': run.info.baselines,
   }
   if run.is_chief:
-    path = os.path.join(workdir, f'eval_{config.dataset.eval_split}_step_{step}.json')
-    with open(path, 'w', encoding='utf-8') as f:
-      json.dump(metrics, f, indent=2)
-    reporting.say(
-      reporting.format_table(
-        f'[eval] {config.dataset.eval_split} split, step {step}', metrics, run.info.baselines
-      )
-    )
+    path = os.path.join(workdir, f'eval_{split}_step_{restored.step}.json')
+    fileio.write_json(path, metrics, indent=2)
+    title = f'[eval] {split} split, step {restored.step}'
+    reporting.say(reporting.format_table(title, metrics, run.info.baselines))
     reporting.say(f'Wrote {path}')
   return metrics

@@ -2,13 +2,10 @@
 
 import pytest
 
-TINY_DATASETS = (
-  'moving_digits/tiny',
-  'bbc_news/tiny',
-  'tweet_sentiment/tiny',
-  'weather_stations/tiny',
-  'japanese_vowels/tiny',
-)
+from hybrid_jax.data import shipped
+
+# The tiny build of every shipped dataset (the one table of them: hybrid_jax/data/shipped.py).
+TINY_DATASETS = tuple(f'{name}/tiny' for name in shipped.SHIPPED)
 
 
 @pytest.fixture(scope='session')

@@ -18,7 +18,8 @@ import pytest
 from configs import sensor
 from configs import text
 from configs import video
-from hybrid_jax import checkpointing
+from hybrid_jax import checkpoint_verification
+from hybrid_jax import checkpoints
 from hybrid_jax import config_validation
 from hybrid_jax import train
 from hybrid_jax.errors import CheckpointError
@@ -57,10 +58,10 @@ def _steps(workdir) -> list[int]:
 
 
 def _params(workdir, step, data_dir) -> list[np.ndarray]:
-  manager = checkpointing.create_manager(str(workdir), 1, 'mae', read_only=True)
+  manager = checkpoints.create_manager(str(workdir), 1, 'mae', read_only=True)
   try:
     run = train._Run(_config(data_dir), None)  # pylint: disable=protected-access
-    state = checkpointing.restore(manager, step, run.abstract_state)
+    state = checkpoints.restore(manager, step, run.abstract_state).state
   finally:
     manager.close()
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
@@ -91,7 +92,7 @@ def test_bit_flip_is_detected_and_the_previous_step_used(tiny_data_dir, tmp_path
   train.train_and_evaluate(_config(tiny_data_dir), workdir)  # Saves steps 2 and 4.
   assert _steps(workdir) == [2, 4]
   step_4 = os.path.join(workdir, 'checkpoints', '4')
-  assert os.path.exists(os.path.join(step_4, checkpointing.MANIFEST))
+  assert os.path.exists(os.path.join(step_4, checkpoint_verification.MANIFEST))
   for path in _array_files(step_4):  # Every array blob: the one holding the params is among them.
     _flip_bit(path)
   with pytest.raises(CheckpointError, match=r'checkpoints/4 is damaged: file .*/4/state/'):
@@ -137,7 +138,7 @@ def test_refused_runs_change_no_file_and_name_the_fields(tiny_data_dir, tmp_path
 
   # Every step damaged: the run stops, naming them, and still writes nothing.
   for step in (2, 4):
-    manifest = os.path.join(workdir, 'checkpoints', str(step), checkpointing.MANIFEST)
+    manifest = os.path.join(workdir, 'checkpoints', str(step), checkpoint_verification.MANIFEST)
     with open(manifest, 'r+b') as f:
       f.truncate(40)
   before = _tree_hash(workdir)
@@ -217,7 +218,7 @@ def test_metrics_have_one_record_per_step_and_split_after_resume(
     eval_every_steps=3,
     log_every_steps=1,
   )
-  real_iterator = train.data_lib.create_train_iterator
+  real_iterator = train.pipeline.create_train_iterator
 
   def preempted_after_5_batches(*args, **kwargs):
     it = real_iterator(*args, **kwargs)
@@ -236,10 +237,10 @@ def test_metrics_have_one_record_per_step_and_split_after_resume(
     return it
 
   workdir = str(tmp_path / 'resumed')
-  monkeypatch.setattr(train.data_lib, 'create_train_iterator', preempted_after_5_batches)
+  monkeypatch.setattr(train.pipeline, 'create_train_iterator', preempted_after_5_batches)
   with pytest.raises(_Preempted):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(train.data_lib, 'create_train_iterator', real_iterator)
+  monkeypatch.setattr(train.pipeline, 'create_train_iterator', real_iterator)
   assert _steps(workdir) == [3]
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     assert max(json.loads(line)['step'] for line in f) == 5  # Logged past the checkpoint.

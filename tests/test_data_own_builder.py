@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from configs import video
-from hybrid_jax import data
-from hybrid_jax import models
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax import input_kinds
+from hybrid_jax.errors import DataError
 import cli_runner
 
 # The builder a user writes (as in the README), with random clips standing in for their files.
@@ -68,30 +70,35 @@ def own_config(tmp_path, module):
 
 
 def test_own_builder_is_prepared_and_feeds_the_model(tmp_path, own_builder_module):
-  config = own_config(tmp_path, own_builder_module)
-  info = data.load_info(config)
+  source = datasets.resolve(own_config(tmp_path, own_builder_module))
+  config, info = source.config, source.info
   assert (info.num_train_examples, info.num_eval_examples, info.num_classes) == (24, 7, 3)
   assert (tuple(config.model.frame_shape), config.model.num_frames) == ((16, 16, 1), 6)
-  batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
+  batch = next(
+    pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=1)
+  )
   assert batch['clip'].shape == (8, 6, 16, 16, 1) and batch['label'].shape == (8,)
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   logits = model.apply(model.init(jax.random.key(0), batch), batch)
   assert logits.shape == (8, 3) and np.all(np.isfinite(logits))
   eval_rows = sum(
-    int(b['mask'].sum()) for b in data.create_eval_batches(config, process_index=0, process_count=1)
+    int(b['mask'].sum())
+    for b in pipeline.create_eval_batches(
+      datasets.resolve(config), process_index=0, process_count=1
+    )
   )
   assert eval_rows == 7
 
 
 def test_own_builder_errors_are_one_line(tmp_path, own_builder_module):
   config = own_config(tmp_path, 'no_such_module_here')
-  with pytest.raises(data.DataError, match='builder_module') as error:
-    data.load_info(config)
+  with pytest.raises(DataError, match='builder_module') as error:
+    datasets.resolve(config)
   assert '\n' not in str(error.value)
   config = own_config(tmp_path, own_builder_module)
   config.dataset.name = 'my_clipz'
-  with pytest.raises(data.DataError, match='defines no dataset') as error:
-    data.load_info(config)
+  with pytest.raises(DataError, match='defines no dataset') as error:
+    datasets.resolve(config)
   assert '\n' not in str(error.value)
 
 
@@ -122,7 +129,7 @@ def read_my_files():
 
 def readme_own_builders() -> list[tuple[str, str, str]]:
   """(module name, bash command, python builder) of each example in the README's own-dataset section."""
-  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+  with open(os.path.join(REPO, 'docs/data.md'), encoding='utf-8') as f:
     readme = f.read()
   section = readme.split('### Your own dataset', 1)[1].split('\n### ', 1)[0]
   commands = re.findall(r'```bash\n(.*?)```', section, re.S)

@@ -5,7 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-import hybrid_jax.data as data
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax.errors import DataError
 from configs import sensor
 from configs import text
 from configs import video
@@ -59,14 +61,20 @@ def _ids(batch):
 )
 def test_batch_shapes_and_dtypes(tiny_data_dir, module, name, keys):
   config = _config(module, name, tiny_data_dir)
-  batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
+  batch = next(
+    pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=1)
+  )
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == keys
-  eval_batch = next(iter(data.create_eval_batches(config, process_index=0, process_count=1)))
+  eval_batch = next(
+    iter(pipeline.create_eval_batches(datasets.resolve(config), process_index=0, process_count=1))
+  )
   assert eval_batch['mask'].dtype == np.bool_ and eval_batch['mask'].shape == (16,)
 
 
 def test_train_is_endless_and_reshuffled_each_epoch(tiny_data_dir):
-  iterator = data.create_train_iterator(_weather(tiny_data_dir), process_index=0, process_count=1)
+  iterator = pipeline.create_train_iterator(
+    datasets.resolve(_weather(tiny_data_dir)), process_index=0, process_count=1
+  )
   epochs = [sum((_ids(next(iterator)) for _ in range(6)), []) for _ in range(3)]  # 48 = 6 x 8.
   for epoch in epochs:
     assert len(set(epoch)) == 48
@@ -76,8 +84,8 @@ def test_train_is_endless_and_reshuffled_each_epoch(tiny_data_dir):
 
 def test_train_order_follows_the_seed(tiny_data_dir):
   def first(seed):
-    it = data.create_train_iterator(
-      _weather(tiny_data_dir, seed=seed), process_index=0, process_count=1
+    it = pipeline.create_train_iterator(
+      datasets.resolve(_weather(tiny_data_dir, seed=seed)), process_index=0, process_count=1
     )
     return sum((_ids(next(it)) for _ in range(3)), [])
 
@@ -89,7 +97,9 @@ def test_train_shards_are_disjoint_per_process(tiny_data_dir):
   config = _weather(tiny_data_dir)  # Global batch 8 -> 4 per process.
   shards = []
   for index in range(2):
-    it = data.create_train_iterator(config, process_index=index, process_count=2)
+    it = pipeline.create_train_iterator(
+      datasets.resolve(config), process_index=index, process_count=2
+    )
     batches = [next(it) for _ in range(6)]  # One epoch of a 24-example shard.
     assert batches[0]['window'].shape[0] == 4
     shards.append(set(sum((_ids(b) for b in batches), [])))
@@ -98,12 +108,14 @@ def test_train_shards_are_disjoint_per_process(tiny_data_dir):
 
 def test_iterator_state_restores_position(tiny_data_dir):
   config = _config(video, 'moving_digits/tiny', tiny_data_dir)
-  it = data.create_train_iterator(config, process_index=0, process_count=1)
+  it = pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=1)
   for _ in range(7):  # Past the first epoch (40 examples).
     next(it)
   state = it.get_state()
   expected = [next(it)['clip'] for _ in range(3)]
-  restored = data.create_train_iterator(config, process_index=0, process_count=1)
+  restored = pipeline.create_train_iterator(
+    datasets.resolve(config), process_index=0, process_count=1
+  )
   restored.set_state(state)
   for clip in expected:
     np.testing.assert_array_equal(next(restored)['clip'], clip)
@@ -112,8 +124,10 @@ def test_iterator_state_restores_position(tiny_data_dir):
 def test_background_workers_give_the_same_batches(tiny_data_dir):
   batches = []
   for workers in (0, 1):
-    it = data.create_train_iterator(
-      _weather(tiny_data_dir, **{'dataset.num_workers': workers}), process_index=0, process_count=1
+    it = pipeline.create_train_iterator(
+      datasets.resolve(_weather(tiny_data_dir, **{'dataset.num_workers': workers})),
+      process_index=0,
+      process_count=1,
     )
     batches.append([_ids(next(it)) for _ in range(3)])
   assert batches[0] == batches[1]
@@ -124,7 +138,9 @@ def test_eval_covers_every_example_once(tiny_data_dir, process_count, eval_batch
   config = _weather(tiny_data_dir, eval_batch_size=eval_batch)
   seen, counts = [], set()
   for index in range(process_count):
-    batches = data.create_eval_batches(config, process_index=index, process_count=process_count)
+    batches = pipeline.create_eval_batches(
+      datasets.resolve(config), process_index=index, process_count=process_count
+    )
     listed = list(batches)
     counts.add(len(listed))
     assert len(listed) == len(batches)
@@ -143,7 +159,7 @@ def test_text_ids_respect_vocab_size_and_max_length(tiny_data_dir):
     **{'model.vocab_size': 20, 'model.max_length': 7, 'model.num_classes': 3},
   )
   for batch in itertools.islice(
-    data.create_eval_batches(config, process_index=0, process_count=1), 2
+    pipeline.create_eval_batches(datasets.resolve(config), process_index=0, process_count=1), 2
   ):
     tokens, length = batch['tokens'], batch['length']
     assert tokens.shape[1] == 7 and tokens.max() < 20
@@ -156,9 +172,11 @@ def test_text_ids_respect_vocab_size_and_max_length(tiny_data_dir):
 def test_sensor_batches_are_normalized_with_train_statistics(tiny_data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  config = _weather(tiny_data_dir, eval_batch_size=16)
-  info = data.load_info(config)
-  batch = next(iter(data.create_eval_batches(config, process_index=0, process_count=1)))
+  source = datasets.resolve(_weather(tiny_data_dir, eval_batch_size=16))
+  config, info = source.config, source.info
+  batch = next(
+    iter(pipeline.create_eval_batches(datasets.resolve(config), process_index=0, process_count=1))
+  )
   raw = tfds.builder('weather_stations/tiny', data_dir=tiny_data_dir).as_data_source(
     split=config.dataset.eval_split
   )
@@ -167,8 +185,8 @@ def test_sensor_batches_are_normalized_with_train_statistics(tiny_data_dir):
     sorted(batch['target'] * info.target_std + info.target_mean), raw_targets, rtol=1e-5
   )
   train = next(
-    data.create_train_iterator(
-      _weather(tiny_data_dir, batch_size=48), process_index=0, process_count=1
+    pipeline.create_train_iterator(
+      datasets.resolve(_weather(tiny_data_dir, batch_size=48)), process_index=0, process_count=1
     )
   )
   assert abs(train['window'].mean()) < 0.2 and abs(train['target'].mean()) < 1e-4
@@ -181,7 +199,8 @@ def test_load_info_fills_none_fields_from_the_data(tiny_data_dir):
     tiny_data_dir,
     **{'model.num_classes': None, 'model.frame_shape': None, 'model.num_frames': None},
   )
-  info = data.load_info(config)
+  source = datasets.resolve(config)
+  config, info = source.config, source.info
   assert (config.model.num_classes, tuple(config.model.frame_shape), config.model.num_frames) == (
     20,
     (64, 64, 1),
@@ -192,7 +211,7 @@ def test_load_info_fills_none_fields_from_the_data(tiny_data_dir):
   config = _config(
     text, 'bbc_news/tiny', tiny_data_dir, **{'model.vocab_size': None, 'model.max_length': None}
   )
-  data.load_info(config)
+  config = datasets.resolve(config).config
   assert config.model.vocab_size == len(info_vocab(tiny_data_dir)) and config.model.max_length > 50
 
 
@@ -229,6 +248,6 @@ def info_vocab(data_dir):
 )
 def test_bad_input_fails_with_one_line(tiny_data_dir, module, name, overrides, message):
   config = _config(module, name, tiny_data_dir, **overrides)
-  with pytest.raises(data.DataError, match=message) as error:
-    data.create_train_iterator(config, process_index=0, process_count=2)
+  with pytest.raises(DataError, match=message) as error:
+    pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=2)
   assert '\n' not in str(error.value)

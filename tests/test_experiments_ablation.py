@@ -1,24 +1,10 @@
 """experiments/fusion_ablation.py: every variant trains with its own switches, the table reports them."""
 
-import importlib.util
-import pathlib
-
 from configs import sensor
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_ablation():
-  spec = importlib.util.spec_from_file_location(
-    'fusion_ablation', ROOT / 'experiments' / 'fusion_ablation.py'
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from experiments import fusion_ablation as ablation
 
 
 def test_ablation_runs_every_variant_and_tabulates_them(tiny_data_dir, tmp_path):
-  ablation = load_ablation()
   config = sensor.get_config('smoke')
   config.dataset.update(name='weather_stations/tiny', data_dir=tiny_data_dir)
   rows = ablation.run_ablation(config, seeds=[0, 1], workdir=str(tmp_path))

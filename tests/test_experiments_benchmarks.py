@@ -1,33 +1,21 @@
 """The speed benchmarks time the reference models, and the peer comparison summarises honestly."""
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import pytest
 
+from experiments.benchmarks import peers
+from experiments.benchmarks import train_step as bench
+from hybrid_jax import input_kinds
 import test_models_shapes
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-  sys.path.insert(0, str(ROOT / 'experiments'))  # The benchmarks import reference_shapes.py.
-  spec = importlib.util.spec_from_file_location(name, ROOT / 'experiments' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.mark.parametrize('case', ['video_b32_t16', 'text_b256', 'sensor_b32'])
 def test_reference_cases_time_the_reference_models(case):
   """Each case's model has the parameter count of the seed article's Keras model."""
-  bench = _load('benchmark_train_step')
   config = bench.reference_config(case)
   task, batch_size, _ = bench.REFERENCE_CASES[case]
-  model = bench.models.create_model(config)
-  batch = bench.models.dummy_batch(config, 2)
+  model = input_kinds.create_model(config)
+  batch = input_kinds.dummy_batch(config, 2)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))['params']
   count = sum(x.size for x in jax.tree.leaves(params))
   assert count == test_models_shapes.REFERENCE[task][2]
@@ -35,18 +23,16 @@ def test_reference_cases_time_the_reference_models(case):
 
 
 def test_every_benchmark_variant_sets_real_fields_of_its_task_model():
-  bench = _load('benchmark_train_step')
   for variant, per_task in bench.VARIANTS.items():
     for task, fields in per_task.items():
       case = next(c for c, (t, _, _) in bench.REFERENCE_CASES.items() if t == task)
-      model = bench.models.create_model(bench.reference_config(case))
+      model = input_kinds.create_model(bench.reference_config(case))
       assert set(fields) <= set(model.__dataclass_fields__), (variant, task)
       if variant == 'before':  # The previous formulation differs from today's defaults.
         assert model.clone(**fields) != model, task
 
 
 def test_peer_summary_is_the_median_over_rounds_and_the_ratio():
-  peers = _load('benchmark_peers')
   rows = [
     ('video_b32_t8', 'hybrid_jax', 0, {'examples_per_sec': 50.0}),
     ('video_b32_t8', 'keras_tensorflow', 0, {'examples_per_sec': 100.0}),

@@ -1,27 +1,18 @@
-"""experiments/study.py end to end on tiny data: runs, selection, test outputs, reports, resumption."""
+"""experiments/study end to end on tiny data: runs, selection, test outputs, reports, resumption."""
 
-import copy
-import importlib.util
 import json
-import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-from hybrid_jax import data as data_lib
+from experiments.study import __main__ as study_main
+from experiments.study import arms as study_arms
+from experiments.study import protocol as study
+from experiments.study import runs as study_runs
 from hybrid_jax import train
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_study():
-  sys.path.insert(0, str(ROOT / 'experiments'))  # study.py imports its sibling modules.
-  spec = importlib.util.spec_from_file_location('study', ROOT / 'experiments' / 'study.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax.errors import ConfigError
 
 
 def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
@@ -43,7 +34,6 @@ def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
 
 
 def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path, monkeypatch):
-  study = load_study()
   protocol = tiny_protocol(study, tiny_data_dir, tmp_path, selection_seeds=1)
   [summary] = study.run_study(protocol)
 
@@ -85,7 +75,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
 
   # The ensemble averages the members' aligned predictions.
   members = [
-    study.study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
+    study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
     for arm in ('cnn', 'lstm')
   ]
   expected = (
@@ -130,7 +120,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   def no_training(*args, **kwargs):
     raise AssertionError('a finished run was trained again')
 
-  monkeypatch.setattr(study.study_runs.train, 'train_and_evaluate', no_training)
+  monkeypatch.setattr(study_runs.train, 'train_and_evaluate', no_training)
   [again] = study.run_study(protocol)
   assert again['test'] == summary['test'] and again['chosen_lr'] == summary['chosen_lr']
   monkeypatch.undo()
@@ -151,19 +141,17 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
 
 
 def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
-  study = load_study()
   protocol = tiny_protocol(study, tiny_data_dir, tmp_path)
   base = study.base_config('weather_stations', protocol)
   workdir = tmp_path / 'run'
   workdir.mkdir()
   (workdir / 'result.json').write_text(json.dumps({'fingerprint': 'something else'}))
-  with pytest.raises(study.ConfigError, match='another config'):
-    study.study_runs.train_run(base, str(workdir))
+  with pytest.raises(ConfigError, match='another config'):
+    study_runs.train_run(base, str(workdir))
 
 
 def test_train_order_depends_only_on_the_seed(tiny_data_dir):
   """Paired seeds: every arm (and learning rate) of one seed trains on the same batches."""
-  study = load_study()
   protocol = study.Protocol(
     study_dir='unused',
     results_dir='unused',
@@ -176,9 +164,9 @@ def test_train_order_depends_only_on_the_seed(tiny_data_dir):
   sizes = {'cnn_width': 7, 'lstm_units': 5, 'gated_dim': 3, 'projected_sum_dim': 3}
 
   def first_batches(arm, seed, lr):
-    config = study.study_arms.ARMS[arm].configure(base, sizes)
+    config = study_arms.ARMS[arm].configure(base, sizes)
     config.update(seed=seed, learning_rate=lr)
-    it = data_lib.create_train_iterator(config, process_index=0, process_count=1)
+    it = pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=1)
     return [next(it)['tokens'] for _ in range(6)]  # More than one epoch of the tiny split.
 
   reference = first_batches('concat', 0, 1e-3)
@@ -188,11 +176,10 @@ def test_train_order_depends_only_on_the_seed(tiny_data_dir):
 
 
 def test_flags_map_onto_the_protocol():
-  study = load_study()
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   values = flags.FlagValues()
-  study.define_flags(values)
+  study_main.define_flags(values)
   values(
     [
       'study.py',
@@ -203,20 +190,19 @@ def test_flags_map_onto_the_protocol():
       '--novalidation_from_train',
     ]
   )
-  protocol = study.protocol_from_flags(values, ['experiments/study.py', '--seeds=3'])
+  protocol = study_main.protocol_from_flags(values, ['experiments/study.py', '--seeds=3'])
   assert protocol.seeds == [0, 1, 2] and protocol.lrs == [1e-3, 3e-3]
   assert protocol.steps == {'bbc_news': 500}
   assert (protocol.train_split, protocol.validation_split) == ('train', 'validation')
   values(['study.py', '--seeds=4,7', '--validation_from_train'])
-  protocol = study.protocol_from_flags(values, ['study.py'])
+  protocol = study_main.protocol_from_flags(values, ['study.py'])
   assert protocol.seeds == [4, 7] and protocol.validation_split == 'train[90%:]'
   values(['study.py', '--steps=bbc_news'])
-  with pytest.raises(study.ConfigError, match='dataset=N'):
-    study.protocol_from_flags(values, ['study.py'])
+  with pytest.raises(ConfigError, match='dataset=N'):
+    study_main.protocol_from_flags(values, ['study.py'])
 
 
 def test_plan_counts_the_runs_of_the_grid(tmp_path):
-  study = load_study()
   protocol = study.Protocol(
     study_dir=str(tmp_path),
     results_dir=str(tmp_path),

@@ -1,21 +1,13 @@
 """The study's capacity-control arms: branch copies, widened branches, matched fusions (param counts)."""
 
-import importlib.util
-import pathlib
-import sys
-
 import jax
 import numpy as np
 import pytest
 
 from configs import sensor, text, video
-from hybrid_jax import models
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'experiments'))
-_spec = importlib.util.spec_from_file_location('study_arms', ROOT / 'experiments' / 'study_arms.py')
-arms = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(arms)
+from experiments.study import arms
+from hybrid_jax import config_validation
+from hybrid_jax import input_kinds
 
 # Hand counts at the sensor defaults (window 24 x 3 stations x 5 features, Conv1D64-k3, LSTM(32)):
 CONV = 15 * 3 * 64 + 64  # 2,944: Conv1D over 15 input channels.
@@ -37,8 +29,8 @@ def test_branch_copies_have_exact_parameter_counts():
 
 def test_copies_are_initialised_independently_and_both_feed_the_head():
   config = arms.with_model(sensor.get_config(), branches='lstm+lstm')
-  model = models.create_model(config)
-  params = model.init(jax.random.key(0), models.dummy_batch(config, 2))['params']
+  model = input_kinds.create_model(config)
+  params = model.init(jax.random.key(0), input_kinds.dummy_batch(config, 2))['params']
   assert set(params) == {'lstm', 'lstm_copy', 'head'}
   a, b = params['lstm']['input_kernel']['kernel'], params['lstm_copy']['input_kernel']['kernel']
   assert not np.allclose(a, b)
@@ -50,12 +42,12 @@ def test_video_copies_share_the_frame_cnn_under_two_lstms_and_not_for_two_cnns()
   config.model.update(frame_shape=(16, 16, 1), num_frames=3)
   lstms = arms.with_model(config, branches='lstm+lstm')
   params = jax.eval_shape(
-    models.create_model(lstms).init, jax.random.key(0), models.dummy_batch(lstms, 1)
+    input_kinds.create_model(lstms).init, jax.random.key(0), input_kinds.dummy_batch(lstms, 1)
   )['params']
   assert set(params) == {'frame_cnn', 'lstm', 'lstm_copy', 'head'}
   cnns = arms.with_model(config, branches='cnn+cnn')
   params = jax.eval_shape(
-    models.create_model(cnns).init, jax.random.key(0), models.dummy_batch(cnns, 1)
+    input_kinds.create_model(cnns).init, jax.random.key(0), input_kinds.dummy_batch(cnns, 1)
   )['params']
   assert set(params) == {'frame_cnn', 'cnn_copy', 'head'}
   flat = 4 * 4 * 64
@@ -65,7 +57,7 @@ def test_video_copies_share_the_frame_cnn_under_two_lstms_and_not_for_two_cnns()
 def test_unknown_branches_value_is_refused():
   config = arms.with_model(sensor.get_config(), branches='cnn+lstm')
   with pytest.raises(ValueError, match='branches'):
-    models.create_model(config)
+    config_validation.validate(config)
 
 
 @pytest.mark.parametrize('get_config', [sensor.get_config, text.get_config])

@@ -1,19 +1,12 @@
-"""experiments/study_stats.py on synthetic inputs with known answers."""
+"""experiments/study/stats.py on synthetic inputs with known answers."""
 
-import importlib.util
 import itertools
 import math
-import pathlib
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-  'study_stats', ROOT / 'experiments' / 'study_stats.py'
-)
-stats = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stats)
+from experiments.study import stats
 
 
 @pytest.mark.parametrize(

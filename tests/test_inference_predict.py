@@ -17,11 +17,12 @@ import hybrid_jax
 from configs import sensor
 from configs import text
 from configs import video
-from hybrid_jax import data as data_lib
 from hybrid_jax import inference
 from hybrid_jax import raw_inputs
 from hybrid_jax import train
 from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax.data import shipped
 from hybrid_jax.data import text_vocab
 from hybrid_jax.data.builders import text_builder
 from hybrid_jax.errors import CheckpointError, InputError
@@ -58,7 +59,8 @@ def _raw_test_examples(config):
   """
   builder = datasets.resolve(config).builder
   if config.task == 'text':
-    rows = [r for r in builder._load() if text_vocab.split_of(r[1]) == 'test']  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    rows = [r for r in builder._load() if text_vocab.split_of(r[1]) == 'test']
     per_class = builder.builder_config.per_class
     if per_class is not None:
       rows = text_builder._first_per_class(rows, per_class // 2)  # pylint: disable=protected-access
@@ -73,7 +75,9 @@ def _raw_test_examples(config):
 def _eval_inputs(config):
   """The eval pipeline's model inputs (every example once), to compare with `preprocess`."""
   parts = []
-  for batch in data_lib.create_eval_batches(config, process_index=0, process_count=1):
+  for batch in pipeline.create_eval_batches(
+    datasets.resolve(config), process_index=0, process_count=1
+  ):
     mask = batch['mask']
     parts.append({k: v[mask] for k, v in batch.items() if k not in ('mask', 'label', 'target')})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -90,8 +94,8 @@ def test_raw_predictions_reproduce_eval_without_the_data(name, tiny_data_dir, tm
   # A private copy of the prepared data, deleted before predicting.
   data_dir = str(tmp_path / 'tfds')
   shutil.copytree(
-    os.path.join(tiny_data_dir, datasets.base_name(name)),
-    os.path.join(data_dir, datasets.base_name(name)),
+    os.path.join(tiny_data_dir, shipped.base_name(name)),
+    os.path.join(data_dir, shipped.base_name(name)),
   )
   steps = 4 if name.startswith('moving') else 12
   config = _config(
@@ -360,9 +364,10 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
       3,
     )
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-    data_lib.load_info(config)
-    spec = inference.build_spec(config)
-    records = datasets.resolve(config).builder.as_data_source(split='test')
+    source = datasets.resolve(config)
+    config = source.config
+    spec = inference.build_spec(source)
+    records = source.builder.as_data_source(split='test')
     raw = [records[i][key] for i in range(len(records))]
     expected = _eval_inputs(config)
   if task == 'text':

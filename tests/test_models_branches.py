@@ -8,7 +8,9 @@ import optax
 import pytest
 
 from configs import sensor, text, video
-from hybrid_jax import models
+from hybrid_jax import input_kinds
+from hybrid_jax.models import fusion
+from hybrid_jax.models.fusion import BRANCHES, FUSIONS
 from hybrid_jax.models import conv, fusion, lstm
 
 
@@ -93,13 +95,13 @@ def test_lstm_without_lengths_equals_full_lengths_values_and_gradients():
   assert not np.allclose(value_short, value_none, atol=1e-6)
 
 
-@pytest.mark.parametrize('branches', models.BRANCHES)
+@pytest.mark.parametrize('branches', BRANCHES)
 def test_text_padding_never_changes_an_examples_output(branches):
   config = text.get_config()
   config.model.branches = branches
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   rng = np.random.default_rng(0)
-  params = model.init(jax.random.key(0), models.dummy_batch(config))
+  params = model.init(jax.random.key(0), input_kinds.dummy_batch(config))
   for length in (1, 2, 7, 30):
     sentence = rng.integers(2, config.model.vocab_size, (1, length), dtype=np.int32)
     unpadded = {'tokens': sentence, 'length': np.array([length], np.int32)}
@@ -122,7 +124,7 @@ def small_video_config(**overrides):
 
 def test_video_key_frame_and_lstm_frames_share_one_cnn():
   config = small_video_config(key_frame_index=2)
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   clip = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
   variables = model.init(jax.random.key(0), {'clip': clip})
   params = variables['params']
@@ -133,7 +135,7 @@ def test_video_key_frame_and_lstm_frames_share_one_cnn():
   np.testing.assert_allclose(separate, from_clip, atol=1e-6)
   # Both branches train that one CNN: each alone sends gradient into it.
   for branches in ('cnn', 'lstm'):
-    branch_model = models.create_model(small_video_config(branches=branches))
+    branch_model = input_kinds.create_model(small_video_config(branches=branches))
     branch_params = branch_model.init(jax.random.key(0), {'clip': clip})
     grads = jax.grad(lambda p: branch_model.apply(p, {'clip': clip}).sum())(branch_params)
     kernel_grad = grads['params']['frame_cnn']['conv_0']['kernel']
@@ -144,7 +146,7 @@ def test_video_key_frame_index_selects_the_frame():
   clip = np.random.default_rng(1).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
   outs = []
   for index in (0, 3):
-    model = models.create_model(small_video_config(branches='cnn', key_frame_index=index))
+    model = input_kinds.create_model(small_video_config(branches='cnn', key_frame_index=index))
     params = model.init(jax.random.key(0), {'clip': clip})
     outs.append(model.apply(params, {'clip': clip}))
     np.testing.assert_allclose(
@@ -165,8 +167,8 @@ def loss_fn(model, params, batch, regression):
 )
 def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
   config = config_module.get_config(variant)
-  model = models.create_model(config)
-  batch = models.dummy_batch(config, batch_size=2)
+  model = input_kinds.create_model(config)
+  batch = input_kinds.dummy_batch(config, batch_size=2)
   rng = np.random.default_rng(0)
   for key, value in batch.items():
     if key == 'tokens':
@@ -175,7 +177,7 @@ def test_shipped_configs_jit_with_finite_gradients(config_module, variant):
       batch[key] = (rng.random(value.shape) * (255 if value.dtype == np.uint8 else 1)).astype(
         value.dtype
       )
-  regression = models.is_regression(config)
+  regression = input_kinds.is_regression(config)
   if regression:
     batch['target'] = np.array([0.5, -1.0], np.float32)
   else:

@@ -9,7 +9,7 @@ import pytest
 from jax.experimental import rnn
 
 from configs import video
-from hybrid_jax import models
+from hybrid_jax import input_kinds
 from hybrid_jax.models import conv, lstm
 
 UNITS = 7
@@ -17,9 +17,8 @@ UNITS = 7
 
 def lstm_inputs(batch=5, time=6, features=4, seed=0):
   x = np.random.default_rng(seed).normal(size=(batch, time, features)).astype(np.float32)
-  lengths = np.array(
-    [time, 3, 0, 1, time + 2][:batch], np.int32
-  )  # Full, partial, empty, 1, past end.
+  # Full, partial, empty, 1, past end.
+  lengths = np.array([time, 3, 0, 1, time + 2][:batch], np.int32)
   return jnp.asarray(x), jnp.asarray(lengths)
 
 
@@ -165,7 +164,7 @@ def test_frame_cnn_formulations_are_the_same_function(features, kernel_size, sha
 def test_video_model_formulations_agree_and_keep_the_reference_parameter_count():
   config = video.get_config()
   config.model.update(frame_shape=(64, 64, 3), num_classes=10, num_frames=2)
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   clip = np.random.default_rng(0).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
   batch = {'clip': clip, 'length': np.array([2, 1], np.int32)}
   variables = model.init(jax.random.key(0), batch)

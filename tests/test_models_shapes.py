@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from configs import sensor, text, video
-from hybrid_jax import models
+from hybrid_jax import input_kinds
+from hybrid_jax.models.fusion import BRANCHES, FUSIONS
+from hybrid_jax import config_validation
 from hybrid_jax import summary
 
 # The reference (Keras) input shapes and their parameter counts (DEVELOPERS.md, issue "Models").
@@ -29,7 +31,7 @@ def reference_config(task, **model_overrides):
 
 def random_batch(config, batch_size, seed=0):
   rng = np.random.default_rng(seed)
-  batch = models.dummy_batch(config, batch_size)
+  batch = input_kinds.dummy_batch(config, batch_size)
   if config.task == 'video':
     batch['clip'] = rng.integers(0, 256, batch['clip'].shape, dtype=np.uint8)
   elif config.task == 'text':
@@ -49,8 +51,8 @@ def count_params(params):
 @pytest.mark.parametrize('task', list(REFERENCE))
 def test_parameter_count_matches_reference_keras_model(task):
   config = reference_config(task)
-  model = models.create_model(config)
-  variables = jax.eval_shape(model.init, jax.random.key(0), models.dummy_batch(config))
+  model = input_kinds.create_model(config)
+  variables = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config))
   assert count_params(variables['params']) == REFERENCE[task][2]
   assert summary.summarize(config).splitlines()[-1] == f'Total params: {REFERENCE[task][2]:,}'
 
@@ -66,7 +68,7 @@ def test_shipped_configs_keep_reference_layer_sizes(task):
 # Every task x every branch selection x every fusion: real init + apply on a small batch.
 SWITCHES = [
   (task, branches, fusion)
-  for task, branches, fusion in itertools.product(REFERENCE, models.BRANCHES, models.FUSIONS)
+  for task, branches, fusion in itertools.product(REFERENCE, BRANCHES, FUSIONS)
   if branches == 'both' or fusion == 'concat'
 ]  # One branch ignores the fusion kind.
 
@@ -77,7 +79,7 @@ def test_output_shapes_for_every_switch(task, branches, fusion):
   if task == 'video':  # Smaller frames keep the sweep fast; the layers are the same.
     overrides.update(frame_shape=(16, 16, 3), num_frames=3)
   config = reference_config(task, **overrides)
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   batch = random_batch(config, batch_size=3)
   variables = model.init(jax.random.key(0), batch)
   out = jax.jit(model.apply)(variables, batch)
@@ -97,10 +99,10 @@ def test_fusion_widths():
   """Concat joins widths; learned fusions project both branches to fusion_dim."""
   base = reference_config('text')
   widths = {}
-  for fusion in models.FUSIONS:
+  for fusion in FUSIONS:
     config = reference_config('text', fusion=fusion, fusion_dim=24)
     variables = jax.eval_shape(
-      models.create_model(config).init, jax.random.key(0), models.dummy_batch(base)
+      input_kinds.create_model(config).init, jax.random.key(0), input_kinds.dummy_batch(base)
     )
     widths[fusion] = variables['params']['head']['output']['kernel'].shape[0]
   assert widths == {'concat': 128 + 64, 'gated': 24, 'projected_sum': 24}
@@ -112,13 +114,13 @@ def test_bfloat16_computes_in_bf16_with_float32_params(task):
   config32 = reference_config(task, **overrides)
   config16 = reference_config(task, dtype='bfloat16', **overrides)
   batch = random_batch(config32, 4)
-  variables = models.create_model(config32).init(jax.random.key(1), batch)
+  variables = input_kinds.create_model(config32).init(jax.random.key(1), batch)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
-  out32 = models.create_model(config32).apply(variables, batch)
-  out16 = models.create_model(config16).apply(variables, batch)
+  out32 = input_kinds.create_model(config32).apply(variables, batch)
+  out16 = input_kinds.create_model(config16).apply(variables, batch)
   assert out16.dtype == jnp.float32  # Heads return float32 for the loss.
   # The LSTM's matmuls inside its scan run in bfloat16 too.
-  jaxpr = jax.make_jaxpr(models.create_model(config16).apply)(variables, batch).jaxpr
+  jaxpr = jax.make_jaxpr(input_kinds.create_model(config16).apply)(variables, batch).jaxpr
   scans = [e for e in jaxpr.eqns if e.primitive.name == 'scan']
   assert scans and all(
     any(
@@ -133,7 +135,7 @@ def test_bfloat16_computes_in_bf16_with_float32_params(task):
 
 def test_dropout_is_active_only_in_training():
   config = reference_config('sensor', dropout_rate=0.5)
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   batch = random_batch(config, 8)
   variables = model.init(jax.random.key(0), batch)
   np.testing.assert_array_equal(model.apply(variables, batch), model.apply(variables, batch))
@@ -153,16 +155,16 @@ def test_dropout_is_active_only_in_training():
 def test_unknown_switches_fail_with_one_line(field, value, message):
   config = reference_config('text', **{field: value})
   with pytest.raises(ValueError, match=message) as error:
-    models.create_model(config)
+    config_validation.validate(config)
   assert '\n' not in str(error.value)
 
 
 def test_shape_mismatch_between_config_and_batch_says_what_to_set():
   config = reference_config('sensor')
-  model = models.create_model(config)
+  model = input_kinds.create_model(config)
   with pytest.raises(ValueError, match=r'--config.model.window_shape'):
     model.init(jax.random.key(0), {'window': np.zeros((2, 24, 3, 5), np.float32)})
   config = reference_config('video', num_frames=4)
   config.model.key_frame_index = 4
   with pytest.raises(ValueError, match='key_frame_index'):
-    models.create_model(config)
+    config_validation.validate(config)

@@ -17,13 +17,13 @@ import pytest
 from configs import common as configs_common
 from configs import sensor
 from configs import video
-from hybrid_jax import checkpointing
+from hybrid_jax import config_validation
 from hybrid_jax import errors
 from hybrid_jax import metrics
-from hybrid_jax import models
+from hybrid_jax import input_kinds
 from hybrid_jax import parallel
+from hybrid_jax import steps
 from hybrid_jax import train
-from hybrid_jax.models import fusion
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,37 +40,43 @@ def _with(module, **model_fields):
 
 
 def _lr(**fields):
-  return lambda: train.create_optimizer(_with(sensor, **fields))
+  return lambda: config_validation.validate(_with(sensor, **fields))
 
 
 CASES = {
   'keep_checkpoints': (
     errors.ConfigError,
-    lambda: checkpointing.create_manager('/tmp/x', 0, 'mae'),
+    lambda: config_validation.validate(_with(sensor, keep_checkpoints=0)),
   ),
   'empty eval': (errors.DataError, lambda: metrics.finalize({'count': np.float32(0), 'loss': 0.0})),
-  'no eval batches': (errors.DataError, lambda: train.run_eval(None, None, [], 1, 0, None)),
-  'branches': (errors.ConfigError, lambda: fusion.check_switches('all', 'concat')),
-  'fusion': (errors.ConfigError, lambda: fusion.check_switches('both', 'sum')),
+  'no eval batches': (errors.DataError, lambda: steps.run_eval(None, None, [], 1, 0, None)),
+  'branches': (
+    errors.ConfigError,
+    lambda: config_validation.validate(_with(sensor, **{'model.branches': 'all'})),
+  ),
+  'fusion': (
+    errors.ConfigError,
+    lambda: config_validation.validate(_with(sensor, **{'model.fusion': 'sum'})),
+  ),
   'dtype': (
     errors.ConfigError,
-    lambda: models.create_model(_with(video, **{'model.dtype': 'f16'})),
+    lambda: config_validation.validate(_with(video, **{'model.dtype': 'f16'})),
   ),
   'key frame': (
     errors.ConfigError,
-    lambda: models.create_model(_with(video, **{'model.key_frame_index': 10})),
+    lambda: config_validation.validate(_with(video, **{'model.key_frame_index': 10})),
   ),
-  'task': (errors.ConfigError, lambda: models.create_model(_with(video, task='audio'))),
-  'task (batch)': (errors.ConfigError, lambda: models.dummy_batch(_with(video, task='audio'))),
+  'task': (errors.ConfigError, lambda: config_validation.validate(_with(video, task='audio'))),
+  'task (batch)': (errors.ConfigError, lambda: input_kinds.dummy_batch(_with(video, task='audio'))),
   'frame shape': (
     errors.ConfigError,
-    lambda: models.create_model(video.get_config('smoke')).init(
+    lambda: input_kinds.create_model(video.get_config('smoke')).init(
       jax.random.key(0), {'clip': np.zeros((1, 10, 32, 32, 1), np.uint8)}
     ),
   ),
   'window shape': (
     errors.ConfigError,
-    lambda: models.create_model(sensor.get_config('smoke')).init(
+    lambda: input_kinds.create_model(sensor.get_config('smoke')).init(
       jax.random.key(0), {'window': np.zeros((1, 5, 3, 5), np.float32)}
     ),
   ),

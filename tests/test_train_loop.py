@@ -16,7 +16,7 @@ import pytest
 
 from configs import sensor
 from configs import text
-from hybrid_jax import checkpointing
+from hybrid_jax import checkpoints
 from hybrid_jax import train
 
 
@@ -33,10 +33,10 @@ def _saved(workdir, step=None, devices=None):
   """(train state restored onto `devices`, saved steps) of a run directory."""
   config = _saved.configs[workdir]
   run = train._Run(config, devices)  # pylint: disable=protected-access
-  manager = checkpointing.create_manager(workdir, 1, run.best_metric, read_only=True)
+  manager = checkpoints.create_manager(workdir, 1, run.best_metric, read_only=True)
   try:
-    step = checkpointing.resolve_step(manager, 'latest' if step is None else step)
-    return checkpointing.restore(manager, step, run.abstract_state), sorted(manager.all_steps())
+    step = checkpoints.resolve_step(manager, 'latest' if step is None else step)
+    return checkpoints.restore(manager, step, run.abstract_state).state, sorted(manager.all_steps())
   finally:
     manager.close()
 
@@ -121,7 +121,7 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_pat
     for r in _jsonl(str(tmp_path / 'again'))
   ]  # ... and identical train curves.
 
-  real_iterator = train.data_lib.create_train_iterator
+  real_iterator = train.pipeline.create_train_iterator
 
   def preempted_after_4_batches(*args, **kwargs):
     it = real_iterator(*args, **kwargs)
@@ -139,11 +139,11 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_pat
     it.__class__ = Interrupting
     return it
 
-  monkeypatch.setattr(train.data_lib, 'create_train_iterator', preempted_after_4_batches)
+  monkeypatch.setattr(train.pipeline, 'create_train_iterator', preempted_after_4_batches)
   with pytest.raises(_Preempted):
     _train(config, tmp_path / 'resumed')
   assert _saved(str(tmp_path / 'resumed'))[1] == [3]  # Killed during step 5: last save is step 3.
-  monkeypatch.setattr(train.data_lib, 'create_train_iterator', real_iterator)
+  monkeypatch.setattr(train.pipeline, 'create_train_iterator', real_iterator)
   resumed = _train(config, tmp_path / 'resumed')
 
   state, steps = _saved(str(tmp_path / 'resumed'))
@@ -193,7 +193,7 @@ def test_best_checkpoint_is_kept_and_restored(tiny_data_dir, tmp_path):
   restored = train.evaluate(config, workdir, checkpoint='best')
   assert restored['step'] == best
   assert restored['loss'] == min(r['loss'] for r in evals)
-  with pytest.raises(checkpointing.CheckpointError, match='saved steps are'):
+  with pytest.raises(checkpoints.CheckpointError, match='saved steps are'):
     train.evaluate(config, workdir, checkpoint='1')
 
 
@@ -213,7 +213,7 @@ def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_dat
   _train(config, workdir)
   other = _config(tiny_data_dir, sensor, 'weather_stations/tiny')
   other.model.lstm_units = 8  # Another model: restoring must say so, not "corrupt".
-  with pytest.raises(checkpointing.CheckpointError, match='holds another model') as error:
+  with pytest.raises(checkpoints.CheckpointError, match='holds another model') as error:
     train.evaluate(other, workdir)
   assert 'delete' not in str(error.value) and 'damaged' not in str(error.value)
   state_dir = os.path.join(workdir, 'checkpoints', '4', 'state')
@@ -221,7 +221,7 @@ def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_dat
     if name.startswith('ocdbt') or name == 'd':
       shutil.rmtree(os.path.join(state_dir, name))
   with pytest.raises(
-    checkpointing.CheckpointError,
+    checkpoints.CheckpointError,
     match=r'checkpoints/4 is damaged: file .* is '
     'missing',
   ):
@@ -234,7 +234,7 @@ def test_corrupt_checkpoint_is_named_and_skipped_and_nothing_is_deleted(tiny_dat
     os.path.join(workdir, 'checkpoints', '2', 'metrics', 'metrics'), 'w', encoding='utf-8'
   ) as f:
     f.write('{not json')
-  with pytest.raises(checkpointing.CheckpointError, match=r'No intact checkpoint .*\[4, 2\]'):
+  with pytest.raises(checkpoints.CheckpointError, match=r'No intact checkpoint .*\[4, 2\]'):
     train.evaluate(config, workdir)
 
 
@@ -266,5 +266,5 @@ def test_init_checkpoint_gives_the_initial_parameters(tiny_data_dir, tmp_path):
     _params(_saved(str(tmp_path / 'source'))[0]),
   )
   config.init_checkpoint = str(tmp_path / 'nowhere')
-  with pytest.raises(checkpointing.CheckpointError, match='init_checkpoint=.*does not exist'):
+  with pytest.raises(checkpoints.CheckpointError, match='init_checkpoint=.*does not exist'):
     _train(config, tmp_path / 'other')

@@ -3,7 +3,7 @@
 The dataset must already be prepared in `data_dir` in the array_record format (the machines this
 code targets cannot download it), e.g. on a machine with internet:
   tfds build imdb_reviews --data_dir=/data/tfds --file_format=array_record
-The input kind is read from the features (`tasks.InputKind.catalog_feature`): a `Video` feature +
+The input kind is read from the features (`input_kinds.InputKind.catalog_feature`): a `Video` feature +
 `ClassLabel` -> video; a `Text` feature + `ClassLabel` -> text. Video clips are sampled to `num_frames` evenly spaced frames and resized
 (nearest) to `frame_shape`; text is tokenized with `text_vocab` and a vocabulary built from the
 train split on first use, saved next to the prepared data as `hybrid_jax_vocab.json`.
@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hybrid_jax import input_kinds
+from hybrid_jax.data import shipped
 from hybrid_jax.data import text_vocab
 
 VOCAB_FILE = 'hybrid_jax_vocab.json'
@@ -48,7 +50,7 @@ def open_builder(
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise error_cls(
-      f'Unknown dataset {name!r}: use moving_digits, bbc_news, tweet_sentiment or weather_stations '
+      f"Unknown dataset {name!r}: use one of {', '.join(shipped.SHIPPED)} "
       "(add '/tiny' for the test builds), or a TFDS catalog name prepared in data_dir."
     ) from None
   except ModuleNotFoundError as e:
@@ -76,24 +78,22 @@ def open_builder(
 
 
 class CatalogAdapter:
-  """Which features of a catalog dataset feed which model inputs (kinds: `tasks.INPUT_KINDS`)."""
+  """Which features of a catalog dataset feed which model inputs (`input_kinds.INPUT_KINDS`)."""
 
   def __init__(self, builder: tfds.core.DatasetBuilder, error_cls):
-    from hybrid_jax import tasks  # pylint: disable=g-import-not-at-top
-
     self.builder, self.error_cls = builder, error_cls
     features = builder.info.features
     labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     inputs = [
       (kind.name, k)
-      for kind in tasks.INPUT_KINDS.values()
+      for kind in input_kinds.INPUT_KINDS.values()
       if kind.catalog_feature
       for k, f in features.items()
       if type(f).__name__ == kind.catalog_feature
     ]
     if not labels or not inputs:
       kinds = ' or '.join(
-        k.catalog_feature for k in tasks.INPUT_KINDS.values() if k.catalog_feature
+        k.catalog_feature for k in input_kinds.INPUT_KINDS.values() if k.catalog_feature
       )
       raise error_cls(
         f'{builder.name}: only catalog datasets with a ClassLabel and a {kinds} feature '

@@ -1,15 +1,20 @@
-"""Dataset resolution: name -> prepared TFDS builder, DataInfo, and the config checked against the data.
+"""Dataset resolution, once per run: name -> prepared TFDS builder, DataInfo and the resolved config.
 
-`config.dataset.name` is a shipped builder ('moving_digits', 'bbc_news', 'tweet_sentiment',
-'weather_stations', 'japanese_vowels', each optionally '/tiny' or ':version') or a TFDS catalog name prepared in
-`data_dir` (see `catalog`). Shipped builders are prepared on first use, offline, into `data_dir`
-(TFDS's default when None) under a file lock so that concurrent processes build once.
-Config model fields that are None are filled from the data; explicit values that disagree with the
-data fail here with one line naming the override to use. The head (`config.head`) is resolved here:
-a ClassLabel 'label' feature -> classification, a 'target' feature -> regression (`tasks`).
+  source = resolve(config)      # source.config: a copy of config with the data's facts filled in
+  source.builder, source.info   # the prepared builder; sizes, classes, target statistics, baselines
+
+`config.dataset.name` is a shipped builder (`shipped.SHIPPED`, each optionally '/tiny' or
+':version') or a TFDS catalog name prepared in `data_dir` (see `catalog`). Shipped builders are
+prepared on first use, offline, into `data_dir` (TFDS's default when None) under a file lock so that
+concurrent processes build once. In the resolved config, model fields that were None are filled
+from the data, and `config.head` is set from the data's features (a ClassLabel 'label' ->
+classification, a 'target' -> regression, `heads.py`); explicit values that disagree with the data
+fail here with one line naming the override to use. The caller's config is never changed: pass
+`source` (or `source.config`) on instead of resolving again.
 """
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import importlib
@@ -20,19 +25,15 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from hybrid_jax import tasks
-from hybrid_jax.data import builders  # Registers the shipped builders.
-from hybrid_jax.data import catalog
-from hybrid_jax.errors import DataError
+import ml_collections
 
-SHIPPED = {  # Shipped builder -> input kind (`tasks.INPUT_KINDS`).
-  'moving_digits': 'video',
-  'bbc_news': 'text',
-  'tweet_sentiment': 'text',
-  'weather_stations': 'sensor',
-  'japanese_vowels': 'sensor',
-}
-del builders
+from hybrid_jax import heads
+from hybrid_jax import input_kinds
+from hybrid_jax.data import catalog
+from hybrid_jax.data import decoders
+from hybrid_jax.data import shipped
+from hybrid_jax.data.shipped import base_name
+from hybrid_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class DataInfo:
   Attributes:
     name: config.dataset.name as given.
     task: the input kind: 'video' | 'text' | 'sensor'.
-    head: 'classification' | 'regression' (`tasks.HEADS`).
+    head: 'classification' | 'regression' (`heads.HEADS`).
     num_train_examples, num_eval_examples: sizes of config.dataset.train_split / eval_split.
     num_classes: classification classes (None for regression).
     target_mean, target_std: regression only; batches carry (target - mean) / std, so an MAE in
@@ -68,46 +69,69 @@ class DataInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """A resolved dataset: the prepared builder and how its examples map onto model inputs."""
+  """A resolved dataset: the resolved config, the prepared builder and how examples map to inputs.
 
+  Attributes:
+    config: a copy of the caller's config with `head` and the data-determined model fields filled.
+    builder: the prepared TFDS builder.
+    info: the dataset's facts (DataInfo).
+    adapter: catalog.CatalogAdapter for catalog datasets, None for shipped (or own) builders.
+  """
+
+  config: ml_collections.ConfigDict
   builder: tfds.core.DatasetBuilder
   info: DataInfo
-  adapter: Any  # catalog.CatalogAdapter for catalog datasets, None for shipped ones.
+  adapter: Any
+
+  @property
+  def metadata(self) -> dict[str, Any]:
+    """The dataset metadata decoders read: the builder's, or a catalog adapter's equivalent."""
+    if self.adapter is not None:
+      return self.adapter.metadata(self.info.task, self.config)
+    return dict(self.builder.info.metadata or {})
+
+  def records(self, split: str):
+    """The random-access records of `split` (a TFDS split expression, e.g. 'train[:90%]')."""
+    return self.builder.as_data_source(split=split)
 
 
-def base_name(name: str) -> str:
-  return name.split('/')[0].split(':')[0]
+def resolve(config: ml_collections.ConfigDict) -> Source:
+  """Prepares (shipped, first use) and opens the dataset; checks `config` against it.
 
-
-def resolve(config) -> Source:
-  """Prepares (shipped, first use) and opens the dataset, validates `config` and fills its None fields."""
+  Returns the Source, whose `config` is a resolved copy (`config` itself is not changed).
+  """
+  config = copy.deepcopy(config)
   name = config.dataset.name
   if not name:
     raise DataError(
-      f"config.dataset.name is empty: set --config.dataset.name to one of {', '.join(SHIPPED)}."
+      'config.dataset.name is empty: set --config.dataset.name to one of '
+      f"{', '.join(shipped.SHIPPED)}."
     )
   data_dir = config.dataset.data_dir or None
   own_module = config.dataset.get('builder_module') or ''
   if own_module:
     _import_builder_module(own_module)
-  if base_name(name) in SHIPPED or _registered_by(name, own_module):
+  if shipped.is_shipped(name) or _registered_by(name, own_module):
     builder = _shipped_builder(name, data_dir)
     adapter = None
   else:
     builder, adapter = catalog.open_builder(name, data_dir, DataError)
-  task = SHIPPED.get(base_name(name)) or (adapter.task if adapter else config.task)
+  if shipped.is_shipped(name):
+    task = shipped.SHIPPED[base_name(name)].input_kind
+  else:
+    task = adapter.task if adapter else config.task
   if config.task and config.task != task:
     raise DataError(
       f"{name} is a {task} dataset but config.task={config.task!r}: use "
-      f'--config={tasks.input_kind(task).config_file} (or pick a {config.task} dataset).'
+      f'--config={input_kinds.input_kind(task).config_file} (or pick a {config.task} dataset).'
     )
-  kind = tasks.input_kind(task)
+  kind = input_kinds.input_kind(task)
   if adapter is not None:
-    head = tasks.head_of_features(
+    head = heads.head_of_features(
       {'label': builder.info.features[adapter.label_key]}, config.head, name
     )
   else:
-    head = tasks.head_of_features(builder.info.features, config.head, name)
+    head = heads.head_of_features(builder.info.features, config.head, name)
   config.head = head.name
   splits = builder.info.splits  # Empty only under tfds.testing.mock_data.
   for field in ('train_split', 'eval_split'):
@@ -124,7 +148,7 @@ def resolve(config) -> Source:
       )
   info = _data_info(config, builder, kind, head, adapter)
   _check_and_fill(config, info, kind, head, adjust_all=adapter is not None)
-  return Source(builder=builder, info=info, adapter=adapter)
+  return Source(config=config, builder=builder, info=info, adapter=adapter)
 
 
 def _import_builder_module(module: str) -> None:
@@ -158,8 +182,8 @@ def base_split(split: str) -> str:
 
 def prepare_shipped(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """Prepares a shipped builder (e.g. 'bbc_news/tiny') if needed; returns it opened for reading."""
-  if base_name(name) not in SHIPPED:
-    raise DataError(f"{name!r} is not a shipped dataset: use one of {', '.join(SHIPPED)}.")
+  if not shipped.is_shipped(name):
+    raise DataError(f"{name!r} is not a shipped dataset: use one of {', '.join(shipped.SHIPPED)}.")
   return _shipped_builder(name, data_dir)
 
 
@@ -212,13 +236,6 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def metadata(source: 'Source', config) -> dict[str, Any]:
-  """The dataset metadata decoders read: the builder's, or a catalog adapter's equivalent."""
-  if source.adapter is not None:
-    return source.adapter.metadata(source.info.task, config)
-  return dict(source.builder.info.metadata or {})
-
-
 def _data_info(config, builder, kind, head, adapter) -> DataInfo:
   num_train = len(builder.as_data_source(split=config.dataset.train_split))
   num_eval = len(builder.as_data_source(split=config.dataset.eval_split))
@@ -229,14 +246,13 @@ def _data_info(config, builder, kind, head, adapter) -> DataInfo:
     meta = builder.info.metadata or {}
     eval_base = base_split(config.dataset.eval_split)
     baselines = meta.get('baselines', {})
-    baselines = baselines.get(
-      eval_base, baselines
-    )  # Per-split baselines, or split-independent ones.
+    # Per-split baselines, or split-independent ones.
+    baselines = baselines.get(eval_base, baselines)
     baselines = {k: float(v) for k, v in baselines.items() if not isinstance(v, dict)}
   label_names, target_mean, target_std = (), None, None
   if head.regression:
-    target_mean = float(tasks.metadata_value(meta, 'target_mean', "the train targets' mean"))
-    target_std = float(tasks.metadata_value(meta, 'target_std', "the train targets' std"))
+    target_mean = float(decoders.metadata_value(meta, 'target_mean', "the train targets' mean"))
+    target_std = float(decoders.metadata_value(meta, 'target_std', "the train targets' std"))
   else:
     label_key = adapter.label_key if adapter is not None else 'label'
     label_names = tuple(builder.info.features[label_key].names)

@@ -1,7 +1,11 @@
-"""grain input pipelines over `builder.as_data_source()`: endless shuffled train, exact padded eval.
+"""grain input pipelines over a resolved dataset: endless shuffled train, exact padded eval.
+
+  source = datasets.resolve(config)                  # once per run
+  train_it = create_train_iterator(source)           # endless per-process batches; get/set_state
+  for batch in create_eval_batches(source): ...      # every example once, padded last batch + 'mask'
 
 Batches are dicts of numpy arrays holding this process's share of the global batch
-(B = config.batch_size // process_count): the input kind's keys (`tasks.INPUT_KINDS`)
+(B = config.batch_size // process_count): the input kind's keys (`input_kinds.INPUT_KINDS`)
   video:  'clip' uint8 [B, time, height, width, channels]
   text:   'tokens' int32 [B, max_length], 'length' int32 [B]
   sensor: 'window' float32 [B, time, *channels] (normalized; zero-padded to window_shape[0]),
@@ -14,25 +18,29 @@ import math
 
 from absl import flags
 import grain
+import jax
 import numpy as np
 
-from hybrid_jax import tasks
+from hybrid_jax import heads
+from hybrid_jax import input_kinds
 from hybrid_jax.data import datasets
+from hybrid_jax.data import decoders
+from hybrid_jax.errors import DataError
 
 
-def example_fn(source: datasets.Source, config) -> tasks.Example:
-  """The picklable record -> model example function for `source` under `config`.
+def example_fn(source: datasets.Source) -> decoders.Example:
+  """The picklable record -> model example function of a resolved dataset.
 
-  The input kind's decoder (`tasks.INPUT_KINDS`) turns the record's input feature into model
+  The input kind's decoder (`input_kinds.INPUT_KINDS`) turns the record's input feature into model
   inputs; the head adds its label ('label' int32, or 'target' float32 normalized by the train
   target statistics).
   """
-  meta = datasets.metadata(source, config)
-  decode = tasks.input_kind(source.info.task).decoder(config, meta)
+  meta = source.metadata
+  decode = input_kinds.input_kind(source.info.task).decoder(source.config, meta)
   label_key = None
   if source.adapter is not None:  # Catalog features have their own names.
     decode.key, label_key = source.adapter.input_key, source.adapter.label_key
-  return tasks.Example(decode, tasks.head(source.info.head), meta, label_key)
+  return decoders.Example(decode, heads.head(source.info.head), meta, label_key)
 
 
 MAX_EPOCHS = 2**24  # The train stream's length in epochs: endless for any practical run.
@@ -42,8 +50,9 @@ CACHE_BYTES = 256 * 2**20  # Shards whose decoded records fit are decoded once a
 class _Records:
   """Reads records of `source` at `indices`; keeps the decoded shard in memory when it is small.
 
-  TFDS decoding costs ~0.1 ms per record, more than a small model's step per example (sensor, text);
-  decoding a small shard once removes it. Large shards (video clips) stream from disk.
+  Decoding a TFDS record costs more than a small model's step per example (sensor, text;
+  experiments/results/benchmark_input_pipeline.md): decoding a small shard once removes that cost.
+  Large shards (video clips) stream from disk.
   """
 
   def __init__(self, source, shard: np.ndarray):
@@ -77,8 +86,8 @@ def _read(records, indices: list[int]) -> list:
 class _TrainBatches:
   """grain data source whose record k is train batch k of this process (epoch k // batches_per_epoch).
 
-  A grain record is a whole batch because grain's per-record overhead (~0.3 ms) would otherwise cap
-  the pipeline below the small models' step rate. Epoch e visits this process's examples in the
+  A grain record is a whole batch because grain's per-record overhead would otherwise cap the
+  pipeline below the small models' step rate (experiments/results/benchmark_input_pipeline.md). Epoch e visits this process's examples in the
   order permutation(seed, e): reshuffled every epoch, the last partial batch of an epoch dropped.
   """
 
@@ -111,7 +120,7 @@ class _TrainBatches:
         np.random.default_rng([self.seed, epoch]).permutation(len(self.shard)),
       )
     records = self.reader.read(self._order[b * self.batch : (b + 1) * self.batch])
-    return tasks.collate([self.example_fn(r) for r in records])
+    return decoders.collate([self.example_fn(r) for r in records])
 
 
 class _EvalBatches:
@@ -134,15 +143,12 @@ class _EvalBatches:
     examples = [
       self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())
     ]
-    return {**tasks.collate(examples), 'mask': mask}
+    return {**decoders.collate(examples), 'mask': mask}
 
 
 def _processes(process_index, process_count) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
   return int(process_index), int(process_count)
 
 
@@ -156,32 +162,32 @@ def _workers(config) -> int:
 
 def _local_batch(global_batch: int, process_count: int, field: str) -> int:
   if global_batch <= 0 or global_batch % process_count:
-    raise datasets.DataError(
+    raise DataError(
       f'config.{field}={global_batch} must be a positive multiple of the '
       f'{process_count} processes: set --config.{field} accordingly.'
     )
   return global_batch // process_count
 
 
-def create_train_iterator(config, *, process_index=None, process_count=None):
+def create_train_iterator(source: datasets.Source, *, process_index=None, process_count=None):
   """Endless train batches for this process: reshuffled every epoch (seeded), remainder dropped.
 
   Process p reads the contiguous shard [p * n, (p + 1) * n), n = N // process_count, of the train
   split. Returns a grain DataLoaderIterator; its get_state() / set_state() save and restore the
   position (the batch count), so a resumed run neither repeats nor skips batches.
   """
+  config = source.config
   index, count = _processes(process_index, process_count)
-  source = datasets.resolve(config)
-  records = source.builder.as_data_source(split=config.dataset.train_split)
+  records = source.records(config.dataset.train_split)
   batch = _local_batch(config.batch_size, count, 'batch_size')
   per_process = len(records) // count
   if per_process < batch:
-    raise datasets.DataError(
+    raise DataError(
       f'{config.dataset.name} {config.dataset.train_split} has {per_process} examples per process, '
       f'fewer than the per-process batch {batch}: lower --config.batch_size.'
     )
   shard = np.arange(index * per_process, (index + 1) * per_process)
-  batches = _TrainBatches(records, shard, batch, int(config.seed), example_fn(source, config))
+  batches = _TrainBatches(records, shard, batch, int(config.seed), example_fn(source))
   loader = grain.DataLoader(
     data_source=batches,
     worker_count=_workers(config),
@@ -203,15 +209,18 @@ class EvalBatches:
     return iter(self.loader)
 
 
-def create_eval_batches(config, *, process_index=None, process_count=None) -> EvalBatches:
-  """Every eval example exactly once over all processes, in order; the last batches padded + 'mask'.
+def create_eval_batches(
+  source: datasets.Source, split: str | None = None, *, process_index=None, process_count=None
+) -> EvalBatches:
+  """Every example of `split` (default: config.dataset.eval_split) once over all processes, in order.
 
-  Process p reads the contiguous block [p * n, (p + 1) * n) with n = ceil(N / process_count), so all
-  processes yield ceil(n / B) batches (pmap collectives need equal counts).
+  The last batches are padded and carry 'mask'. Process p reads the contiguous block
+  [p * n, (p + 1) * n) with n = ceil(N / process_count), so all processes yield ceil(n / B) batches
+  (pmap collectives need equal counts).
   """
+  config = source.config
   index, count = _processes(process_index, process_count)
-  source = datasets.resolve(config)
-  records = source.builder.as_data_source(split=config.dataset.eval_split)
+  records = source.records(split or config.dataset.eval_split)
   batch = _local_batch(config.eval_batch_size, count, 'eval_batch_size')
   per_process = math.ceil(len(records) / count)
   num_batches = max(1, math.ceil(per_process / batch))
@@ -222,7 +231,7 @@ def create_eval_batches(config, *, process_index=None, process_count=None) -> Ev
     min(start + per_process, len(records)),
     batch,
     num_batches,
-    example_fn(source, config),
+    example_fn(source),
   )
   loader = grain.DataLoader(
     data_source=batches,

@@ -9,8 +9,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hybrid_jax.errors import ConfigError
-
 Array = jax.Array
 
 
@@ -96,6 +94,10 @@ class _ConvParams(nn.Module):
     return kernel, bias
 
 
+# How SensorCNN turns its last feature map into a vector (see its docstring).
+SENSOR_POOLINGS = ('flatten', 'global_max')
+
+
 class SensorCNN(nn.Module):
   """[batch, time, channels] (+ lengths [batch]) -> [batch, features].
 
@@ -116,10 +118,8 @@ class SensorCNN(nn.Module):
 
   @nn.compact
   def __call__(self, series_BTC: Array, lengths_B: Array | None = None) -> Array:
-    if self.pooling not in ('flatten', 'global_max'):
-      raise ConfigError(
-        f"Unknown config.model.pooling={self.pooling!r}: use 'flatten' or 'global_max'."
-      )
+    if self.pooling not in SENSOR_POOLINGS:
+      raise ValueError(f'Unknown pooling {self.pooling!r}: use one of {SENSOR_POOLINGS}.')
     keep_odd = self.pooling == 'global_max'
     x = series_BTC
     for i, features in enumerate(self.conv_features):
@@ -167,9 +167,8 @@ class TextCNN(nn.Module):
     valid_BL1 = _valid_mask(lengths_B, length)
     x = jnp.where(valid_BL1, embedded_BLD, 0)
     for i, features in enumerate(self.conv_features):
-      if (
-        i > 0
-      ):  # Invalid positions hold zeros here, and ReLU outputs are >= 0: the max ignores them.
+      # Invalid positions hold zeros here, and ReLU outputs are >= 0: the max ignores them.
+      if i > 0:
         x = max_pool2(x, 1, keep_odd=True)
         lengths_B = (lengths_B + 1) // 2
         valid_BL1 = _valid_mask(lengths_B, x.shape[1])

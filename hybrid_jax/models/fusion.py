@@ -4,7 +4,7 @@ The question the project studies is whether naive concatenation of CNN and LSTM 
 it; the learned fusions here are the alternatives an ablation compares it with.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -53,7 +53,7 @@ class Fusion(nn.Module):
         nn.Dense(self.dim, dtype=self.dtype, name='gate')(jnp.concatenate(branch_features, axis=-1))
       )
       return gate * projected[0] + (1 - gate) * projected[1]
-    raise errors.ConfigError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
+    raise ValueError(f'Unknown fusion {self.kind!r}: use one of {FUSIONS}.')
 
 
 class FusionHead(nn.Module):
@@ -80,23 +80,45 @@ class FusionHead(nn.Module):
     return out_BO[:, 0] if self.regression else out_BO
 
 
+# Compute dtypes by config name (parameters stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
 class HybridModel(nn.Module):
   """The fields every task model shares: head width, branch sizes, ablation/fusion switches, dtype.
 
-  `num_outputs` is the head's width (classes, or 1 with `regression`, which returns [batch]).
+  A task model's fields are exactly `config.model`'s (input_kinds.create_model passes them all),
+  plus `regression`, which comes from `config.head`. The head's width is `num_outputs`: the number
+  of classes, or 1 with `regression` (the model then returns [batch]).
   """
 
-  num_outputs: int = 10
+  num_classes: Optional[int] = None
   regression: bool = False
   conv_features: Sequence[int] = (64,)
   kernel_size: int = 3
   lstm_units: int = 64
-  lstm_projection: str = 'auto'  # The LSTM scan's input projection (lstm.PROJECTIONS).
+  # The LSTM scan's input projection: one of lstm.PROJECTIONS (same values, speed only).
+  lstm_projection: str = 'auto'
   branches: str = 'both'
   fusion: str = 'concat'
   fusion_dim: int = 128
   dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
+  # Compute dtype by name, one of DTYPES.
+  dtype: str = 'float32'
+
+  @property
+  def num_outputs(self) -> int:
+    if self.regression:
+      return 1
+    if self.num_classes is None:
+      raise errors.ConfigError(
+        'config.model.num_classes is None: set it, or let the data fill it (train/eval).'
+      )
+    return int(self.num_classes)
+
+  @property
+  def compute_dtype(self) -> Any:
+    return DTYPES[self.dtype]
 
   def uses(self, branch: str) -> bool:
     """Whether the 'cnn' or 'lstm' branch feeds the head."""
@@ -120,13 +142,5 @@ class HybridModel(nn.Module):
       fusion=self.fusion,
       fusion_dim=self.fusion_dim,
       dropout_rate=self.dropout_rate,
-      dtype=self.dtype,
+      dtype=self.compute_dtype,
     )
-
-
-def check_switches(branches: str, fusion: str) -> None:
-  """One-line errors for unknown branch or fusion switches."""
-  if branches not in BRANCHES:
-    raise errors.ConfigError(f'Unknown config.model.branches={branches!r}: use one of {BRANCHES}.')
-  if fusion not in FUSIONS:
-    raise errors.ConfigError(f'Unknown config.model.fusion={fusion!r}: use one of {FUSIONS}.')

@@ -54,10 +54,10 @@ def resolve_projection(projection: str, input_size: int, units: int) -> str:
 
   Hoisting the input projection out of the scan makes one big matmul forwards, but backwards XLA:CPU
   transposes the [time, batch, 4·units] gate gradients for one tall, thin kernel-gradient matmul;
-  for narrow inputs (sensor channels) the per-step matmuls are faster (1.27x the sensor B=256
-  train step, experiments/benchmark_train_step_reference_results.md), for wider ones (text
-  embeddings, video frame features) the hoisted matmul is.
-  Off CPU (unmeasured) 'auto' keeps the hoisted matmul.
+  for narrow inputs (sensor channels) the per-step matmuls are faster, for wider ones (text
+  embeddings, video frame features) the hoisted matmul is (measured:
+  experiments/results/benchmark_train_step_reference.md). Off CPU (unmeasured) 'auto' keeps the
+  hoisted matmul.
   """
   if projection not in PROJECTIONS:
     raise ValueError(f'Unknown LSTM input projection {projection!r}: use one of {PROJECTIONS}.')

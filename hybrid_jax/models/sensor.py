@@ -47,17 +47,17 @@ class SensorModel(fusion.HybridModel):
         '--config.model.window_shape to match the data.'
       )
     batch_size, time = window_BT_.shape[:2]
-    series_BTC = window_BT_.reshape(batch_size, time, -1).astype(self.dtype)
+    series_BTC = window_BT_.reshape(batch_size, time, -1).astype(self.compute_dtype)
     features = []
     for name in self.copies('cnn'):
       features.append(
         conv.SensorCNN(
-          self.conv_features, self.kernel_size, self.dtype, pooling=self.pooling, name=name
+          self.conv_features, self.kernel_size, self.compute_dtype, pooling=self.pooling, name=name
         )(series_BTC, lengths_B)
       )
     for name in self.copies('lstm'):
       features.append(
-        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+        lstm.LSTM(self.lstm_units, self.compute_dtype, projection=self.lstm_projection, name=name)(
           series_BTC, lengths_B
         )
       )

@@ -4,7 +4,6 @@ from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from hybrid_jax.models import conv, fusion, lstm
 
@@ -24,6 +23,8 @@ class TextModel(fusion.HybridModel):
   """
 
   vocab_size: int = 10_000
+  # Tokens per example the pipeline pads or cuts to (the shape of 'tokens').
+  max_length: int = 50
   embed_dim: int = 100
   conv_features: Sequence[int] = (128, 128)
 
@@ -31,19 +32,19 @@ class TextModel(fusion.HybridModel):
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
     tokens_BL = batch['tokens']
     lengths_B = batch.get('length')
-    embedded_BLD = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name='embed')(
-      tokens_BL
-    )
+    embedded_BLD = nn.Embed(
+      self.vocab_size, self.embed_dim, dtype=self.compute_dtype, name='embed'
+    )(tokens_BL)
     features = []
     for name in self.copies('cnn'):
       features.append(
-        conv.TextCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
+        conv.TextCNN(self.conv_features, self.kernel_size, self.compute_dtype, name=name)(
           embedded_BLD, lengths_B
         )
       )
     for name in self.copies('lstm'):
       features.append(
-        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+        lstm.LSTM(self.lstm_units, self.compute_dtype, projection=self.lstm_projection, name=name)(
           embedded_BLD, lengths_B
         )
       )

@@ -31,15 +31,19 @@ class VideoModel(fusion.HybridModel):
   """
 
   frame_shape: Sequence[int] = (64, 64, 3)
+  # Frames per clip (the LSTM's sequence length; clips of other lengths are resampled to it).
+  num_frames: int = 10
+  # Clip frame the CNN branch reads when no separate key frame is fed (negative: from the end).
   key_frame_index: int = 0
   conv_features: Sequence[int] = (32, 64)
-  # How the frame CNN is computed; every choice gives the same values (speed and memory only).
-  frame_cnn_formulation: str = 'pool_first'  # One of conv.FRAME_CNN_FORMULATIONS.
-  frame_cnn_batching: str = 'per_frame'  # One of FRAME_CNN_BATCHINGS.
+  # How the frame CNN is computed; every choice gives the same values (speed and memory only):
+  # one of conv.FRAME_CNN_FORMULATIONS, and one of FRAME_CNN_BATCHINGS.
+  frame_cnn_formulation: str = 'pool_first'
+  frame_cnn_batching: str = 'per_frame'
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Array], *, train: bool = False) -> Array:
-    clip_BTHWC = _as_float(batch['clip'], self.dtype)
+    clip_BTHWC = _as_float(batch['clip'], self.compute_dtype)
     batch_size, time = clip_BTHWC.shape[:2]
     if tuple(clip_BTHWC.shape[2:]) != tuple(self.frame_shape):
       raise errors.ConfigError(
@@ -47,7 +51,11 @@ class VideoModel(fusion.HybridModel):
         f'{tuple(self.frame_shape)}: set --config.model.frame_shape to match the data.'
       )
     frame_cnn = conv.FrameCNN(
-      self.conv_features, self.kernel_size, self.dtype, self.frame_cnn_formulation, name='frame_cnn'
+      self.conv_features,
+      self.kernel_size,
+      self.compute_dtype,
+      self.frame_cnn_formulation,
+      name='frame_cnn',
     )
     features = []
     frame_features_BTF = None
@@ -65,23 +73,22 @@ class VideoModel(fusion.HybridModel):
         )
     if self.uses('cnn'):
       if 'frame' in batch:
-        features.append(frame_cnn(_as_float(batch['frame'], self.dtype)))
+        features.append(frame_cnn(_as_float(batch['frame'], self.compute_dtype)))
       elif frame_features_BTF is not None:
         features.append(frame_features_BTF[:, self.key_frame_index])
       else:
         features.append(frame_cnn(clip_BTHWC[:, self.key_frame_index]))
-    for name in self.copies('cnn')[
-      1:
-    ]:  # 'cnn+cnn': a second frame CNN of its own, on the key frame.
+    # 'cnn+cnn': a second frame CNN of its own, on the key frame.
+    for name in self.copies('cnn')[1:]:
       key_frame = batch['frame'] if 'frame' in batch else clip_BTHWC[:, self.key_frame_index]
       features.append(
-        conv.FrameCNN(self.conv_features, self.kernel_size, self.dtype, name=name)(
-          _as_float(key_frame, self.dtype)
+        conv.FrameCNN(self.conv_features, self.kernel_size, self.compute_dtype, name=name)(
+          _as_float(key_frame, self.compute_dtype)
         )
       )
     for name in self.copies('lstm'):  # 'lstm+lstm': two LSTMs over the one shared per-frame CNN.
       features.append(
-        lstm.LSTM(self.lstm_units, self.dtype, projection=self.lstm_projection, name=name)(
+        lstm.LSTM(self.lstm_units, self.compute_dtype, projection=self.lstm_projection, name=name)(
           frame_features_BTF, batch.get('length')
         )
       )

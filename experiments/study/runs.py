@@ -4,12 +4,11 @@
   record = test_run(config, workdir, result)   # test.json + test_outputs.npz (per-example outputs)
   ens = ensemble_outputs([load_outputs(a), load_outputs(b)])
 
-Per-example outputs come from the run's own checkpoint (`predict_split`) until
-`hybrid_jax.load(workdir).predict/embed` exists. Branch features, and the metric with one branch's
-features zeroed, come from a flax method interceptor on `fusion.Fusion` (no model change needed).
+Per-example outputs come from the run's own checkpoint (`predict_split`), read through the
+training pipeline's eval batches. Branch features, and the metric with one branch's features
+zeroed, come from `hybrid_jax.ablation.branch_features` (the same helper `hybrid_jax.load` uses).
 """
 
-import copy
 import hashlib
 import json
 import os
@@ -18,29 +17,30 @@ import time
 from typing import Any, Optional, Sequence
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrid_jax import checkpointing
-from hybrid_jax import data as data_lib
-from hybrid_jax import models
+from experiments.study import arms as study_arms
+from experiments.study import stats as study_stats
+from hybrid_jax import ablation
+from hybrid_jax import checkpoints
+from hybrid_jax import fileio
+from hybrid_jax import input_kinds
 from hybrid_jax import train
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax.errors import CheckpointError
 from hybrid_jax.errors import ConfigError
-from hybrid_jax.models import fusion
-import study_arms
-import study_stats
 
 
 def primary_metric(config) -> tuple[str, bool]:
-  """(metric name, lower is better): accuracy for classification, MAE in original units otherwise."""
-  if models.is_regression(config):
-    return 'mae_original_units', True
-  return 'accuracy', False
+  """(metric name, lower is better) of the config's head: accuracy, or MAE in original units."""
+  return input_kinds.head(config).primary_metric
 
 
 def fingerprint(config) -> str:
+  """The run's identity: a hash of its whole config."""
   return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -49,14 +49,6 @@ def read_json(path: str) -> Optional[dict]:
     return None
   with open(path, encoding='utf-8') as f:
     return json.load(f)
-
-
-def write_json(path: str, value: Any) -> None:
-  """Atomic: a crash never leaves a half-written result that a later invocation would trust."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=1, default=float)
-  os.replace(tmp, path)
 
 
 def validation_curve(workdir: str, metric: str) -> list[tuple[int, float]]:
@@ -73,7 +65,7 @@ def validation_curve(workdir: str, metric: str) -> list[tuple[int, float]]:
 
 
 def _manager(workdir: str, config, read_only: bool):
-  return checkpointing.create_manager(workdir, 1, config.best_metric, read_only=read_only)
+  return checkpoints.create_manager(workdir, 1, config.best_metric, read_only=read_only)
 
 
 def train_run(config, workdir: str, keep: str = 'best') -> dict:
@@ -100,7 +92,7 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
   try:
     try:
       train.train_and_evaluate(config, workdir)
-    except checkpointing.CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
+    except CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
       logging.warning('Restarting %s from scratch: %s', workdir, e)
       shutil.rmtree(workdir)
       train.train_and_evaluate(config, workdir)
@@ -111,12 +103,12 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
   if diverged is None:
     manager = _manager(workdir, config, read_only=True)
     try:
-      best_step = checkpointing.resolve_step(manager, 'best')
+      best_step = checkpoints.resolve_step(manager, 'best')
     finally:
       manager.close()
     values = dict(curve)
     if best_step not in values:
-      raise checkpointing.CheckpointError(
+      raise CheckpointError(
         f'{workdir}: best checkpoint step {best_step} has no eval line in metrics.jsonl; the run '
         'directory is inconsistent: delete it and run the study again.'
       )
@@ -130,7 +122,7 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
     'val_best': val_best,
     'val_curve': curve,
   }
-  write_json(path, result)
+  fileio.write_json(path, result)
   _prune(config, workdir, result, keep)
   return result
 
@@ -139,7 +131,7 @@ def _prune(config, workdir: str, result: dict, keep: str) -> None:
   """Deletes every checkpoint except the best one (keep='best'); nothing with keep='all'."""
   if keep != 'best' or result.get('best_step') is None:
     return
-  directory = checkpointing.checkpoint_dir(workdir)
+  directory = checkpoints.checkpoint_dir(workdir)
   if not os.path.isdir(directory) or sorted(d for d in os.listdir(directory) if d.isdigit()) == [
     str(result['best_step'])
   ]:
@@ -151,21 +143,6 @@ def _prune(config, workdir: str, result: dict, keep: str) -> None:
         manager.delete(step)
   finally:
     manager.close()
-
-
-def _zeroing_interceptor(zero: Optional[int]):
-  """Flax method interceptor on `fusion.Fusion`: records its branch inputs (sow) and zeroes one."""
-
-  def interceptor(next_fun, args, kwargs, context):
-    if not (isinstance(context.module, fusion.Fusion) and context.method_name == '__call__'):
-      return next_fun(*args, **kwargs)
-    features = list(args[0])
-    context.module.sow('intermediates', 'branch_features', tuple(features))
-    if zero is not None:
-      features[zero] = jnp.zeros_like(features[zero])
-    return next_fun(features, *args[1:], **kwargs)
-
-  return interceptor
 
 
 _FORWARD_FNS: dict[Any, Any] = {}
@@ -180,17 +157,16 @@ def _forward_fn(model, regression: bool, zero: Optional[int]):
   if key not in _FORWARD_FNS:
 
     def forward(params, batch):
-      with nn.intercept_methods(_zeroing_interceptor(zero)):
-        out, state = model.apply({'params': params}, batch, train=False, mutable=['intermediates'])
-      features = jax.tree.leaves(state['intermediates'])
-      return (out if regression else jax.nn.softmax(out.astype(jnp.float32), -1)), features
+      with ablation.branch_features(None if zero is None else {zero: 'zero'}) as features:
+        out = model.apply({'params': params}, batch, train=False)
+      return (out if regression else jax.nn.softmax(out.astype(jnp.float32), -1)), list(features)
 
     _FORWARD_FNS[key] = jax.jit(forward)
   return _FORWARD_FNS[key]
 
 
 def predict_split(
-  config,
+  source: datasets.Source,
   workdir: str,
   step: int,
   split: str,
@@ -204,33 +180,33 @@ def predict_split(
   that a run's test metric equals the train loop's evaluation of the same checkpoint (tested).
 
   Args:
+    source: the run's resolved dataset (`datasets.resolve(config)`); `source.config` is the run's.
     zero: index of a branch whose features are zeroed before the fusion (0: first branch).
     with_features: also return 'features_<i>' [N, d_i], the inputs of the fusion.
   Returns:
     Classification: 'probs' float32 [N, classes], 'label' int [N]. Regression: 'prediction' and
     'target' float32 [N] (normalized units) and 'scale' (target std: x scale = original units).
   """
-  config = copy.deepcopy(config)
-  config.dataset.eval_split = split
-  model = models.create_model(config)
-  device = jax.local_devices()[0]
-  abstract = checkpointing.abstract_like(
-    jax.eval_shape(lambda k: train.create_train_state(config, model, k), jax.random.key(0)),
-    jax.sharding.SingleDeviceSharding(device),
+  config = source.config
+  model = input_kinds.create_model(config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config, 2))
+  abstract = checkpoints.abstract_like(
+    shapes['params'], jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   )
   manager = _manager(workdir, config, read_only=True)
   try:
-    params = checkpointing.restore(manager, step, abstract).params
+    params = checkpoints.restore(manager, step, abstract, params_only=True).state
   finally:
     manager.close()
-  regression = models.is_regression(config)
-  forward = _forward_fn(model, regression, zero)
-  keep_keys = ('target',) if regression else ('label',)
+  head = input_kinds.head(config)
+  forward = _forward_fn(model, head.regression, zero)
+  keep_keys = (head.label_key,)
   chunks: dict[str, list[np.ndarray]] = {}
-  for batch in data_lib.create_eval_batches(config, process_index=0, process_count=1):
+  batches = pipeline.create_eval_batches(source, split, process_index=0, process_count=1)
+  for batch in batches:
     mask = np.asarray(batch.pop('mask'))
     out, features = forward(params, {k: v for k, v in batch.items() if k not in keep_keys})
-    parts = {'prediction' if regression else 'probs': np.asarray(out)}
+    parts = {'prediction' if head.regression else 'probs': np.asarray(out)}
     parts.update({k: np.asarray(batch[k]) for k in keep_keys})
     if with_features:
       parts.update(
@@ -239,8 +215,8 @@ def predict_split(
     for k, v in parts.items():
       chunks.setdefault(k, []).append(v[mask])
   outputs = {k: np.concatenate(v) for k, v in chunks.items()}
-  if regression:
-    outputs['scale'] = np.float64(data_lib.load_info(config).target_std)
+  if head.regression:
+    outputs['scale'] = np.float64(source.info.target_std)
   return outputs
 
 
@@ -286,7 +262,8 @@ def test_run(
   ):
     return done
   step = result['best_step']
-  outputs = predict_split(config, workdir, step, split, with_features=redundancy)
+  source = datasets.resolve(config)
+  outputs = predict_split(source, workdir, step, split, with_features=redundancy)
   features = [outputs.pop(k) for k in sorted(k for k in outputs if k.startswith('features_'))]
   np.savez(os.path.join(workdir, 'test_outputs.npz'), **outputs)
   rng = np.random.default_rng(0)
@@ -305,9 +282,9 @@ def test_run(
       'cka': study_stats.linear_cka(features[0], features[1]),
       'cka_debiased': study_stats.linear_cka(features[0][sub], features[1][sub], debiased=True),
       'widths': [int(f.shape[1]) for f in features],
-      'zeroed': [metric_of(predict_split(config, workdir, step, split, zero=i)) for i in range(2)],
+      'zeroed': [metric_of(predict_split(source, workdir, step, split, zero=i)) for i in range(2)],
     }
-  write_json(path, record)
+  fileio.write_json(path, record)
   return record
 
 

@@ -20,15 +20,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from hybrid_jax import models
+from hybrid_jax import input_kinds
 
 Config = ml_collections.ConfigDict
 MATCH_TOLERANCE = 0.10  # A "matched" arm within 10% of concat's parameter count is called matched.
 
 
 def _count(config: Config) -> int:
-  model = models.create_model(config)
-  variables = jax.eval_shape(model.init, jax.random.key(0), models.dummy_batch(config, 2))
+  model = input_kinds.create_model(config)
+  variables = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config, 2))
   return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(variables['params']))
 
 
@@ -75,7 +75,7 @@ def match_sizes(config: Config) -> dict[str, object]:
   """Sizes that bring the capacity controls to about concat's parameter count.
 
   Args:
-    config: the task's base config with every model field filled (e.g. after `data.load_info`).
+    config: the task's base config with every model field filled (`datasets.resolve(c).config`).
   Returns:
     {'target': concat's count, 'cnn_width': last conv width of the widened CNN-only model (all conv
      layers scaled alike), 'lstm_units': units of the widened LSTM-only model, 'gated_dim' and
@@ -85,14 +85,14 @@ def match_sizes(config: Config) -> dict[str, object]:
   """
   base_conv = tuple(config.model.conv_features)
   target = count_params(with_model(config, branches='both', fusion='concat'))
-  cnn = lambda w: count_params(
-    with_model(
-      config,
-      branches='cnn',  # pylint: disable=g-long-lambda
-      conv_features=widened_conv_features(base_conv, w),
-    )
-  )
-  lstm = lambda u: count_params(with_model(config, branches='lstm', lstm_units=u))
+
+  def cnn(width: int) -> int:
+    conv_features = widened_conv_features(base_conv, width)
+    return count_params(with_model(config, branches='cnn', conv_features=conv_features))
+
+  def lstm(units: int) -> int:
+    return count_params(with_model(config, branches='lstm', lstm_units=units))
+
   sizes = {
     'target': target,
     'cnn_width': _closest_int(cnn, target, base_conv[-1]),

@@ -1,12 +1,12 @@
 """Train-step throughput: the default configs, or the reference shapes with before/after variants.
 
-Times the real pmapped `train.train_step` (the same compiled function the train loop uses) on a
+Times the real pmapped `steps.train_step` (the same compiled function the train loop uses) on a
 fixed in-memory batch, so the number is model + optimizer only, no data loading. The data stream's
-experiments/benchmark_input_pipeline.py compares its pipeline against the default table (>= 3x).
+benchmark (input_pipeline.py) compares its pipeline against the default table (>= 3x).
 
-  JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py [--steps 20] [--out FILE.md]
-  JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py --reference [--cases video_b32_t8,...]
-      [--variants after,before] [--windows 5] [--out FILE.md]
+  JAX_PLATFORMS=cpu python -m experiments.benchmarks.train_step [--steps 20] [--out FILE.md]
+  JAX_PLATFORMS=cpu python -m experiments.benchmarks.train_step --reference \\
+      [--cases video_b32_t8,...] [--variants after,before] [--windows 5] [--out FILE.md]
 
 `--reference` runs the reference shapes (frames 64x64x3, LSTM(64), 10 classes; text vocab
 10,000 x 100, length 50; sensor 20x4) at the batch sizes of the peer comparison, each case and
@@ -32,17 +32,26 @@ from hybrid_jax import platforms
 
 platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import numpy as np
 
-from configs import sensor, text, video  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hybrid_jax import models, parallel, tasks, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import sensor
+from configs import text
+from configs import video
+from experiments.benchmarks import tables
+from experiments.benchmarks.reference_shapes import REFERENCE_CASES
+from experiments.benchmarks.reference_shapes import REFERENCE_MODEL
+from experiments.benchmarks.reference_shapes import STEPS_PER_WINDOW
+from hybrid_jax import input_kinds
+from hybrid_jax import parallel
+from hybrid_jax import steps as steps_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_shapes import REFERENCE_CASES, REFERENCE_MODEL, STEPS_PER_WINDOW  # pylint: disable=g-import-not-at-top,wrong-import-position
-
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMMAND = 'JAX_PLATFORMS=cpu python -m experiments.benchmarks.train_step'
 CONFIGS = {'video': video, 'text': text, 'sensor': sensor}
-# variant -> task -> fields of the model's dataclass to override (the previous formulation).
+# variant -> task -> fields of config.model to override (the previous formulation).
 VARIANTS = {
   'after': {},
   'before': {
@@ -56,7 +65,7 @@ VARIANTS = {
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
   """A batch with the model's input shapes and valid labels/targets (random content)."""
-  batch = models.dummy_batch(config, batch_size)
+  batch = input_kinds.dummy_batch(config, batch_size)
   for key, value in batch.items():
     if key == 'tokens':
       batch[key] = rng.integers(2, config.model.vocab_size, value.shape).astype(np.int32)
@@ -64,7 +73,7 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[s
       batch[key] = rng.integers(0, 256, value.shape).astype(np.uint8)
     elif key != 'length':
       batch[key] = rng.normal(size=value.shape).astype(value.dtype)
-  head = tasks.head(config)
+  head = input_kinds.head(config)
   if head.regression:
     batch[head.label_key] = rng.normal(size=(batch_size,)).astype(np.float32)
   else:
@@ -74,20 +83,18 @@ def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict[s
   return batch
 
 
-def benchmark(
-  config, steps: int, windows: int = 1, model_overrides: dict | None = None
-) -> dict[str, float]:
+def benchmark(config, steps: int, windows: int = 1) -> dict[str, float]:
   """Compiles once, warms up, then times `windows` windows of `steps` steps each.
 
   Returns examples/s of the median window (and steps/s), the first step's seconds (compile + run)
   and the batch size.
   """
   devices = tuple(jax.devices())
-  p_train, _ = train.make_steps(devices, tasks.head(config).name, 0)
-  model = models.create_model(config)
-  if model_overrides:
-    model = model.clone(**model_overrides)
-  state = parallel.replicate(train.create_train_state(config, model, jax.random.key(0)), devices)
+  p_train, _ = steps_lib.make_steps(devices, input_kinds.head(config).name, 0)
+  model = input_kinds.create_model(config)
+  state = parallel.replicate(
+    steps_lib.create_train_state(config, model, jax.random.key(0)), devices
+  )
   batch = parallel.shard_batch(
     synthetic_batch(config, config.batch_size, np.random.default_rng(0)), len(devices)
   )
@@ -129,8 +136,8 @@ def reference_config(case: str):
 def run_child(case: str, variant: str, steps: int, windows: int) -> dict[str, float]:
   """One case and variant in this process; adds the peak RSS (GB) of the process."""
   config = reference_config(case)
-  task = REFERENCE_CASES[case][0]
-  result = benchmark(config, steps, windows, VARIANTS[variant].get(task))
+  config.model.update(**VARIANTS[variant].get(REFERENCE_CASES[case][0], {}))
+  result = benchmark(config, steps, windows)
   result['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
   return result
 
@@ -160,14 +167,15 @@ def main_reference(args) -> None:
       steps = args.steps or steps_for(case)
       command = [
         sys.executable,
-        os.path.abspath(__file__),
+        '-m',
+        'experiments.benchmarks.train_step',
         '--child',
         case,
         variant,
         str(steps),
         str(args.windows),
       ]
-      child = subprocess.run(command, capture_output=True, text=True, check=False)
+      child = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
       if child.returncode != 0:
         sys.exit(f'{case} {variant} failed:\n{child.stderr[-3000:]}')
       result = json.loads(child.stdout.strip().splitlines()[-1])
@@ -201,7 +209,7 @@ def main_reference(args) -> None:
       f'{r["compile_s"]:.1f} | '
       f'{r["peak_rss_gb"]:.2f} |'
     )
-  write_table(lines, args)
+  tables.write_table(lines, args.out, COMMAND)
 
 
 def main_defaults(args) -> None:
@@ -227,20 +235,7 @@ def main_defaults(args) -> None:
       f'| {name} | {r["batch_size"]} | {r["steps_per_sec"]:.2f} | '
       f'{r["examples_per_sec"]:.0f} | {r["compile_s"]:.1f} |'
     )
-  write_table(lines, args)
-
-
-def write_table(
-  lines: list[str],
-  args,
-  command: str = 'JAX_PLATFORMS=cpu python experiments/benchmark_train_step.py',
-) -> None:
-  """Prints the table and, with --out, writes it with the command that made it."""
-  table = '\n'.join(lines)
-  print(table)
-  if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(f'{table}\n\nCommand: `{command} {" ".join(sys.argv[1:])}`\n')
+  tables.write_table(lines, args.out, COMMAND)
 
 
 def main():

@@ -10,8 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import study_arms
-import study_stats
+from experiments.study import arms as study_arms
+from experiments.study import stats as study_stats
+from hybrid_jax import fileio
 
 ALPHA = 0.05
 DECISION_RULE = """\
@@ -112,12 +113,10 @@ def verdict(rows: Sequence[dict], margin: float) -> str:
   """The pre-declared decision rule (DECISION_RULE) applied to the comparisons of a dataset."""
   if not rows:
     return 'not assessed (needs the concat, cnn and lstm arms)'
-  significant = lambda r, sign: (
-    r['holm_p'] < ALPHA
-    and (  # pylint: disable=g-long-lambda
-      r['low'] > 0 if sign > 0 else r['high'] < 0
-    )
-  )
+
+  def significant(r: dict, sign: int) -> bool:
+    return r['holm_p'] < ALPHA and (r['low'] > 0 if sign > 0 else r['high'] < 0)
+
   main = rows[0]
   if significant(main, +1):
     controls = [r for r in rows[1:3] if r['primary']]
@@ -269,8 +268,7 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
     lines += [f'![paired differences]({os.path.basename(forest)})', '']
   lines += [f'![validation curves]({os.path.basename(curves)})', '']
   path = os.path.join(results_dir, f'study_{name}.md')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines))
+  fileio.write_text(path, '\n'.join(lines))
   return path
 
 
@@ -427,6 +425,5 @@ def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict)
     '',
   ]
   path = os.path.join(results_dir, 'study_summary.md')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines))
+  fileio.write_text(path, '\n'.join(lines))
   return path

@@ -1,8 +1,8 @@
-"""The study: is concatenating CNN and LSTM outputs meaningful? One command runs the whole protocol.
+"""The study's protocol: is concatenating CNN and LSTM outputs meaningful? One command runs it all.
 
-  python experiments/study.py                                   # every dataset, its default grid
-  python experiments/study.py --datasets=bbc_news,weather_stations --seeds=10 --lrs=3e-4,1e-3,3e-3
-  python experiments/study.py --datasets=moving_digits          # the reduced video grid (see VIDEO_ARMS)
+  python -m experiments.study                                   # every dataset, its default grid
+  python -m experiments.study --datasets=bbc_news,weather_stations --seeds=10 --lrs=3e-4,1e-3,3e-3
+  python -m experiments.study --datasets=moving_digits          # the reduced video grid
 
 Protocol (per dataset; see experiments/results/study_summary.md for the decision rule):
   1. Arms: cnn only, lstm only, concat (reference), learned fusions (default and parameter-matched),
@@ -15,10 +15,13 @@ Protocol (per dataset; see experiments/results/study_summary.md for the decision
      the best mean (over seeds) best-validation metric. The test split is then evaluated once, on
      the kept checkpoint of each seed at the chosen learning rate, with per-example outputs saved
      (test_outputs.npz) for the ensemble, the test-set sampling CIs and the redundancy measures.
-  4. Statistics (study_stats.py) and the report (study_report.py): per-arm mean with 95% bootstrap
-     CIs over seeds, paired differences of concat against every other arm with CIs, P(concat
-     better), exact sign-flip p-values with Holm correction, test-set sampling CIs, redundancy of the
-     concat model (CKA between its CNN and LSTM features; the metric with either branch zeroed).
+  4. Statistics (stats.py) and the report (report.py): per-arm mean with 95% bootstrap CIs over
+     seeds, paired differences of concat against every other arm with CIs, P(concat better), exact
+     sign-flip p-values with Holm correction, test-set sampling CIs, redundancy of the concat model
+     (CKA between its CNN and LSTM features; the metric with either branch zeroed).
+
+The datasets are the shipped ones (`hybrid_jax.data.shipped.SHIPPED`: each one's config file in
+configs/ and its equivalence margin); DATASETS holds each one's grid and budget.
 
 Resumable: each run writes result.json (validation) and, once selected, test.json when it is done;
 a finished run is reused, an interrupted one resumes from its own checkpoint (or restarts from
@@ -36,31 +39,23 @@ import importlib
 import os
 import platform
 import subprocess
-import sys
 import time
 from typing import Optional, Sequence
 
-from absl import flags
-from absl import logging
-import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import ml_collections
+import numpy as np
 
-from hybrid_jax import checkpointing
-from hybrid_jax import cli
-from hybrid_jax import data as data_lib
+from experiments.study import arms as study_arms
+from experiments.study import report as study_report
+from experiments.study import runs as study_runs
+from experiments.study import stats as study_stats
+from hybrid_jax import fileio
+from hybrid_jax.data import datasets
+from hybrid_jax.data import shipped
 from hybrid_jax.errors import ConfigError
-import study_arms
-import study_report
-import study_runs
-import study_stats
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALL_ARMS = tuple(study_arms.ARMS)
 # Video runs a reduced grid on a 2-core CPU (250-step runs: ~1 min cnn, ~5 min lstm or concat):
 # the arms of the comparison concat - best single branch and the late ensemble (which trains
@@ -76,11 +71,8 @@ VIDEO_ARMS = ('cnn', 'lstm', 'concat', 'ensemble')
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-  """How the study runs one dataset.
+  """How the study runs one shipped dataset (its config and margin: `shipped.SHIPPED`).
 
-  config: module in configs/ giving the task's base config.
-  overrides: config fields set on top, e.g. {'dataset.name': 'tweet_sentiment'}.
-  margin: equivalence margin of the decision rule, in the primary metric's units.
   seeds: default number of seeds (0..seeds-1); arms: default arms; lrs: default learning rates.
   evals_per_run: default validation evaluations (and checkpoints) per run.
   steps: default run length (None: the config's num_train_steps).
@@ -89,24 +81,19 @@ class DatasetSpec:
     then run only at the chosen rate (a budget lever for slow datasets).
   """
 
-  config: str
-  overrides: dict
-  margin: float
   seeds: int = 10
   evals_per_run: int = 10
-  selection_seeds: Optional[int] = None
+  selection_seeds: Optional[int] = 2
   arms: tuple[str, ...] = ALL_ARMS
   steps: Optional[int] = None
   note: str = ''
   lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
 
 
-DATASETS: dict[str, DatasetSpec] = {
+# The grids that differ from DatasetSpec's defaults, by shipped dataset.
+_GRIDS: dict[str, DatasetSpec] = {
   # An eval of the 800 validation clips costs ~10-20 s on CPU: 5 per run.
   'moving_digits': DatasetSpec(
-    'video',
-    {},
-    margin=0.01,
     seeds=8,
     arms=VIDEO_ARMS,
     evals_per_run=5,
@@ -119,16 +106,13 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
   ),
   # Text: 1,000 steps, half the config's 2,000, so that a dataset's 154 runs fit one session.
-  'bbc_news': DatasetSpec('text', {}, margin=0.01, selection_seeds=2, steps=1_000),
-  'tweet_sentiment': DatasetSpec(
-    'text',
-    {'dataset.name': 'tweet_sentiment', 'model.num_classes': 3},
-    margin=0.01,
-    selection_seeds=2,
-    steps=1_000,
-  ),
-  'weather_stations': DatasetSpec('sensor', {}, margin=0.05, selection_seeds=2),  # 0.05 °F of MAE.
-  'japanese_vowels': DatasetSpec('japanese_vowels', {}, margin=0.01, selection_seeds=2),
+  'bbc_news': DatasetSpec(steps=1_000),
+  'tweet_sentiment': DatasetSpec(steps=1_000),
+}
+assert set(_GRIDS) <= set(shipped.SHIPPED), f'_GRIDS names a dataset not shipped: {list(_GRIDS)}'
+# Every shipped dataset, in the table's order, with its grid.
+DATASETS: dict[str, DatasetSpec] = {
+  name: _GRIDS.get(name, DatasetSpec()) for name in shipped.SHIPPED
 }
 
 
@@ -166,16 +150,26 @@ class Protocol:
   cka_max_examples: int = 2_000  # Debiased CKA builds N x N Gram matrices: subsample beyond this.
 
 
-def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
-  """The dataset's task config with the protocol's splits, run length and eval cadence."""
+def _spec(dataset: str) -> DatasetSpec:
   if dataset not in DATASETS:
     raise ConfigError(f'Unknown --datasets entry {dataset!r}: use any of {sorted(DATASETS)}.')
-  spec = DATASETS[dataset]
-  config = importlib.import_module(f'configs.{spec.config}').get_config(protocol.config_variant)
-  config = copy.deepcopy(config)
-  for field, value in spec.overrides.items():
-    section, name = field.split('.')
-    config[section][name] = value
+  return DATASETS[dataset]
+
+
+def task_config(dataset: str, variant: str = '') -> ml_collections.ConfigDict:
+  """The config in configs/ that trains `dataset` (`shipped.SHIPPED[dataset].config`), a copy."""
+  module = importlib.import_module(f'configs.{shipped.SHIPPED[dataset].config}')
+  return copy.deepcopy(module.get_config(variant))
+
+
+def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
+  """The dataset's task config with the protocol's splits, run length and eval cadence, resolved.
+
+  The data is prepared (first use) and read once here: the returned config has `head` and the
+  data-determined model fields filled (`datasets.resolve(config).config`).
+  """
+  spec = _spec(dataset)
+  config = task_config(dataset, protocol.config_variant)
   name = config.dataset.name + (f'/{protocol.builder_config}' if protocol.builder_config else '')
   steps = run_length(dataset, protocol, config)
   every = max(1, steps // max(1, protocol.evals_per_run or spec.evals_per_run))
@@ -191,7 +185,7 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
     log_every_steps=min(int(config.log_every_steps), every),
     keep_checkpoints=1,
   )
-  data_lib.load_info(config)  # Prepares the data; fills config.head and the data-determined fields.
+  config = datasets.resolve(config).config
   config.best_metric = study_runs.primary_metric(config)[0]
   return config
 
@@ -202,7 +196,7 @@ def run_dir(protocol: Protocol, dataset: str, arm: str, lr: float, seed: int) ->
 
 def study_dataset(dataset: str, protocol: Protocol) -> dict:
   """Runs (or reuses) every run of `dataset`, selects on validation, tests, writes its report."""
-  spec = DATASETS.get(dataset)
+  spec = _spec(dataset)
   base = base_config(dataset, protocol)
   metric, lower = study_runs.primary_metric(base)
   arms = list(protocol.arms or spec.arms)
@@ -296,7 +290,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     'dataset': dataset,
     'metric': metric,
     'lower_is_better': lower,
-    'margin': spec.margin,
+    'margin': shipped.SHIPPED[dataset].margin,
     'seeds': seeds,
     'selection_seeds': select_seeds,
     'lrs': lrs,
@@ -320,7 +314,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     'data': base.dataset.name,
   }
   summary['analysis'] = study_report.analyse(summary, protocol.num_resamples)
-  study_runs.write_json(os.path.join(protocol.study_dir, dataset, 'summary.json'), summary)
+  fileio.write_json(os.path.join(protocol.study_dir, dataset, 'summary.json'), summary)
   study_report.write_dataset_report(summary, protocol.results_dir, provenance(protocol))
   return summary
 
@@ -359,10 +353,8 @@ def plan(protocol: Protocol) -> str:
   """What the protocol will train, per dataset: runs per arm and how many are already finished."""
   lines = []
   for dataset in protocol.datasets:
-    if dataset not in DATASETS:
-      raise ConfigError(f'Unknown --datasets entry {dataset!r}: use any of {sorted(DATASETS)}.')
-    spec = DATASETS[dataset]
-    config = importlib.import_module(f'configs.{spec.config}').get_config(protocol.config_variant)
+    spec = _spec(dataset)
+    config = task_config(dataset, protocol.config_variant)
     seeds = list(protocol.seeds if protocol.seeds is not None else range(spec.seeds))
     lrs = protocol.lrs or spec.lrs
     k = min(len(seeds), protocol.selection_seeds or spec.selection_seeds or len(seeds))
@@ -389,113 +381,3 @@ def run_study(protocol: Protocol) -> list[dict]:
   summaries = [study_dataset(d, protocol) for d in protocol.datasets]
   study_report.write_summary(summaries, protocol.results_dir, provenance(protocol))
   return summaries
-
-
-def define_flags(flag_values=flags.FLAGS) -> None:
-  """Command-line flags (defined only when run as a script, so tests can import this module)."""
-  f = dict(flag_values=flag_values)
-  flags.DEFINE_list('datasets', list(DATASETS), f'Datasets to study, of {list(DATASETS)}.', **f)
-  flags.DEFINE_list(
-    'arms', None, f"Arms (default: each dataset's own list), of {list(ALL_ARMS)}.", **f
-  )
-  flags.DEFINE_string(
-    'seeds',
-    None,
-    'Seeds: a count N (0..N-1) or a list 0,1,2 (default: each dataset\'s own count).',
-    **f,
-  )
-  flags.DEFINE_list(
-    'lrs', None, 'Learning-rate grid, chosen per arm on validation (default 3e-4,1e-3,3e-3).', **f
-  )
-  flags.DEFINE_list(
-    'steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).', **f
-  )
-  flags.DEFINE_integer(
-    'evals_per_run',
-    None,
-    'Validation evaluations (and checkpoints) per run (default: each dataset\'s own, 10; video 5).',
-    **f,
-  )
-  flags.DEFINE_integer(
-    'selection_seeds',
-    None,
-    'Choose learning rates on the first K seeds; the '
-    "other seeds run only at the chosen rate (default: each dataset's own; "
-    'all seeds, video 1).',
-    **f,
-  )
-  flags.DEFINE_bool(
-    'validation_from_train',
-    False,
-    'Carve validation from train (train[:90%] / '
-    "train[90%:]) instead of the datasets' own validation split.",
-    **f,
-  )
-  flags.DEFINE_string('train_split', None, 'Train split (overrides --validation_from_train).', **f)
-  flags.DEFINE_string('validation_split', None, 'Validation split (idem).', **f)
-  flags.DEFINE_string('test_split', 'test', 'Test split, evaluated once per selected run.', **f)
-  flags.DEFINE_string('config_variant', '', "Config variant of every task, e.g. 'smoke'.", **f)
-  flags.DEFINE_string('builder_config', '', "Builder config of every dataset, e.g. 'tiny'.", **f)
-  flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: TFDS's).", **f)
-  flags.DEFINE_bool(
-    'plan', False, 'Only print what would be trained (runs per dataset), then stop.', **f
-  )
-  flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
-  flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
-  flags.DEFINE_string(
-    'results_dir',
-    os.path.join(ROOT, 'experiments', 'results'),
-    'Where the reports and plots go.',
-    **f,
-  )
-
-
-def protocol_from_flags(args, argv: Sequence[str]) -> Protocol:
-  seeds = None
-  if args.seeds:
-    seeds = (
-      list(range(int(args.seeds)))
-      if ',' not in args.seeds
-      else [int(s) for s in args.seeds.split(',') if s]
-    )
-  steps = {}
-  for item in args.steps:
-    name, _, value = item.partition('=')
-    if not value.isdigit():
-      raise ConfigError(f'--steps entry {item!r} is not dataset=N, e.g. bbc_news=500.')
-    steps[name] = int(value)
-  train_split, validation_split = (
-    ('train[:90%]', 'train[90%:]') if args.validation_from_train else ('train', 'validation')
-  )
-  return Protocol(
-    study_dir=args.study_dir,
-    results_dir=args.results_dir,
-    datasets=args.datasets,
-    arms=args.arms,
-    seeds=seeds,
-    lrs=[float(x) for x in args.lrs] if args.lrs else None,
-    steps=steps,
-    evals_per_run=args.evals_per_run,
-    selection_seeds=args.selection_seeds,
-    train_split=args.train_split or train_split,
-    validation_split=args.validation_split or validation_split,
-    test_split=args.test_split,
-    config_variant=args.config_variant,
-    builder_config=args.builder_config,
-    data_dir=args.data_dir,
-    keep=args.keep,
-    command='python ' + ' '.join([os.path.relpath(argv[0], ROOT)] + list(argv[1:])),
-  )
-
-
-def main(argv):
-  logging.set_verbosity(logging.WARNING)
-  protocol = protocol_from_flags(flags.FLAGS, sys.argv)
-  print(plan(protocol), flush=True)
-  if not flags.FLAGS.plan:
-    run_study(protocol)
-
-
-if __name__ == '__main__':
-  define_flags()
-  cli.run(main, extra_errors=(checkpointing.CheckpointError,))

@@ -1,14 +1,15 @@
 """Input-pipeline throughput per shipped dataset, beside the train step it feeds.
 
-  python experiments/benchmark_input_pipeline.py [--data_dir=DIR] [--workers=0,2] [--out=FILE]
+  python -m experiments.benchmarks.input_pipeline [--data_dir=DIR] [--workers=0,2] [--out=FILE]
 
 For each dataset (full build, prepared on first use): examples/s of the train iterator alone
 (config batch size, after a warm-up), and examples/s of one jitted train step of the task's default
 model (Adam, forward + backward, same batch) on this machine. The pipeline must be >= 3x faster.
-Writes a markdown table to --out (default experiments/benchmark_input_pipeline_results.md).
+Writes a markdown table to --out (default experiments/results/benchmark_input_pipeline.md).
 """
 
 import argparse
+import importlib
 import os
 import platform
 import time
@@ -19,49 +20,40 @@ platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA h
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
-from configs import sensor
-from configs import text
-from configs import video
-import hybrid_jax.data as data
-from hybrid_jax import models
-from hybrid_jax import tasks
+from hybrid_jax import input_kinds
+from hybrid_jax.data import datasets
+from hybrid_jax.data import pipeline
+from hybrid_jax.data import shipped
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DATASETS = (
-  ('moving_digits', video),
-  ('bbc_news', text),
-  ('tweet_sentiment', text),
-  ('weather_stations', sensor),
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The shipped datasets measured (each with its config, shipped.SHIPPED[name].config).
+DATASETS = ('moving_digits', 'bbc_news', 'tweet_sentiment', 'weather_stations')
 
 
-def pipeline_rate(config, seconds: float) -> float:
-  iterator = data.create_train_iterator(config, process_index=0, process_count=1)
+def pipeline_rate(source: datasets.Source, seconds: float) -> float:
+  iterator = pipeline.create_train_iterator(source, process_index=0, process_count=1)
   for _ in range(3):  # Warm-up: opens files, starts workers.
     next(iterator)
+  key = input_kinds.input_kind(source.config).input_keys[0]
   count, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
-    count += next(iterator)[next(iter(_keys(config)))].shape[0]
+    count += next(iterator)[key].shape[0]
   return count / (time.perf_counter() - start)
 
 
-def _keys(config):
-  return tasks.input_kind(config).input_keys
-
-
-def train_step_rate(config, seconds: float) -> float:
+def train_step_rate(source: datasets.Source, seconds: float) -> float:
   """examples/s of a jitted Adam step of the default model on one fixed batch (single device)."""
-  batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
-  model = models.create_model(config)
+  config = source.config
+  batch = next(pipeline.create_train_iterator(source, process_index=0, process_count=1))
+  model = input_kinds.create_model(config)
   key = jax.random.key(0)
   params = model.init({'params': key, 'dropout': key}, batch, train=False)['params']
   tx = optax.adam(1e-3)
   opt_state = tx.init(params)
-  head = tasks.head(config)  # Resolved from the data by create_train_iterator.
+  head = input_kinds.head(config)
 
   def loss_fn(p, b):
     out = model.apply({'params': p}, b, train=True, rngs={'dropout': key})
@@ -89,24 +81,24 @@ def main():
   parser.add_argument('--workers', default='0,2', help='Comma-separated grain worker counts.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Timing window per measurement.')
   parser.add_argument(
-    '--out', default=os.path.join(os.path.dirname(__file__), 'benchmark_input_pipeline_results.md')
+    '--out', default=os.path.join(ROOT, 'experiments', 'results', 'benchmark_input_pipeline.md')
   )
   args = parser.parse_args()
   workers = [int(w) for w in args.workers.split(',')]
   rows = []
-  for name, module in DATASETS:
-    config = module.get_config()
+  for name in DATASETS:
+    config = importlib.import_module(f'configs.{shipped.SHIPPED[name].config}').get_config()
     config.dataset.name, config.dataset.data_dir = name, args.data_dir
     config.model.num_classes = None  # Taken from the data.
-    info = data.load_info(config)
     rates = {}
-    for w in workers:
+    for w in workers:  # Each worker count is its own config: resolved (checked) like a run's.
       config.dataset.num_workers = w
-      rates[w] = pipeline_rate(config, args.seconds)
+      rates[w] = pipeline_rate(datasets.resolve(config), args.seconds)
     config.dataset.num_workers = 0
-    step = train_step_rate(config, args.seconds)
+    source = datasets.resolve(config)
+    step = train_step_rate(source, args.seconds)
     best = max(rates.values())
-    rows.append((name, info.num_train_examples, config.batch_size, rates, step, best / step))
+    rows.append((name, source.info.num_train_examples, config.batch_size, rates, step, best / step))
     print(
       f'{name}: pipeline {rates} ex/s, train step {step:.0f} ex/s, ratio {best / step:.1f}x',
       flush=True,
@@ -119,8 +111,9 @@ def main():
   lines = [
     '# Input pipeline benchmark',
     '',
-    f'`python experiments/benchmark_input_pipeline.py --workers={args.workers} --seconds={args.seconds:g}` on '
-    f'{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} backend {jax.default_backend()}; '
+    f'`python -m experiments.benchmarks.input_pipeline --workers={args.workers} '
+    f'--seconds={args.seconds:g}` on {platform.machine()}, {os.cpu_count()} CPU cores, '
+    f'jax {jax.__version__} backend {jax.default_backend()}; '
     'default configs (train step: jitted Adam step of the default model, one device).',
     '',
     header,

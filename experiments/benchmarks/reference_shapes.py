@@ -1,6 +1,6 @@
 """The reference shapes of the speed comparison (issue 9), shared by the benchmarks.
 
-Pure Python (no JAX, no Keras import), so that `benchmark_peers.py` can read it from another
+Pure Python (no JAX, no Keras import), so that `peers.py` can read it from another
 framework's virtualenv. The parameter counts are those of tests/test_models_shapes.py.
 """
 

@@ -9,12 +9,12 @@ over rounds and hybrid_jax / peer as a ratio.
 The peers run in their own virtualenv (this project never installs TensorFlow), e.g.:
 
   python -m venv /tmp/peers && /tmp/peers/bin/pip install tensorflow-cpu keras jax
-  PYTHONPATH=. JAX_PLATFORMS=cpu python experiments/benchmark_peers.py \\
+  JAX_PLATFORMS=cpu python -m experiments.benchmarks.peers \\
       --peer_python=/tmp/peers/bin/python --peers=keras_tensorflow --cases=video_b32_t8 --rounds=3
 
 Figures per child: examples/s of the median timed window (and the slowest and fastest window: a
 framework whose speed jumps between runs shows it here), the first call's seconds (compile + one
-window) and the child's peak RSS. hybrid_jax is timed by `benchmark_train_step.py --child` (the real
+window) and the child's peak RSS. hybrid_jax is timed by `train_step.py --child` (the real
 pmapped train step); Keras by `model.fit` on in-memory arrays (its own compiled train function,
 no input pipeline cost beyond slicing arrays), Adam at 1e-3, the losses of the tasks.
 `--peer_threads=N` pins TensorFlow's intra- and inter-op thread pools to N threads (0: its default).
@@ -30,10 +30,13 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from reference_shapes import REFERENCE_CASES, REFERENCE_MODEL, STEPS_PER_WINDOW  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.benchmarks import tables
+from experiments.benchmarks.reference_shapes import REFERENCE_CASES
+from experiments.benchmarks.reference_shapes import REFERENCE_MODEL
+from experiments.benchmarks.reference_shapes import STEPS_PER_WINDOW
 
+# The repository root: the children run `python -m experiments.benchmarks...` from there.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS = {'keras_tensorflow': 'tensorflow', 'keras_jax': 'jax'}  # name -> KERAS_BACKEND.
 
 
@@ -138,15 +141,15 @@ def _backend_version() -> str:
 
 
 def run(command: list[str], env: dict) -> dict:
-  child = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+  child = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=ROOT)
   if child.returncode != 0:
     sys.exit(f'{" ".join(command[:4])} ... failed:\n{child.stderr[-3000:]}')
   return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def ours(case: str, steps: int, windows: int) -> dict:
-  """hybrid_jax's pmapped train step via benchmark_train_step.py's child (same interpreter)."""
-  command = [sys.executable, os.path.join(HERE, 'benchmark_train_step.py'), '--child', case]
+  """hybrid_jax's pmapped train step via train_step.py's child (same interpreter)."""
+  command = [sys.executable, '-m', 'experiments.benchmarks.train_step', '--child', case]
   result = run(command + ['after', str(steps), str(windows)], dict(os.environ))
   result['slowest'] = result['fastest'] = None  # That child reports the median window only.
   return result
@@ -154,8 +157,15 @@ def ours(case: str, steps: int, windows: int) -> dict:
 
 def peer(name: str, case: str, steps: int, windows: int, args) -> dict:
   env = dict(os.environ, KERAS_BACKEND=PEERS[name], TF_CPP_MIN_LOG_LEVEL='2')
-  env.pop('PYTHONPATH', None)  # The peer's own packages only.
-  command = [args.peer_python, os.path.abspath(__file__), '--keras_child', case, str(steps)]
+  env.pop('PYTHONPATH', None)  # The peer's own packages only (and this package, from ROOT).
+  command = [
+    args.peer_python,
+    '-m',
+    'experiments.benchmarks.peers',
+    '--keras_child',
+    case,
+    str(steps),
+  ]
   return run(command + [str(windows), str(args.peer_threads)], env)
 
 
@@ -237,12 +247,10 @@ def main() -> None:
       f'| {case} | {name} | {round_index} | {r["examples_per_sec"]:.1f} | {spread} | '
       f'{r["compile_s"]:.1f} | {r["peak_rss_gb"]:.2f} |'
     )
-  import benchmark_train_step  # pylint: disable=g-import-not-at-top
-
-  benchmark_train_step.write_table(
+  tables.write_table(
     [header, '', *summarize(rows, peers), '', *detail],
-    args,
-    'PYTHONPATH=. JAX_PLATFORMS=cpu python experiments/benchmark_peers.py',
+    args.out,
+    'JAX_PLATFORMS=cpu python -m experiments.benchmarks.peers',
   )
 
 

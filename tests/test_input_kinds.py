@@ -13,11 +13,13 @@ from configs import japanese_vowels
 from configs import sensor
 from configs import text
 from configs import video
-from hybrid_jax import data
-from hybrid_jax import models
-from hybrid_jax import tasks
+from hybrid_jax import input_kinds
+from hybrid_jax.data import datasets
+from hybrid_jax.data import decoders
+from hybrid_jax.data import pipeline
 from hybrid_jax import train
 from hybrid_jax.errors import DataError
+from hybrid_jax.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,10 +40,10 @@ def test_reference_sensor_model_and_its_classification_variant_differ_only_in_th
   classification = _sensor_config(head='classification', num_classes=9)
   counts = {}
   for name, config in (('regression', regression), ('classification', classification)):
-    model = models.create_model(config)
-    variables = jax.eval_shape(model.init, jax.random.key(0), models.dummy_batch(config))
+    model = input_kinds.create_model(config)
+    variables = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config))
     counts[name] = count_params(variables['params'])
-    outputs = jax.eval_shape(model.apply, variables, models.dummy_batch(config, 3))
+    outputs = jax.eval_shape(model.apply, variables, input_kinds.dummy_batch(config, 3))
     assert outputs.shape == ((3,) if name == 'regression' else (3, 9))
   assert counts['regression'] == 6_241  # Conv1D64 || LSTM(32) -> Dense(1), as the Keras reference.
   fused = 10 * 64 + 32  # Flatten(10 pooled steps x 64) + LSTM(32).
@@ -56,8 +58,8 @@ def test_padding_never_changes_a_series_output(pooling, head, branches):
   lengths = np.array([7, 13, 1, 29], np.int32)
   series = [rng.normal(size=(n, 12)).astype(np.float32) for n in lengths]
   config = _sensor_config(pooling, head, window_shape=(29, 12), num_classes=5, branches=branches)
-  model = models.create_model(config)
-  variables = model.init(jax.random.key(0), models.dummy_batch(config))
+  model = input_kinds.create_model(config)
+  variables = model.init(jax.random.key(0), input_kinds.dummy_batch(config))
 
   def padded(time, fill):
     window = np.full((len(series), time, 12), fill, np.float32)
@@ -85,8 +87,8 @@ def test_full_length_series_give_the_reference_outputs():
   Without lengths the LSTM's scan skips its padding select, which XLA may fuse differently.
   """
   config = _sensor_config(head='regression')
-  model = models.create_model(config)
-  batch = models.dummy_batch(config, 4)
+  model = input_kinds.create_model(config)
+  batch = input_kinds.dummy_batch(config, 4)
   batch['window'] = np.random.default_rng(1).normal(size=batch['window'].shape).astype(np.float32)
   variables = model.init(jax.random.key(0), batch)
   without = model.apply(variables, {'window': batch['window']})
@@ -96,32 +98,33 @@ def test_full_length_series_give_the_reference_outputs():
 
 
 def test_decoders_turn_raw_inputs_into_model_examples():
-  decode = tasks.SensorDecoder((5, 2), mean=[1.0, 2.0], std=[2.0, 4.0])
+  decode = decoders.SensorDecoder((5, 2), mean=[1.0, 2.0], std=[2.0, 4.0])
   example = decode.inputs([[3.0, 6.0], [1.0, 2.0]])
   np.testing.assert_array_equal(example['window'], [[1, 1], [0, 0], [0, 0], [0, 0], [0, 0]])
   assert example['length'] == 2
   assert decode.inputs(np.ones((9, 2)))['length'] == 5  # Longer series are cut at window_shape[0].
-  with pytest.raises(tasks.InputError, match='series must be'):
+  with pytest.raises(InputError, match='series must be'):
     decode.inputs(np.ones((3, 4)))
-  words = tasks.TextDecoder(vocab_size=10, max_length=4, vocab=['<pad>', '<oov>', 'good', 'day'])
+  words = decoders.TextDecoder(vocab_size=10, max_length=4, vocab=['<pad>', '<oov>', 'good', 'day'])
   example = words.inputs('Good day, sunshine')
   np.testing.assert_array_equal(example['tokens'], [2, 3, 1, 0])
   assert example['length'] == 3
-  clip = tasks.VideoDecoder(2, (4, 4, 1)).inputs(np.zeros((5, 8, 8, 3), np.uint8))
+  clip = decoders.VideoDecoder(2, (4, 4, 1)).inputs(np.zeros((5, 8, 8, 3), np.uint8))
   assert clip['clip'].shape == (2, 4, 4, 1) and clip['clip'].dtype == np.uint8
-  batch = tasks.collate([example, example])
+  batch = decoders.collate([example, example])
   assert batch['tokens'].shape == (2, 4)
 
 
 def test_every_input_kind_declares_what_the_code_needs():
-  for name, kind in tasks.INPUT_KINDS.items():
+  for name, kind in input_kinds.INPUT_KINDS.items():
     config = {'video': video, 'text': text, 'sensor': sensor}[name].get_config()
-    batch = tasks.dummy_batch(config, 3)
+    batch = input_kinds.dummy_batch(config, 3)
     assert set(batch) <= set(kind.batch_keys)
     assert all(batch[k].dtype == kind.batch_keys[k] for k in batch)
     assert os.path.exists(os.path.join(REPO, kind.config_file))
-  assert tasks.head(sensor.get_config()).name == 'regression'  # No data read: the kind's default.
-  assert tasks.head(video.get_config()).name == 'classification'
+  # No data read: the kind's default.
+  assert input_kinds.head(sensor.get_config()).name == 'regression'
+  assert input_kinds.head(video.get_config()).name == 'classification'
 
 
 def _jv_config(data_dir, **overrides):
@@ -132,8 +135,8 @@ def _jv_config(data_dir, **overrides):
 
 
 def test_japanese_vowels_resolves_to_variable_length_classification(tiny_data_dir):
-  config = _jv_config(tiny_data_dir)
-  info = data.load_info(config)
+  source = datasets.resolve(_jv_config(tiny_data_dir))
+  config, info = source.config, source.info
   assert (info.task, info.head, config.head, info.num_classes) == (
     'sensor',
     'classification',
@@ -141,11 +144,9 @@ def test_japanese_vowels_resolves_to_variable_length_classification(tiny_data_di
     9,
   )
   assert tuple(config.model.window_shape) == (29, 12) and config.model.num_classes == 9
-  assert (info.num_train_examples, info.num_eval_examples) == (
-    18,
-    9,
-  )  # 2 train, 1 validation / speaker.
-  batch = next(data.create_train_iterator(config, process_index=0, process_count=1))
+  # 2 train, 1 validation / speaker.
+  assert (info.num_train_examples, info.num_eval_examples) == (18, 9)
+  batch = next(pipeline.create_train_iterator(source, process_index=0, process_count=1))
   assert batch['window'].shape == (8, 29, 12) and batch['label'].dtype == np.int32
   assert 7 <= batch['length'].min() and batch['length'].max() <= 29
   for window, length in zip(batch['window'], batch['length']):
@@ -154,13 +155,13 @@ def test_japanese_vowels_resolves_to_variable_length_classification(tiny_data_di
 
 def test_a_head_the_data_cannot_supervise_is_a_one_line_error(tiny_data_dir):
   with pytest.raises(DataError, match="no 'target' feature for config.head='regression'") as error:
-    data.load_info(_jv_config(tiny_data_dir, head='regression'))
+    datasets.resolve(_jv_config(tiny_data_dir, head='regression'))
   assert '\n' not in str(error.value)
   config = sensor.get_config('smoke')
   config.dataset.update(name='weather_stations/tiny', data_dir=tiny_data_dir)
   config.head = 'classification'
   with pytest.raises(DataError, match="no 'label' feature"):
-    data.load_info(config)
+    datasets.resolve(config)
 
 
 def test_resume_of_sensor_classification_is_bit_identical(tiny_data_dir, tmp_path):

@@ -1,0 +1,128 @@
+"""The study's command line: `python -m experiments.study [--flags]` (see protocol.py).
+
+python -m experiments.study --plan                        # what would be trained, then stop
+python -m experiments.study --datasets=bbc_news --seeds=10 --lrs=3e-4,1e-3,3e-3
+"""
+
+import os
+import sys
+from typing import Sequence
+
+from absl import flags
+from absl import logging
+
+from experiments.study import protocol
+from hybrid_jax import cli
+from hybrid_jax.errors import ConfigError
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+  """Command-line flags (defined only when run as a script, so tests can import this module)."""
+  f = dict(flag_values=flag_values)
+  datasets = list(protocol.DATASETS)
+  flags.DEFINE_list('datasets', datasets, f'Datasets to study, of {datasets}.', **f)
+  flags.DEFINE_list(
+    'arms', None, f"Arms (default: each dataset's own list), of {list(protocol.ALL_ARMS)}.", **f
+  )
+  flags.DEFINE_string(
+    'seeds',
+    None,
+    'Seeds: a count N (0..N-1) or a list 0,1,2 (default: each dataset\'s own count).',
+    **f,
+  )
+  flags.DEFINE_list(
+    'lrs', None, 'Learning-rate grid, chosen per arm on validation (default 3e-4,1e-3,3e-3).', **f
+  )
+  flags.DEFINE_list(
+    'steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).', **f
+  )
+  flags.DEFINE_integer(
+    'evals_per_run',
+    None,
+    'Validation evaluations (and checkpoints) per run (default: each dataset\'s own, 10; video 5).',
+    **f,
+  )
+  flags.DEFINE_integer(
+    'selection_seeds',
+    None,
+    'Choose learning rates on the first K seeds; the '
+    "other seeds run only at the chosen rate (default: each dataset's own; "
+    '2, video 1).',
+    **f,
+  )
+  flags.DEFINE_bool(
+    'validation_from_train',
+    False,
+    'Carve validation from train (train[:90%] / '
+    "train[90%:]) instead of the datasets' own validation split.",
+    **f,
+  )
+  flags.DEFINE_string('train_split', None, 'Train split (overrides --validation_from_train).', **f)
+  flags.DEFINE_string('validation_split', None, 'Validation split (idem).', **f)
+  flags.DEFINE_string('test_split', 'test', 'Test split, evaluated once per selected run.', **f)
+  flags.DEFINE_string('config_variant', '', "Config variant of every task, e.g. 'smoke'.", **f)
+  flags.DEFINE_string('builder_config', '', "Builder config of every dataset, e.g. 'tiny'.", **f)
+  flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: TFDS's).", **f)
+  flags.DEFINE_bool(
+    'plan', False, 'Only print what would be trained (runs per dataset), then stop.', **f
+  )
+  flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
+  flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
+  flags.DEFINE_string(
+    'results_dir',
+    os.path.join(protocol.ROOT, 'experiments', 'results'),
+    'Where the reports and plots go.',
+    **f,
+  )
+
+
+def protocol_from_flags(args, argv: Sequence[str]) -> protocol.Protocol:
+  seeds = None
+  if args.seeds:
+    seeds = (
+      list(range(int(args.seeds)))
+      if ',' not in args.seeds
+      else [int(s) for s in args.seeds.split(',') if s]
+    )
+  steps = {}
+  for item in args.steps:
+    name, _, value = item.partition('=')
+    if not value.isdigit():
+      raise ConfigError(f'--steps entry {item!r} is not dataset=N, e.g. bbc_news=500.')
+    steps[name] = int(value)
+  train_split, validation_split = (
+    ('train[:90%]', 'train[90%:]') if args.validation_from_train else ('train', 'validation')
+  )
+  return protocol.Protocol(
+    study_dir=args.study_dir,
+    results_dir=args.results_dir,
+    datasets=args.datasets,
+    arms=args.arms,
+    seeds=seeds,
+    lrs=[float(x) for x in args.lrs] if args.lrs else None,
+    steps=steps,
+    evals_per_run=args.evals_per_run,
+    selection_seeds=args.selection_seeds,
+    train_split=args.train_split or train_split,
+    validation_split=args.validation_split or validation_split,
+    test_split=args.test_split,
+    config_variant=args.config_variant,
+    builder_config=args.builder_config,
+    data_dir=args.data_dir,
+    keep=args.keep,
+    command=' '.join(['python -m experiments.study', *argv[1:]]),
+  )
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  del argv  # sys.argv: the command recorded in the reports.
+  study = protocol_from_flags(flags.FLAGS, sys.argv)
+  print(protocol.plan(study), flush=True)
+  if not flags.FLAGS.plan:
+    protocol.run_study(study)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

@@ -1,0 +1,311 @@
+"""Checkpoints with orbax: the train state and the data iterator's position, saved together.
+
+  manager = create_manager(workdir, keep=3, best_metric='accuracy')
+  save(manager, step, state, train_iterator, eval_metrics, fingerprint)   # async; never overwrites
+  finish(manager)                                  # waits; writes the completed steps' manifests
+  restored = restore(manager, 'latest', abstract_state, data_iterator=it, config=config)
+  restored.step, restored.state, restored.skipped  # 'latest' falls back to the newest intact step
+
+Layout: `workdir/checkpoints/<step>/{state,data,metrics}`; `data` holds one JSON file per process
+with the grain iterator state, `metrics` the eval metrics the step was saved with (if any). Saves
+are asynchronous (the device->host copy happens before `save` returns, the writes in the
+background). Every step is verified before it is read (checkpoint_verification.py). Restoring goes
+through abstract targets (`jax.eval_shape` of the state) carrying explicit shardings of the
+*current* devices, so a checkpoint saved on 4 devices restores onto 1 (or 8) unchanged.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional, Union
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from grain import checkpoint as grain_checkpoint
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from hybrid_jax import checkpoint_verification as verification
+from hybrid_jax import metrics as metrics_lib
+from hybrid_jax.errors import CheckpointError
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def create_manager(
+  workdir: str, keep: int, best_metric: str, read_only: bool = False
+) -> ocp.CheckpointManager:
+  """A manager in `workdir/checkpoints` keeping the last `keep` steps and the best by `best_metric`.
+
+  Args:
+    workdir: run directory.
+    keep: how many of the latest checkpoints to keep (>= 1, config.keep_checkpoints).
+    best_metric: eval metric name; the checkpoint with the best value is kept as well.
+    read_only: for evaluation; never writes or deletes.
+
+  Raises:
+    CheckpointError: read_only and `workdir` has no checkpoints directory.
+  """
+  directory = checkpoint_dir(workdir)
+  if read_only and not os.path.isdir(directory):
+    raise CheckpointError(
+      f'No checkpoints in {directory}: train first with --workdir={workdir}, or point '
+      '--workdir at a trained run.'
+    )
+  return _open(directory, keep, best_metric, read_only)
+
+
+def _open(directory: str, keep: int, best_metric: str, read_only: bool) -> '_Manager':
+  lower = metrics_lib.is_lower_better(best_metric)
+  get_metric = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
+  policy = pp.AnyPreservationPolicy(
+    [
+      pp.LatestN(n=keep),
+      pp.BestN(
+        get_metric_fn=get_metric, reverse=lower, n=1, keep_checkpoints_without_metrics=False
+      ),
+    ]
+  )
+  options = ocp.CheckpointManagerOptions(
+    best_fn=get_metric,
+    best_mode='min' if lower else 'max',
+    preservation_policy=policy,
+    create=not read_only,
+    read_only=read_only,
+    save_interval_steps=0 if read_only else 1,
+    enable_async_checkpointing=True,
+  )
+  return _Manager(directory, options=options)
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, plus two things it lacks.
+
+  - An unreadable `metrics/metrics` file of one step marks that step damaged (it then fails
+    verification and is skipped) instead of failing every command in the workdir.
+  - `pending_manifests`: saves started by this process whose manifest is written once they complete.
+  """
+
+  def __init__(self, *args, **kwargs):
+    self.unreadable_metrics: set[int] = set()
+    self.pending_manifests: dict[int, Optional[dict[str, Any]]] = {}
+    super().__init__(*args, **kwargs)
+
+  def metrics(self, step: int) -> Optional[Any]:
+    try:
+      return super().metrics(step)
+    except ValueError:  # json.JSONDecodeError, UnicodeDecodeError: garbage where JSON should be.
+      self.unreadable_metrics.add(step)
+      return None
+
+
+def open_checkpoints(path: str) -> tuple['_Manager', Union[str, int]]:
+  """(read-only manager, 'latest' or a step) for another run's checkpoint path.
+
+  Args:
+    path: a run's workdir, its `checkpoints` directory, or one step directory inside it (e.g.
+      `config.init_checkpoint`).
+  """
+  path = os.path.abspath(path)
+  which: Union[str, int] = 'latest'
+  if os.path.basename(path).isdigit():
+    path, which = os.path.dirname(path), int(os.path.basename(path))
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = os.path.join(path, 'checkpoints')
+  if not os.path.isdir(path):
+    raise CheckpointError(
+      f'config.init_checkpoint={path} does not exist: give a run workdir, its '
+      'checkpoints/ directory or a step directory.'
+    )
+  return _Manager(path, options=ocp.CheckpointManagerOptions(read_only=True)), which
+
+
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state: Any,
+  data_iterator: Any,
+  eval_metrics: Optional[dict[str, object]] = None,
+  fingerprint: Optional[dict[str, Any]] = None,
+) -> bool:
+  """Starts an async save of `state` and the iterator position at `step`; False if it exists.
+
+  The step's manifest (checksums of every file, and `fingerprint`) is written once the save has
+  completed: at the next `save` or at `finish`.
+
+  Args:
+    manager: from `create_manager`.
+    step: the state's step.
+    state: the replicated train state (global jax.Arrays), checked finite by the caller.
+    data_iterator: the train iterator (get_state/set_state), positioned after `step` batches.
+    eval_metrics: eval metrics of this very state, used to track the best checkpoint.
+    fingerprint: `config_validation.fingerprint(config)`, stored in the manifest.
+  """
+  finish(manager)
+  if step in manager.all_steps():
+    logging.info(
+      'Checkpoint step %d already exists in %s; not overwriting it.', step, manager.directory
+    )
+    return False
+  args = ocp.args.Composite(
+    state=ocp.args.StandardSave(state), data=grain_checkpoint.CheckpointSave(data_iterator)
+  )
+  metrics = metrics_lib.scalars(eval_metrics) if eval_metrics else None
+  manager.save(step, args=args, metrics=metrics, force=True)
+  manager.pending_manifests[step] = fingerprint
+  return True
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+  """Waits for async saves, then (process 0) writes the manifest of each completed step."""
+  manager.wait_until_finished()
+  pending = getattr(manager, 'pending_manifests', {})
+  for step, fingerprint in sorted(pending.items()):
+    path = verification.step_dir(manager.directory, step)
+    if jax.process_index() == 0 and os.path.isdir(path):  # (The keep policy may have removed it.)
+      verification.write_manifest(path, step, fingerprint)
+  pending.clear()
+
+
+def write_completed_manifests(manager: ocp.CheckpointManager) -> None:
+  """Writes the manifests of saves that have completed, without waiting for one in progress.
+
+  Called every step: a run killed after a save completed then still has that step verified.
+  """
+  if (
+    jax.process_index() == 0
+    and getattr(manager, 'pending_manifests', None)
+    and not manager.is_saving_in_progress()
+  ):
+    finish(manager)
+
+
+def resolve_step(manager: ocp.CheckpointManager, which: Union[str, int]) -> int:
+  """Maps 'latest' | 'best' | a step number to a saved step, or fails saying what exists."""
+  steps = sorted(manager.all_steps())
+  where = str(manager.directory)
+  if not steps:
+    raise CheckpointError(
+      f'No checkpoint in {where}: train first with the same --workdir, or '
+      'point --workdir at a trained run.'
+    )
+  if which == 'latest':
+    return steps[-1]
+  if which == 'best':
+    best = manager.best_step()
+    if best is None or manager.metrics(best) is None:
+      raise CheckpointError(
+        f'No checkpoint in {where} was saved with eval metrics, so none is '
+        f'"best": use --checkpoint=latest or one of the steps {steps}.'
+      )
+    return best
+  try:
+    step = int(which)
+  except ValueError:
+    raise CheckpointError(
+      f"--checkpoint={which!r} is not 'latest', 'best' or a step number."
+    ) from None
+  if step not in steps:
+    raise CheckpointError(f'No checkpoint for step {step} in {where}: saved steps are {steps}.')
+  return step
+
+
+def abstract_like(state_shapes: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Abstract restore target: the `jax.eval_shape` tree with every leaf placed by `sharding`."""
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_shapes
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """What `restore` read: the step, the state (or only its params), and damaged newer steps."""
+
+  step: int
+  state: Any
+  skipped: list[int]
+
+
+def _read(
+  manager: ocp.CheckpointManager, step: int, target: Any, data_iterator: Any, params_only: bool
+) -> tuple[Any, Optional[str]]:
+  """(state or params, None) or (None, why orbax could not read a step that passed verification)."""
+  if params_only:
+    item = {'params': target}
+    items = {
+      'state': ocp.args.PyTreeRestore(
+        item=item,
+        partial_restore=True,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      )
+    }
+  else:
+    items = {'state': ocp.args.StandardRestore(target)}
+    if data_iterator is not None:
+      items['data'] = grain_checkpoint.CheckpointRestore(data_iterator)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+  except Exception as e:  # pylint: disable=broad-except  (reported, never matched on its text)
+    text = str(e).strip()
+    first = text.splitlines()[0][:160] if text else ''
+    return None, f'it could not be read ({type(e).__name__}: {first})'
+  state = restored['state']
+  return (state['params'] if params_only else state), None
+
+
+def restore(
+  manager: ocp.CheckpointManager,
+  which: Union[str, int],
+  target: Any,
+  *,
+  data_iterator: Optional[Any] = None,
+  config: Optional[Any] = None,
+  params_only: bool = False,
+) -> Restored:
+  """Verifies and restores a checkpoint: the one way anything is read back.
+
+  Args:
+    manager: from `create_manager` or `open_checkpoints`.
+    which: 'latest' (the newest *intact* step: damaged newer steps are named loudly and skipped),
+      'best' (by the run's best metric) or a step number; only 'latest' falls back.
+    target: from `abstract_like`: the abstract train state, or with `params_only` the abstract
+      params; fixes structure, shapes, dtypes and target devices.
+    data_iterator: the train iterator to reposition in place (resuming training), or None.
+    config: the run config, compared with the stored fingerprint (None: model structure only).
+    params_only: read only the parameters (an orbax partial restore: no optimizer state is read
+      or built); a settings mismatch is then explained for reading a run, not resuming it.
+
+  Raises:
+    CheckpointError: one line naming the step directory (and damaged file) and what to do.
+  """
+  abstract_params = target if params_only else target.params
+
+  def try_step(step: int) -> tuple[Any, Optional[str]]:
+    path = verification.step_dir(manager.directory, step)
+    problem = verification.check_step(
+      path,
+      abstract_params,
+      config,
+      resuming=not params_only,
+      with_data=data_iterator is not None,
+      metrics_unreadable=step in getattr(manager, 'unreadable_metrics', ()),
+    )
+    if problem is not None:
+      return None, problem
+    return _read(manager, step, target, data_iterator, params_only)
+
+  if which == 'latest':
+    resolve_step(manager, which)  # Fails (one line) when there is none.
+    step, state, skipped = verification.newest_intact(
+      manager.all_steps(), str(manager.directory), try_step
+    )
+    return Restored(step, state, skipped)
+  step = resolve_step(manager, which)
+  state, problem = try_step(step)
+  if problem is not None:
+    raise CheckpointError(
+      f'Checkpoint {verification.step_dir(manager.directory, step)} is damaged: {problem}; '
+      'choose another step (--checkpoint=latest skips damaged ones).'
+    )
+  return Restored(step, state, [])

@@ -1,0 +1,64 @@
+"""The one table of shipped datasets: each name, its input kind, its TFDS builder and study margin.
+
+Importing this module registers the builders with TFDS (prepared offline on first use, see
+datasets.py). The builders' registration, the dataset catalog's messages, the tests and the study
+all read this table.
+
+  SHIPPED['weather_stations'].input_kind     # 'sensor'
+  SHIPPED['weather_stations'].config         # 'sensor': configs/sensor.py trains it
+  SHIPPED['weather_stations'].margin         # 0.05: the study's equivalence margin (°F of MAE)
+"""
+
+import dataclasses
+
+import tensorflow_datasets as tfds
+
+from hybrid_jax.data.builders import bbc_news
+from hybrid_jax.data.builders import japanese_vowels
+from hybrid_jax.data.builders import moving_digits
+from hybrid_jax.data.builders import tweet_sentiment
+from hybrid_jax.data.builders import weather_stations
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedDataset:
+  """One shipped dataset.
+
+  Attributes:
+    name: the TFDS name (`config.dataset.name`; add '/tiny' for the test build).
+    input_kind: the input kind it feeds (input_kinds.py).
+    builder: its TFDS builder class (registered by importing this module).
+    config: the config in configs/ that trains it (configs/<config>.py).
+    margin: the study's equivalence margin, in its primary metric's units (accuracy, or °F of MAE).
+  """
+
+  name: str
+  input_kind: str
+  builder: type[tfds.core.DatasetBuilder]
+  config: str
+  margin: float
+
+
+SHIPPED = {
+  d.name: d
+  for d in (
+    ShippedDataset('moving_digits', 'video', moving_digits.MovingDigits, 'video', 0.01),
+    ShippedDataset('bbc_news', 'text', bbc_news.BbcNews, 'text', 0.01),
+    ShippedDataset(
+      'tweet_sentiment', 'text', tweet_sentiment.TweetSentiment, 'tweet_sentiment', 0.01
+    ),
+    ShippedDataset('weather_stations', 'sensor', weather_stations.WeatherStations, 'sensor', 0.05),
+    ShippedDataset(
+      'japanese_vowels', 'sensor', japanese_vowels.JapaneseVowels, 'japanese_vowels', 0.01
+    ),
+  )
+}
+
+
+def base_name(name: str) -> str:
+  """'bbc_news/tiny:1.1.0' -> 'bbc_news'."""
+  return name.split('/')[0].split(':')[0]
+
+
+def is_shipped(name: str) -> bool:
+  return base_name(name) in SHIPPED
