@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 500  # Evaluate on the eval split every N steps and at the end.
   config.checkpoint_every_steps = 500  # Save every N steps and at the end.
   config.keep_checkpoints = 3  # Keep the last K checkpoints (and the best one).
+  # Stop after N evaluations without a better best_metric (the best checkpoint is kept); 0: off.
+  config.early_stopping_patience = 0
   config.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
   # Eval metric that picks the kept "best" checkpoint; '': the head's (accuracy / mae).
   config.best_metric = ''
@@ -50,6 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.fusion_dim = 128  # Width of the learned fusions' projections.
   config.model.dropout_rate = 0.0  # Dropout on the fused vector before the head (reference: none).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
+  # A linear head per branch trained beside the fused one: loss = fused + weight x the sum of the
+  # branch losses; 0: none (hybrid_jax/models/fusion.py).
+  config.model.aux_loss_weight = 0.0
+  # Probability of zeroing a whole branch's features per example in training (never all); 0: off.
+  config.model.branch_dropout = 0.0
   # Where the LSTM scan computes its input projection: 'auto' | 'hoisted' | 'per_step' (the same
   # values; speed only, see hybrid_jax/models/lstm.py).
   config.model.lstm_projection = 'auto'
@@ -64,6 +71,23 @@ def get_config() -> ml_collections.ConfigDict:
   # Module defining your own TFDS builder (imported first), e.g. 'my_pkg.my_clips'.
   config.dataset.builder_module = ''
   config.dataset.num_workers = 0  # Background grain worker processes (0: in the main process).
+  # Your files as the dataset (docs/data.md): 'PATH' (one file, or NAME_TRAIN.ts with NAME_TEST.ts
+  # beside it, or their folder) or 'train=PATH,test=PATH[,validation=PATH]'; '' : dataset.name.
+  config.dataset.files = ''
+  config.dataset.text_column = 'text'  # Files: the column (CSV) or key (JSON Lines) of the texts.
+  config.dataset.label_column = 'label'  # Files: the class label column.
+  config.dataset.target_column = 'target'  # Files: the numeric target column (regression).
+  config.dataset.split_column = 'split'  # Files: a column of 'train' / 'validation' / 'test'.
+  # Files: '' (a missing value is an error) | 'forward' (carry the last value forward).
+  config.dataset.fill_missing = ''
+  config.dataset.validation_fraction = 0.2  # Files: share of each class carved when no validation.
+  config.dataset.test_fraction = 0.2  # Files: share of each class carved when no test split.
+  # Files: None carves evenly spaced rows per class; an int shuffles within each class.
+  config.dataset.split_seed = ml_collections.config_dict.placeholder(int)
+  # Files: rows are in time order: carve the last rows of each class (a contiguous block).
+  config.dataset.time_order = False
+  # Files: how the splits were made (sizes, carve); filled by the run, recorded in config.json.
+  config.dataset.splits_made = ''
 
   return config
 

@@ -103,6 +103,10 @@ def write_report(records: list[dict], path: str, command: str) -> None:
     f'Command: `{command}` ({time.strftime("%Y-%m-%d", time.gmtime())}; '
     f'{platform.machine()}, {os.cpu_count()} CPU cores, 1 CPU device).',
     'Versions: ' + ', '.join(f'{k} {v}' for k, v in versions.items()) + '.',
+    'Machine load (1, 5, 15-min averages) when this file was written: '
+    + ', '.join(f'{x:.1f}' for x in os.getloadavg())
+    + ': above the 2 cores, other jobs shared them and the wall times are longer than on a quiet '
+    'machine.',
     '',
     'Each row: the train command in a fresh workdir (wall time: the whole command), then',
     '`--mode=eval --split=test` with `--checkpoint=best` (kept by the validation metric) and',

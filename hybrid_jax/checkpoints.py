@@ -56,9 +56,26 @@ def create_manager(
   return _open(directory, keep, best_metric, read_only)
 
 
+# Ties of the best metric (e.g. two steps with the same validation accuracy) are broken by the eval
+# loss: a term this small never outweighs a real difference of an accuracy (>= 1 / examples).
+_TIE_BREAK = 1e-7
+
+
+def best_score(metrics: dict[str, float], best_metric: str) -> float:
+  """The value the best checkpoint is chosen by: `best_metric`, ties broken by the eval loss."""
+  value = float(metrics[best_metric])
+  if best_metric == 'loss' or 'loss' not in metrics:
+    return value
+  sign = 1.0 if metrics_lib.is_lower_better(best_metric) else -1.0
+  return value + sign * _TIE_BREAK * float(metrics['loss'])
+
+
 def _open(directory: str, keep: int, best_metric: str, read_only: bool) -> '_Manager':
   lower = metrics_lib.is_lower_better(best_metric)
-  get_metric = lambda m: m[best_metric]  # pylint: disable=unnecessary-lambda-assignment
+
+  def get_metric(metrics):
+    return best_score(metrics, best_metric)
+
   policy = pp.AnyPreservationPolicy(
     [
       pp.LatestN(n=keep),
@@ -128,6 +145,7 @@ def save(
   data_iterator: Any,
   eval_metrics: Optional[dict[str, object]] = None,
   fingerprint: Optional[dict[str, Any]] = None,
+  progress: Optional[dict[str, Any]] = None,
 ) -> bool:
   """Starts an async save of `state` and the iterator position at `step`; False if it exists.
 
@@ -141,6 +159,7 @@ def save(
     data_iterator: the train iterator (get_state/set_state), positioned after `step` batches.
     eval_metrics: eval metrics of this very state, used to track the best checkpoint.
     fingerprint: `config_validation.fingerprint(config)`, stored in the manifest.
+    progress: JSON-able host-side run state (e.g. early stopping's), restored with the step.
   """
   finish(manager)
   if step in manager.all_steps():
@@ -148,9 +167,12 @@ def save(
       'Checkpoint step %d already exists in %s; not overwriting it.', step, manager.directory
     )
     return False
-  args = ocp.args.Composite(
+  items = dict(
     state=ocp.args.StandardSave(state), data=grain_checkpoint.CheckpointSave(data_iterator)
   )
+  if progress is not None:
+    items['progress'] = ocp.args.JsonSave(progress)
+  args = ocp.args.Composite(**items)
   metrics = metrics_lib.scalars(eval_metrics) if eval_metrics else None
   manager.save(step, args=args, metrics=metrics, force=True)
   manager.pending_manifests[step] = fingerprint
@@ -220,19 +242,22 @@ def abstract_like(state_shapes: Any, sharding: jax.sharding.Sharding) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-  """What `restore` read: the step, the state (or only its params), and damaged newer steps."""
+  """What `restore` read: the step, the state (or only its variables), damaged newer steps, and
+  the host-side progress saved with the step (None when it has none)."""
 
   step: int
   state: Any
   skipped: list[int]
+  progress: Optional[dict[str, Any]] = None
 
 
 def _read(
   manager: ocp.CheckpointManager, step: int, target: Any, data_iterator: Any, params_only: bool
 ) -> tuple[Any, Optional[str]]:
-  """(state or params, None) or (None, why orbax could not read a step that passed verification)."""
+  """((state or variables, progress), None) or (None, why orbax could not read a verified step)."""
+  progress_dir = os.path.join(verification.step_dir(manager.directory, step), 'progress')
   if params_only:
-    item = {'params': target}
+    item = dict(target)
     items = {
       'state': ocp.args.PyTreeRestore(
         item=item,
@@ -244,6 +269,8 @@ def _read(
     items = {'state': ocp.args.StandardRestore(target)}
     if data_iterator is not None:
       items['data'] = grain_checkpoint.CheckpointRestore(data_iterator)
+      if os.path.isdir(progress_dir):
+        items['progress'] = ocp.args.JsonRestore()
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # pylint: disable=broad-except  (reported, never matched on its text)
@@ -251,7 +278,9 @@ def _read(
     first = text.splitlines()[0][:160] if text else ''
     return None, f'it could not be read ({type(e).__name__}: {first})'
   state = restored['state']
-  return (state['params'] if params_only else state), None
+  if params_only:
+    state = {k: state[k] for k in target}
+  return (state, restored.get('progress') if 'progress' in items else None), None
 
 
 def restore(
@@ -270,16 +299,17 @@ def restore(
     which: 'latest' (the newest *intact* step: damaged newer steps are named loudly and skipped),
       'best' (by the run's best metric) or a step number; only 'latest' falls back.
     target: from `abstract_like`: the abstract train state, or with `params_only` the abstract
-      params; fixes structure, shapes, dtypes and target devices.
+      model variables {'params': ..., and 'model_state' where the model has one}; fixes
+      structure, shapes, dtypes and target devices.
     data_iterator: the train iterator to reposition in place (resuming training), or None.
     config: the run config, compared with the stored fingerprint (None: model structure only).
-    params_only: read only the parameters (an orbax partial restore: no optimizer state is read
-      or built); a settings mismatch is then explained for reading a run, not resuming it.
+    params_only: read only the model's variables (an orbax partial restore: no optimizer state
+      is read or built); a settings mismatch is then explained for reading a run, not resuming it.
 
   Raises:
     CheckpointError: one line naming the step directory (and damaged file) and what to do.
   """
-  abstract_params = target if params_only else target.params
+  abstract_params = target['params'] if params_only else target.params
 
   def try_step(step: int) -> tuple[Any, Optional[str]]:
     path = verification.step_dir(manager.directory, step)
@@ -297,15 +327,15 @@ def restore(
 
   if which == 'latest':
     resolve_step(manager, which)  # Fails (one line) when there is none.
-    step, state, skipped = verification.newest_intact(
+    step, (state, progress), skipped = verification.newest_intact(
       manager.all_steps(), str(manager.directory), try_step
     )
-    return Restored(step, state, skipped)
+    return Restored(step, state, skipped, progress)
   step = resolve_step(manager, which)
-  state, problem = try_step(step)
+  read, problem = try_step(step)
   if problem is not None:
     raise CheckpointError(
       f'Checkpoint {verification.step_dir(manager.directory, step)} is damaged: {problem}; '
       'choose another step (--checkpoint=latest skips damaged ones).'
     )
-  return Restored(step, state, [])
+  return Restored(step, read[0], [], read[1])

@@ -32,6 +32,17 @@ RUN_DEFINING = (
   'dataset.name',
   'dataset.train_split',
   'dataset.builder_module',
+  # Your files (data/files.py) and how they are read and split.
+  'dataset.files',
+  'dataset.text_column',
+  'dataset.label_column',
+  'dataset.target_column',
+  'dataset.split_column',
+  'dataset.fill_missing',
+  'dataset.validation_fraction',
+  'dataset.test_fraction',
+  'dataset.split_seed',
+  'dataset.time_order',
   'batch_size',  # The data iterator's saved position counts batches of this size.
   'learning_rate',
   'lr_schedule',
@@ -57,7 +68,10 @@ MAY_CHANGE_ON_RESUME = (
   'dataset.eval_split',
   'dataset.data_dir',
   'dataset.num_workers',
+  # What the data resolution recorded about the splits it made (follows from the fields above).
+  'dataset.splits_made',
   'profile_steps',
+  'early_stopping_patience',
 )
 
 _ENUMS = {
@@ -92,8 +106,15 @@ _POSITIVE_INTS = (
   'model.embed_dim',
   'model.num_frames',
 )
-_NON_NEGATIVE_INTS = ('seed', 'warmup_steps', 'top_k', 'dataset.num_workers', 'profile_steps')
-_NON_NEGATIVE_FLOATS = ('learning_rate', 'grad_clip_norm', 'weight_decay')
+_NON_NEGATIVE_INTS = (
+  'seed',
+  'warmup_steps',
+  'top_k',
+  'dataset.num_workers',
+  'profile_steps',
+  'early_stopping_patience',
+)
+_NON_NEGATIVE_FLOATS = ('learning_rate', 'grad_clip_norm', 'weight_decay', 'model.aux_loss_weight')
 _POSITIVE_INT_TUPLES = ('model.conv_features', 'model.window_shape', 'model.frame_shape')
 
 
@@ -151,10 +172,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         isinstance(value, (tuple, list)) and value and all(_is_int(v) and v > 0 for v in value)
       ):
         fail(name, 'must be a non-empty tuple of integers > 0, e.g. (64,)')
-  if 'model.dropout_rate' in fields:
-    value = fields['model.dropout_rate']
-    if not (_is_number(value) and 0 <= value < 1):
-      fail('model.dropout_rate', 'must be a number in [0, 1)')
+  for name in ('model.dropout_rate', 'model.branch_dropout'):
+    if name in fields and not (_is_number(fields[name]) and 0 <= fields[name] < 1):
+      fail(name, 'must be a number in [0, 1)')
   if (
     fields.get('lr_schedule') == 'warmup_cosine'
     and _is_int(fields.get('warmup_steps'))

@@ -41,6 +41,7 @@ from hybrid_jax import heads
 from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import raw_inputs
+from hybrid_jax import steps
 from hybrid_jax.errors import CheckpointError, InputError
 from hybrid_jax.models import fusion
 
@@ -202,7 +203,9 @@ def load(
       {'params': key, 'dropout': key}, input_kinds.dummy_batch(config, 2), train=False
     )
   )
-  abstract = checkpoints.abstract_like(shapes['params'], parallel.replicated_sharding(devices))
+  abstract = checkpoints.abstract_like(
+    steps.variables_target(shapes), parallel.replicated_sharding(devices)
+  )
   best_metric = config.best_metric or heads.head(spec['head']['kind']).best_metric
   manager = checkpoints.create_manager(workdir, 1, best_metric, read_only=True)
   try:
@@ -213,7 +216,7 @@ def load(
     spec,
     config,
     model,
-    restored.state,
+    steps.variables_of(restored.state),
     restored.step,
     os.path.join(checkpoints.checkpoint_dir(workdir), str(restored.step)),
     devices,
@@ -230,14 +233,16 @@ class TrainedModel:
     label_names: class names by id (classification), () for regression.
     branch_names: the branches feeding the head, in order: ('cnn', 'lstm'), ('cnn',) or ('lstm',).
     step, checkpoint: the restored step and its directory.
-    params: the parameters, replicated on `devices`.
+    variables: the model's variables ('params', and its statistics where it has them), replicated
+      on `devices`; `params` is `variables['params']`.
     num_traces: how many times the model function was traced (compiled) so far.
   """
 
   def __init__(
-    self, spec, config, model, params, step: int, checkpoint: str, devices: Sequence[Any]
+    self, spec, config, model, variables, step: int, checkpoint: str, devices: Sequence[Any]
   ):
-    self.spec, self.config, self.params = spec, config, params
+    self.spec, self.config, self.variables = spec, config, variables
+    self.params = variables['params']
     self.task = spec['task']
     self.head = spec['head']['kind']
     self._head = heads.head(self.head)
@@ -283,14 +288,14 @@ class TrainedModel:
     """
     zero = self._check_branches(zero_branches)
     outputs, _ = self._run(
-      self.preprocess(inputs), batch_size, lambda b: self._forward(self.params, b, zero=zero)
+      self.preprocess(inputs), batch_size, lambda b: self._forward(self.variables, b, zero=zero)
     )
     return self._predictions(outputs)
 
   def embed(self, inputs: Any, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Each branch's feature vector (the head's inputs): {'cnn': float32 [N, d], 'lstm': ...}."""
     _, features = self._run(
-      self.preprocess(inputs), batch_size, lambda b: self._forward(self.params, b, zero=())
+      self.preprocess(inputs), batch_size, lambda b: self._forward(self.variables, b, zero=())
     )
     return dict(zip(self.branch_names, features))
 
@@ -305,7 +310,7 @@ class TrainedModel:
     sizes = {n: f.shape for n, f in batch.items()}
     if len({s[0] for s in sizes.values()}) != 1 or any(len(s) != 2 for s in sizes.values()):
       raise InputError(f'Branch features must be [N, d] arrays with the same N; got {sizes}.')
-    outputs, _ = self._run(batch, batch_size, lambda b: (self._apply_head(self.params, b), ()))
+    outputs, _ = self._run(batch, batch_size, lambda b: (self._apply_head(self.variables, b), ()))
     return self._predictions(outputs)
 
   # Internals.
@@ -320,20 +325,19 @@ class TrainedModel:
       )
     return tuple(sorted(set(names)))
 
-  def _forward_fn(self, params, batch, zero: tuple[str, ...]):
+  def _forward_fn(self, variables, batch, zero: tuple[str, ...]):
     """(outputs, branch features) of one batch; the head's inputs are captured (and zeroed)."""
     self.num_traces += 1  # Runs only while tracing: counts compilations.
     replace = {i: 'zero' for i, name in enumerate(self.branch_names) if name in zero}
     with ablation.branch_features(replace) as captured:
-      out = self._model.apply({'params': params}, batch, train=False)
+      out = self._model.apply(variables, batch, train=False)
     return self._head.outputs(out), tuple(f.astype(jnp.float32) for f in captured)
 
-  def _head_fn(self, params, features: dict[str, jax.Array]):
+  def _head_fn(self, variables, features: dict[str, jax.Array]):
     self.num_traces += 1
     head = fusion.FusionHead(**self._model.head_kwargs())
-    out = head.apply(
-      {'params': params['head']}, [features[n] for n in self.branch_names], train=False
-    )
+    head_variables = {name: tree['head'] for name, tree in variables.items() if 'head' in tree}
+    out = head.apply(head_variables, [features[n] for n in self.branch_names], train=False)
     return self._head.outputs(out)
 
   def _run(self, batch: dict[str, np.ndarray], batch_size: int, fn):

@@ -172,6 +172,14 @@ def pmean(tree: Any) -> Any:
   return jax.lax.pmean(tree, AXIS)
 
 
+def pmean_if_mapped(tree: Any) -> Any:
+  """Mean over the device axis inside a mapped step; unchanged outside one (e.g. a plain jit)."""
+  try:
+    return jax.lax.pmean(tree, AXIS)
+  except NameError:  # The axis is unbound: not inside parallel.pmap.
+    return tree
+
+
 def psum(tree: Any) -> Any:
   """Sum over the device axis (inside a mapped step)."""
   return jax.lax.psum(tree, AXIS)

@@ -7,13 +7,15 @@ and fall back to the CPU. The entry points (`hybrid_jax.main`, `hybrid_jax.summa
 and no NVIDIA driver is visible, it sets JAX_PLATFORMS=cpu. A machine with a driver (or a TPU, or a
 CPU-only install) is left to JAX's own choice, so a GPU machine still uses the GPU.
 
-`choose_platform()` also appends the XLA:CPU flags of `CPU_XLA_FLAGS` to XLA_FLAGS (a flag the
-user already set keeps the user's value). Today that is one flag,
-`--xla_cpu_experimental_ynn_fusion_type=` (an empty list): XLA:CPU in jaxlib 0.10 sends convolutions
-and matmuls to YNNPACK by default; with the flag they run on XLA's own Eigen kernels, for the same
-float32 math, faster and with less memory at the video reference shapes (the measurements:
-experiments/results/benchmark_train_step_reference.md). It only affects the CPU backend. Any value
-of the flag in XLA_FLAGS wins; XLA's own default comes back with
+`choose_platform()` also appends the XLA:CPU flags chosen for the installed jaxlib
+(`CPU_XLA_FLAGS_BY_JAXLIB`, read from jaxlib's metadata without importing it) to XLA_FLAGS; a flag
+the user already set keeps the user's value. The one flag in use, `YNNPACK_OFF`
+(`--xla_cpu_experimental_ynn_fusion_type=`, an empty list), makes XLA:CPU run convolutions and
+matmuls on its own Eigen kernels instead of YNNPACK, for the same float32 math. Whether it pays
+differs by jaxlib version, so each version gets what its measurements chose (see the table's
+comment); a version not in the table gets no flag (experimental flags can be renamed, and XLA aborts
+on an unknown flag). It only affects the CPU backend. Any value of the flag in XLA_FLAGS wins;
+XLA's own default comes back with
 `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`.
 """
 
@@ -26,10 +28,15 @@ from typing import Mapping, MutableMapping, Optional
 
 CUDA_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin')
 DRIVER_LIBRARIES = ('libcuda.so.1', 'libcuda.so')
-# XLA:CPU flags set by default (name -> value), for the jaxlib versions they were measured on:
-# experimental flags can be renamed, and XLA aborts on an unknown flag. See the module docstring.
-CPU_XLA_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': ''}  # No YNNPACK fusions.
-CPU_XLA_FLAGS_JAXLIB = ('0.10.',)  # jaxlib version prefixes where CPU_XLA_FLAGS were measured.
+# No YNNPACK fusions: XLA:CPU's own kernels for convolutions and matmuls.
+YNNPACK_OFF = {'xla_cpu_experimental_ynn_fusion_type': ''}
+# jaxlib version prefix -> the XLA:CPU flags set by default (name -> value), each chosen from the
+# train-step benchmark with and without them on that version (reference cases, interleaved runs):
+# experiments/results/benchmark_xla_flags.md, beside its command. Other versions get none.
+CPU_XLA_FLAGS_BY_JAXLIB = {
+  '0.10.': YNNPACK_OFF,
+  '0.12.': YNNPACK_OFF,
+}
 
 
 def cuda_plugin_installed() -> bool:
@@ -80,9 +87,10 @@ def compose_xla_flags(user_flags: str, defaults: Mapping[str, str]) -> str:
 
 
 def default_cpu_xla_flags(jaxlib_version: Optional[str]) -> dict[str, str]:
-  """`CPU_XLA_FLAGS` for a jaxlib version they were measured on, else none (pure: unit-tested)."""
-  if jaxlib_version and jaxlib_version.startswith(CPU_XLA_FLAGS_JAXLIB):
-    return dict(CPU_XLA_FLAGS)
+  """The flags `CPU_XLA_FLAGS_BY_JAXLIB` holds for a jaxlib version, else none (pure, tested)."""
+  for prefix, flags in CPU_XLA_FLAGS_BY_JAXLIB.items():
+    if jaxlib_version and jaxlib_version.startswith(prefix):
+      return dict(flags)
   return {}
 
 

@@ -23,8 +23,47 @@ from hybrid_jax import heads
 from hybrid_jax import input_kinds
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import parallel
+from hybrid_jax.models import fusion
 
 TrainState = train_state_lib.TrainState
+
+
+class TrainStateWithModelState(TrainState):
+  """A TrainState that also carries the model's non-trainable variables (e.g. 'norm_stats').
+
+  Only models that have such variables use it, so the checkpoints of all other models keep the
+  plain TrainState's structure.
+  """
+
+  model_state: Any = None
+
+
+def variables_target(variable_shapes: dict[str, Any]) -> dict[str, Any]:
+  """The restore target of a model's variables (`checkpoints.restore(..., params_only=True)`).
+
+  Args:
+    variable_shapes: `model.init`'s output (or its `jax.eval_shape`).
+  Returns:
+    {'params': ...} plus {'model_state': the other collections} where the model has any, the
+    structure of the train state's fields.
+  """
+  target = {'params': variable_shapes['params']}
+  model_state = {k: v for k, v in variable_shapes.items() if k not in ('params', 'intermediates')}
+  if model_state:
+    target['model_state'] = model_state
+  return target
+
+
+def variables_of(restored: dict[str, Any]) -> dict[str, Any]:
+  """`model.apply`'s variables from a `variables_target`-shaped restore."""
+  return {'params': restored['params'], **restored.get('model_state', {})}
+
+
+def model_variables(state: TrainState, params: Any = None) -> dict[str, Any]:
+  """{'params': ..., plus the model's other collections}: what `model.apply` takes."""
+  params = state.params if params is None else params
+  return {'params': params, **(getattr(state, 'model_state', None) or {})}
+
 
 # Learning-rate schedules by config.lr_schedule:
 # (peak learning rate, warmup steps, run length) -> optax schedule.
@@ -92,11 +131,31 @@ def create_train_state(config: ml_collections.ConfigDict, model, rng: jax.Array)
     {'params': rng, 'dropout': rng}, input_kinds.dummy_batch(config, 2), train=False
   )
   tx, _ = create_optimizer(config)
+  model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
+  if model_state:
+    return TrainStateWithModelState.create(
+      apply_fn=model.apply, params=variables['params'], tx=tx, model_state=model_state
+    )
   return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx)
 
 
+def _find(tree: Any, name: str) -> Any:
+  """The value stored under key `name` anywhere in a nested dict (None when absent)."""
+  if isinstance(tree, dict) or hasattr(tree, 'items'):
+    for key, value in tree.items():
+      found = value if key == name else _find(value, name)
+      if found is not None:
+        return found
+  return None
+
+
 def train_step(
-  state: TrainState, batch: dict[str, jax.Array], dropout_key: jax.Array, *, head: str
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  dropout_key: jax.Array,
+  *,
+  head: str,
+  aux_loss_weight: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on one device's shard; gradients and metrics averaged over devices.
 
@@ -105,26 +164,49 @@ def train_step(
     batch: this device's shard, e.g. 'clip' [B/devices, T, H, W, C] and 'label' [B/devices].
     dropout_key: replicated base key; the step and the device index are folded in here.
     head: a `heads.HEADS` name: its loss on its label key ('label' or 'target').
+    aux_loss_weight: config.model.aux_loss_weight: the loss adds this times the sum of the
+      branches' auxiliary head losses (fusion.FusionHead; 0: none).
 
   Returns:
-    (new state, {'loss', the head's train metrics, 'grad_norm'}: float32 scalars averaged over
-    devices).
+    (new state, {'loss' (the objective), 'fused_loss' when there are auxiliary losses, the head's
+    train metrics, 'grad_norm'}: float32 scalars averaged over devices). The model's running
+    statistics (model_state), if any, are updated too.
   """
   key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step), parallel.device_index())
 
   the_head = heads.head(head)
   labels = batch[the_head.label_key]
 
-  def loss_fn(params):
-    out = state.apply_fn({'params': params}, batch, train=True, rngs={'dropout': key})
-    return the_head.loss(out, labels), out
+  collections = list(getattr(state, 'model_state', None) or {})
 
-  (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def loss_fn(params):
+    out, updated = state.apply_fn(
+      model_variables(state, params),
+      batch,
+      train=True,
+      rngs={'dropout': key},
+      mutable=collections + ['intermediates'],
+    )
+    fused_loss = the_head.loss(out, labels)
+    loss = fused_loss
+    if aux_loss_weight:
+      aux_outputs = _find(updated['intermediates'], fusion.AUX_OUTPUTS)[0]
+      loss = loss + aux_loss_weight * sum(the_head.loss(o, labels) for o in aux_outputs)
+    return loss, (out, fused_loss, {k: updated[k] for k in collections})
+
+  (loss, (out, fused_loss, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params
+  )
   grads = parallel.pmean(grads)  # Equal shards: the mean of shard means is the global mean.
   metrics = {'loss': loss, **the_head.train_metrics(out, labels)}  # Then grad_norm.
+  if aux_loss_weight:
+    metrics['fused_loss'] = fused_loss
   metrics = parallel.pmean(metrics)
   metrics['grad_norm'] = optax.global_norm(grads)  # Of the averaged gradient (same everywhere).
-  return state.apply_gradients(grads=grads), metrics
+  new_state = state.apply_gradients(grads=grads)
+  if collections:  # The statistics were computed from the global batch (pmean inside the model).
+    new_state = new_state.replace(model_state=model_state)
+  return new_state, metrics
 
 
 def eval_step(
@@ -135,7 +217,7 @@ def eval_step(
   Args:
     batch: this device's shard plus 'mask' [B/devices] bool (False on padding rows).
   """
-  out = state.apply_fn({'params': state.params}, batch, train=False)
+  out = state.apply_fn(model_variables(state), batch, train=False)
   mask = batch.get('mask', jnp.ones(out.shape[:1], bool))
   the_head = heads.head(head)
   return parallel.psum(the_head.sums(out, batch[the_head.label_key], mask, top_k, with_confusion))
@@ -143,14 +225,14 @@ def eval_step(
 
 @functools.lru_cache(maxsize=None)
 def make_steps(
-  devices: tuple[Any, ...], head: str, top_k: int
+  devices: tuple[Any, ...], head: str, top_k: int, aux_loss_weight: float = 0.0
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
   """pmapped (train_step, eval_step) over `devices`: state replicated, batch split, state donated.
 
-  Cached per (devices, head) so repeated runs in one process reuse compiled code.
+  Cached per arguments so repeated runs in one process reuse compiled code.
   """
   p_train = parallel.pmap(
-    functools.partial(train_step, head=head),
+    functools.partial(train_step, head=head, aux_loss_weight=aux_loss_weight),
     devices,
     in_axes=(None, 0, None),
     out_axes=(None, None),

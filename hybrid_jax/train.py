@@ -9,6 +9,7 @@ that reads the resolved config (`run.config`).
 """
 
 import contextlib
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -25,6 +26,7 @@ from hybrid_jax import errors
 from hybrid_jax import fileio
 from hybrid_jax import inference
 from hybrid_jax import input_kinds
+from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import parallel
 from hybrid_jax import reporting
 from hybrid_jax import steps
@@ -93,7 +95,9 @@ class _Run:
     self.abstract_state = checkpoints.abstract_like(
       jax.eval_shape(self.init_fn, self.params_key), self.sharding
     )
-    self.p_train, self.p_eval = steps.make_steps(self.devices, self.head.name, self.top_k)
+    self.p_train, self.p_eval = steps.make_steps(
+      self.devices, self.head.name, self.top_k, float(config.model.aux_loss_weight)
+    )
 
   def eval_batches(self):
     return pipeline.create_eval_batches(self.source)
@@ -191,7 +195,10 @@ def train_and_evaluate(
     os.path.join(workdir, 'tensorboard'), config.profile_steps, first_step=start + 2, active=chief
   )
   try:
-    return _train_loop(run, state, train_it, manager, writer, latest, profiler)
+    stopping = _EarlyStopping(run.best_metric, config.early_stopping_patience)
+    if restored is not None and restored.progress:
+      stopping.restore(restored.progress)
+    return _train_loop(run, state, train_it, manager, writer, latest, stopping, profiler)
   finally:
     profiler.stop()  # A run that ended inside the traced steps still writes its trace.
     checkpoints.finish(manager)  # Async saves complete, manifests are written, errors surface.
@@ -211,6 +218,40 @@ def _init_params(path: str, abstract_state: Any) -> Any:
     raise errors.CheckpointError(f'config.init_checkpoint: {e}') from None
 
 
+@dataclasses.dataclass
+class _EarlyStopping:
+  """Counts evaluations since the best `metric` (ties broken by the eval loss, as the kept best
+  checkpoint is chosen); `stopped` after `patience` of them without a better one (0: never).
+  Saved with every checkpoint, so a resumed run stops where the uninterrupted one would."""
+
+  metric: str
+  patience: int
+  best: Optional[float] = None
+  evals_since_best: int = 0
+  stopped: bool = False
+
+  def update(self, eval_metrics: dict[str, object]) -> bool:
+    """Takes one evaluation's metrics; returns whether to stop now."""
+    value = checkpoints.best_score(eval_metrics, self.metric)
+    lower = metrics_lib.is_lower_better(self.metric)
+    if self.best is None or (value < self.best if lower else value > self.best):
+      self.best, self.evals_since_best = value, 0
+    else:
+      self.evals_since_best += 1
+    self.stopped = bool(self.patience) and self.evals_since_best >= self.patience
+    return self.stopped
+
+  def state(self) -> dict[str, Any]:
+    return {'early_stopping': dataclasses.asdict(self)}
+
+  def restore(self, progress: dict[str, Any]) -> None:
+    saved = progress.get('early_stopping', {})
+    self.best = saved.get('best')
+    self.evals_since_best = int(saved.get('evals_since_best', 0))
+    # A larger patience given on resume (config.early_stopping_patience may change) goes on.
+    self.stopped = bool(self.patience) and self.evals_since_best >= self.patience
+
+
 def _train_loop(
   run: _Run,
   state: TrainState,
@@ -218,9 +259,11 @@ def _train_loop(
   manager,
   writer,
   last_saved: Optional[int],
+  stopping: _EarlyStopping,
   profiler: Optional[reporting.StepProfiler] = None,
 ) -> dict[str, object]:
-  """The loop proper: steps, NaN checks, logging, eval, checkpoints (see `train_and_evaluate`)."""
+  """The loop proper: steps, NaN checks, logging, eval, early stopping, checkpoints (see
+  `train_and_evaluate`)."""
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
   _, schedule = steps.create_optimizer(config)
@@ -230,7 +273,7 @@ def _train_loop(
   num_local = len(run.local_devices)
   window, previous = [], None  # Host metrics since the last log; the last step's device metrics.
   eval_metrics = None
-  while step < total:
+  while step < total and not stopping.stopped:
     batch = parallel.shard_batch(next(train_it), num_local)
     with profiler.step_context(step + 1) if profiler else contextlib.nullcontext():
       state, device_metrics = run.p_train(state, batch, run.dropout_key)
@@ -258,7 +301,7 @@ def _train_loop(
       writer.write(step, 'train', train_values)
       window = []
     if (do_eval or do_save) and not bool(
-      parallel.to_host(_all_finite((state.params, state.opt_state)))
+      parallel.to_host(_all_finite((state.params, state.opt_state, steps.model_variables(state))))
     ):
       # This step's metrics (checked above) come from the state before the update; the state it
       # produced is checked here, before it is evaluated or saved.
@@ -267,6 +310,7 @@ def _train_loop(
       eval_metrics = run.evaluate(state)
       writer.write(step, 'eval', eval_metrics)
       reporting.say(reporting.format_table(f'[eval] step {step}', eval_metrics), chief)
+      stopping.update(eval_metrics)
     if do_save and checkpoints.save(
       manager,
       step,
@@ -274,11 +318,19 @@ def _train_loop(
       train_it,
       eval_metrics if do_eval else None,
       fingerprint,
+      stopping.state(),
     ):
       last_saved = step
+    if stopping.stopped:
+      reporting.say(
+        f'Early stopping at step {step}: {run.best_metric} did not improve for '
+        f'{stopping.patience} evaluations (config.early_stopping_patience).',
+        chief,
+      )
     progress.reset_clock(step)
   if eval_metrics is None:  # Nothing left to train (a finished run): report its final state.
-    reporting.say(f'Already trained to step {step} of {total}; evaluating it.', chief)
+    done = 'stopped early' if stopping.stopped else f'trained to step {step} of {total}'
+    reporting.say(f'Already {done}; evaluating it.', chief)
     eval_metrics = run.evaluate(state)
   reporting.say(
     reporting.format_table(f'[final eval] step {step}', eval_metrics, run.info.baselines), chief

@@ -5,14 +5,15 @@ import pytest
 from hybrid_jax.data import shipped
 
 # The tiny build of every shipped dataset (the one table of them: hybrid_jax/data/shipped.py).
-TINY_DATASETS = tuple(f'{name}/tiny' for name in shipped.SHIPPED)
+TINY_DATASETS = tuple(f'{name}/{dataset.tiny}' for name, dataset in shipped.SHIPPED.items())
 
 
 @pytest.fixture(scope='session')
 def tiny_data_dir(tmp_path_factory) -> str:
   """A TFDS data_dir holding the 'tiny' build of every shipped builder (a few seconds in all).
 
-  Use with `config.dataset.name = 'moving_digits/tiny'` (etc.) and `config.dataset.data_dir = tiny_data_dir`.
+  Use with `config.dataset.name = 'moving_digits/tiny'` (etc.: `TINY_DATASETS`, e.g.
+  'controls/both_tiny') and `config.dataset.data_dir = tiny_data_dir`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from hybrid_jax.data import datasets  # pylint: disable=g-import-not-at-top

@@ -25,9 +25,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MARKER = '<!-- test: runs in seconds -->'
-# Links in each page's working directory, so that `--config=configs/...` and
+# Links in each page's working directory, so that `--config=configs/...`, the vendored sources and
 # `python -m experiments...` resolve as they do in a checkout.
-LINKED = ('configs', 'experiments')
+LINKED = ('configs', 'experiments', 'hybrid_jax')
 COMMAND_TIMEOUT_S = 600
 
 

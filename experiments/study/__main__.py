@@ -2,6 +2,7 @@
 
 python -m experiments.study --plan                        # what would be trained, then stop
 python -m experiments.study --datasets=bbc_news --seeds=10 --lrs=3e-4,1e-3,3e-3
+python -m experiments.study --config=configs/text.py --files=reviews.csv --margin=0.02   # your data
 """
 
 import os
@@ -34,7 +35,32 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     'lrs', None, 'Learning-rate grid, chosen per arm on validation (default 3e-4,1e-3,3e-3).', **f
   )
   flags.DEFINE_list(
-    'steps', [], 'Run length per dataset, e.g. bbc_news=500 (default: the config).', **f
+    'steps',
+    [],
+    'Run length per dataset, e.g. bbc_news=500, or N for every dataset (default: the config).',
+    **f,
+  )
+  flags.DEFINE_string(
+    'config',
+    '',
+    'With --files: the config of your data\'s kind, configs/<kind>.py (video, text, sensor; '
+    "':smoke' allowed).",
+    **f,
+  )
+  flags.DEFINE_string(
+    'files',
+    '',
+    'Study your files instead of --datasets (as --config.dataset.files: PATH, NAME_TRAIN.ts or '
+    'train=PATH,test=PATH[,validation=PATH]; docs/data.md).',
+    **f,
+  )
+  flags.DEFINE_float(
+    'margin',
+    None,
+    f'With --files: the equivalence margin, in the primary metric\'s units (default '
+    f'{protocol.FILES_MARGIN:g} accuracy, or {protocol.FILES_MARGIN:g} x the train targets\' std '
+    'of MAE).',
+    **f,
   )
   flags.DEFINE_integer(
     'evals_per_run',
@@ -66,6 +92,13 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   flags.DEFINE_bool(
     'plan', False, 'Only print what would be trained (runs per dataset), then stop.', **f
   )
+  flags.DEFINE_bool(
+    'extend_grid',
+    True,
+    "When an arm's chosen learning rate is the grid's largest or smallest, also run the next rate "
+    'outward (x the grid ratio, up to twice) on the selection seeds and choose again.',
+    **f,
+  )
   flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
   flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
   flags.DEFINE_string(
@@ -86,14 +119,18 @@ def protocol_from_flags(args, argv: Sequence[str]) -> protocol.Protocol:
     )
   steps = {}
   for item in args.steps:
-    name, _, value = item.partition('=')
+    name, _, value = item.rpartition('=') if '=' in item else ('*', '', item)
     if not value.isdigit():
-      raise ConfigError(f'--steps entry {item!r} is not dataset=N, e.g. bbc_news=500.')
+      raise ConfigError(f'--steps entry {item!r} is not dataset=N or N, e.g. bbc_news=500.')
     steps[name] = int(value)
+  if bool(args.files) != bool(args.config):
+    raise ConfigError(
+      '--files and --config go together: e.g. --config=configs/sensor.py --files=X.'
+    )
   train_split, validation_split = (
     ('train[:90%]', 'train[90%:]') if args.validation_from_train else ('train', 'validation')
   )
-  return protocol.Protocol(
+  study = protocol.Protocol(
     study_dir=args.study_dir,
     results_dir=args.results_dir,
     datasets=args.datasets,
@@ -111,7 +148,14 @@ def protocol_from_flags(args, argv: Sequence[str]) -> protocol.Protocol:
     data_dir=args.data_dir,
     keep=args.keep,
     command=' '.join(['python -m experiments.study', *argv[1:]]),
+    config_file=args.config,
+    files=args.files,
+    margin=args.margin,
+    extend_grid=args.extend_grid,
   )
+  if study.files:
+    study.datasets = [protocol.files_dataset(study)]
+  return study
 
 
 def main(argv):

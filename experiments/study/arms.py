@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from hybrid_jax import ablation
 from hybrid_jax import input_kinds
 
 Config = ml_collections.ConfigDict
@@ -41,6 +42,33 @@ def count_params(config: Config) -> int:
   if key not in _COUNTS:
     _COUNTS[key] = _count(config)
   return _COUNTS[key]
+
+
+def branch_widths(config: Config) -> list[int]:
+  """The feature width of each branch at the head of the concat model (shapes only)."""
+  config = with_model(config, branches='both', fusion='concat')
+  model = input_kinds.create_model(config)
+  batch = input_kinds.dummy_batch(config, 2)
+  widths = []
+
+  def forward():
+    variables = model.init(jax.random.key(0), batch)
+    with ablation.branch_features() as features:
+      model.apply(variables, batch)
+    widths.extend(int(f.shape[-1]) for f in features)
+
+  jax.eval_shape(forward)
+  return widths
+
+
+def narrow_fusions(sizes: dict[str, object], widths: list[int]) -> list[str]:
+  """The parameter-matched learned fusions whose projection is narrower than the narrower branch
+  (a bottleneck, not a fair alternative to concat): the study leaves them out."""
+  return [
+    f'{fusion}_matched'
+    for fusion in ('gated', 'projected_sum')
+    if int(sizes[f'{fusion}_dim']) < min(widths)
+  ]
 
 
 def with_model(config: Config, **fields) -> Config:
@@ -163,8 +191,20 @@ ARMS: dict[str, Arm] = {
     dict(branches='lstm', fusion='concat', lstm_units=lambda c, s: int(s['lstm_units'])),
     matched=True,
   ),
+  # The fixes that tell "the branches are not complementary" from "joint training fails": each
+  # branch brought to a common scale, a loss per branch, whole-branch dropout.
+  'concat_norm': Arm('concat, normalised branches', dict(branches='both', fusion='concat_norm')),
+  'concat_aux': Arm(
+    'concat + a loss per branch (weight 1)',
+    dict(branches='both', fusion='concat', aux_loss_weight=1.0),
+  ),
+  'concat_branch_dropout': Arm(
+    'concat + branch dropout (0.25)', dict(branches='both', fusion='concat', branch_dropout=0.25)
+  ),
   'cnn+cnn': Arm('cnn ∥ cnn', dict(branches='cnn+cnn', fusion='concat')),
   'lstm+lstm': Arm('lstm ∥ lstm', dict(branches='lstm+lstm', fusion='concat')),
   'ensemble': Arm('late ensemble (cnn, lstm)', {}, trained=False),
+  # A linear head on the frozen features of the cnn-only and lstm-only runs of each seed.
+  'probe': Arm('probe: a head on the frozen cnn and lstm features', {}, trained=False),
 }
 ENSEMBLE_MEMBERS = ('cnn', 'lstm')

@@ -1,10 +1,11 @@
 """The study's analysis, markdown reports and plots (matplotlib is imported only to draw).
 
-analysis = analyse(summary)                              # statistics + verdict of one dataset
+analysis = analyse(summary, per_example=scores, blocks=ids)  # statistics + verdict of one dataset
 write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
 write_summary(summaries, results_dir, provenance)        # study_summary.md
 """
 
+import dataclasses
 import os
 from typing import Optional, Sequence
 
@@ -16,57 +17,195 @@ from hybrid_jax import fileio
 
 ALPHA = 0.05
 DECISION_RULE = """\
-Decision rule (declared before any study result was seen). Let B be the better single branch
-(cnn only or lstm only) by mean validation metric at its chosen learning rate, and
-d = concat - B on test, per seed (oriented so that d > 0 means concat is better), with its 95%
-bootstrap CI over seeds and its Holm-adjusted exact sign-flip p-value (Holm over every comparison
-reported for the dataset). delta is the dataset's equivalence margin (in the metric's units).
-- **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond capacity and ensembling* when,
-  in addition, concat - late ensemble and concat - widened B also have Holm p < 0.05 and CIs above
-  0; otherwise the verdict names the control that does as well.
+Decision rule (declared before any study result was seen, then revised: each dataset's report
+lists the revisions, each with the verdict under the rule before and after it). Let B be the better single branch
+(cnn only or lstm only) by mean validation metric at its chosen learning rate (ties: lower
+validation loss), and d = concat - B on test, per seed (oriented so that d > 0 means concat is
+better), with its 95% bootstrap CI over seeds and its Holm-adjusted exact sign-flip p-value (over
+seeds). Holm runs over the declared family of primary comparisons (concat - B, concat - late
+ensemble, concat - widened B; those whose arm was run); the secondary comparisons get their own
+Holm correction and do not enter the verdict. delta is the dataset's equivalence margin (in the
+metric's units).
+- **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond ensembling* (*capacity*)
+  when, in addition, concat - late ensemble (concat - widened B) has Holm p < 0.05 and a CI above
+  0; a control that does as well is named, and a control that was not run is said to be not run.
 - **hurts**: Holm p < 0.05 and the CI lies below 0.
-- **redundant**: not significant, and the CI lies within [-delta, +delta] (equivalent within delta).
-- **inconclusive**: not significant, and the CI reaches beyond +-delta (more seeds are needed).
-With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons
-significance needs m * 2 / 2^n < 0.05 (the report prints this floor)."""
+- **redundant**: not significant, and the two-level 95% CI of d (over seeds and test examples, or
+  blocks of examples where neighbours overlap: the interval a new test set would also fall in)
+  lies within [-delta, +delta].
+- **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta).
+With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons in
+the family significance needs m * 2 / 2^n < 0.05 (the report prints this floor)."""
+
+# The primary comparisons, by role (concat against each): they form the Holm family of the verdict.
+PRIMARY_ROLES = ('best_single', 'ensemble', 'widened')
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """The parts of the decision rule that revisions change.
+
+  holm_family: 'all' (Holm over every reported comparison) or 'primary' (over PRIMARY_ROLES only;
+    the secondary comparisons corrected on their own).
+  equivalence_ci: the interval that must lie within +-delta for "redundant": 'seeds' (bootstrap
+    over seeds on the one test set) or 'two_level' (over seeds and test examples or blocks).
+  """
+
+  holm_family: str
+  equivalence_ci: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+  """One change of the protocol: `field` of the Rule becomes `new`; `change` says what changed
+  (formatted with the analysis' counts: {all}, {primary}, {secondary}, {unit})."""
+
+  field: str
+  new: str
+  change: str
+
+
+FIRST_RULE = Rule(holm_family='all', equivalence_ci='seeds')  # The rule the first reports used.
+REVISIONS = (
+  Revision(
+    'holm_family',
+    'primary',
+    'Holm over all {all} reported comparisons -> over the {primary} primary ones (the declared '
+    'family; the secondary comparisons corrected among themselves)',
+  ),
+  Revision(
+    'equivalence_ci',
+    'two_level',
+    '"redundant" needs the 95% CI over seeds within ±delta -> the two-level CI over seeds and '
+    'test {unit}s within ±delta',
+  ),
+)
+
+
+def _apply(rule: Rule, revisions: Sequence[Revision]) -> Rule:
+  for r in revisions:
+    rule = dataclasses.replace(rule, **{r.field: r.new})
+  return rule
+
+
+RULE = _apply(FIRST_RULE, REVISIONS)  # The current rule.
 
 
 def _fmt(value: float, lower_digits: int = 4) -> str:
   return f'{value:.{lower_digits}f}'
 
 
-def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, bool]]]:
-  """(best single branch, [(label, other arm, primary?)]) for the arms the dataset ran."""
-  arms, lower = summary['arms'], summary['lower_is_better']
-  singles = [a for a in ('cnn', 'lstm') if a in arms]
-  chosen = summary['chosen_lr']
-  val = lambda a: summary['val_means'][f'{a}@{chosen[a]:g}']  # pylint: disable=unnecessary-lambda-assignment
-  if not singles or 'concat' not in arms:
+def best_single_branch(summary: dict) -> Optional[str]:
+  """The single branch (cnn or lstm) with the best mean validation metric at its chosen rate; ties
+  broken by mean validation loss where the summary has it ('val_loss_means', same keys)."""
+  singles = [a for a in ('cnn', 'lstm') if a in summary['arms']]
+  if not singles:
+    return None
+  keys = [f'{a}@{summary["chosen_lr"][a]:g}' for a in singles]
+  losses = summary.get('val_loss_means')
+  index = study_stats.select_best(
+    [summary['val_means'][k] for k in keys],
+    [losses.get(k) for k in keys] if losses else None,
+    summary['lower_is_better'],
+  )
+  return singles[index]
+
+
+def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, Optional[str]]]]:
+  """(best single branch, [(label, other arm, role)]) for the arms the dataset ran.
+
+  role is one of PRIMARY_ROLES for a primary comparison (addressed by name, never by position),
+  None for a secondary one.
+  """
+  arms = summary['arms']
+  best = best_single_branch(summary)
+  if best is None or 'concat' not in arms:
     return None, []
-  best = (min if lower else max)(singles, key=val)
-  other = [a for a in singles if a != best]
+  other = [a for a in ('cnn', 'lstm') if a in arms and a != best]
   wanted = [
-    (f'best single branch ({best})', best, True),
-    ('late ensemble', 'ensemble', True),
-    (f'widened best branch ({best}_wide)', f'{best}_wide', True),
-    (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', False),
+    (f'best single branch ({best})', best, 'best_single'),
+    ('late ensemble', 'ensemble', 'ensemble'),
+    (f'widened best branch ({best}_wide)', f'{best}_wide', 'widened'),
+    (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', None),
   ]
   for o in other:
     wanted += [
-      (f'other branch ({o})', o, False),
-      (f'widened other branch ({o}_wide)', f'{o}_wide', False),
-      (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', False),
+      (f'other branch ({o})', o, None),
+      (f'widened other branch ({o}_wide)', f'{o}_wide', None),
+      (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', None),
     ]
   wanted += [
-    (a, a, False) for a in ('gated_matched', 'projected_sum_matched', 'gated', 'projected_sum')
+    (a, a, None)
+    for a in (
+      'concat_norm',
+      'concat_aux',
+      'concat_branch_dropout',
+      'probe',
+      'gated_matched',
+      'projected_sum_matched',
+      'gated',
+      'projected_sum',
+    )
   ]
-  return best, [(label, arm, primary) for label, arm, primary in wanted if arm in arms]
+  return best, [(label, arm, role) for label, arm, role in wanted if arm in arms]
 
 
-def analyse(summary: dict, num_resamples: int = study_stats.NUM_RESAMPLES) -> dict:
-  """Per-arm CIs, paired comparisons of concat with Holm, redundancy, and the verdict."""
+def grid_edges(summary: dict) -> dict[str, dict]:
+  """Per trained arm, where its chosen learning rate sits in the rates it was run at
+  (`stats.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
+  losses = summary.get('val_loss_means') or {}
+  out = {}
+  for arm in summary['chosen_lr']:
+    keys = {
+      float(k.rpartition('@')[2]): k for k in summary['val_means'] if k.rpartition('@')[0] == arm
+    }
+    if not keys:
+      continue
+    lrs = sorted(keys)
+    edge = study_stats.grid_edge(
+      lrs,
+      [summary['val_means'][keys[lr]] for lr in lrs],
+      summary['lower_is_better'],
+      [losses.get(keys[lr]) for lr in lrs] if losses else None,
+    )
+    out[arm] = dataclasses.asdict(edge)
+  return out
+
+
+def _redundancy(records: Sequence[dict]) -> Optional[dict]:
+  """Per-seed redundancy measures of the concat model, by name ('mean_ablated' where recorded)."""
+  if not records:
+    return None
+  out = {k: [r[k] for r in records] for k in ('cka', 'cka_debiased')}
+  for kind in ('zeroed', 'mean_ablated'):
+    if all(kind in r for r in records):
+      out[f'{kind}_cnn'] = [r[kind][0] for r in records]
+      out[f'{kind}_lstm'] = [r[kind][1] for r in records]
+  out['widths'] = records[0]['widths']
+  return out
+
+
+def analyse(
+  summary: dict,
+  num_resamples: int = study_stats.NUM_RESAMPLES,
+  per_example: Optional[dict] = None,
+  blocks: Optional[Sequence] = None,
+) -> dict:
+  """Per-arm CIs, paired comparisons of concat with Holm per family, redundancy, the verdict under
+  the current rule and under each earlier one (the revisions).
+
+  Args:
+    summary: the dataset's summary (protocol.study_dataset).
+    per_example: arm -> per-example test scores [num_seeds, num_test_examples] in the seeds' order
+      (`stats.per_example_scores` of each seed's test outputs: correctness, or absolute error in
+      original units); None: no two-level CIs (then "redundant" cannot be established).
+    blocks: one block id per test example, the dataset's bootstrap unit (e.g. the day of an hourly
+      window); None: each example is its own block.
+  """
   rng = np.random.default_rng(0)
   lower = summary['lower_is_better']
+  # A two-level CI needs two seeds (and two blocks): with fewer there is no interval to draw.
+  per_example = (per_example or {}) if len(summary['seeds']) > 1 else {}
   arms = {}
   for arm, values in summary['test'].items():
     mean, lo, hi = study_stats.mean_ci(values, num_resamples=num_resamples, rng=rng)
@@ -78,9 +217,14 @@ def analyse(summary: dict, num_resamples: int = study_stats.NUM_RESAMPLES) -> di
       'sd': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
       'sampling_half_width': float(np.median(halves)),
     }
+    if arm in per_example:
+      _, lo, hi = study_stats.two_level_ci(
+        per_example[arm], blocks, num_resamples=num_resamples, rng=rng
+      )
+      arms[arm]['two_level'] = [lo, hi]
   best, wanted = comparisons(summary)
   rows = []
-  for label, other, primary in wanted:
+  for label, other, role in wanted:
     d = study_stats.paired_difference(
       summary['test']['concat'],
       summary['test'][other],
@@ -88,45 +232,111 @@ def analyse(summary: dict, num_resamples: int = study_stats.NUM_RESAMPLES) -> di
       num_resamples=num_resamples,
       rng=rng,
     )
-    rows.append({'label': label, 'arm': other, 'primary': primary, **d.__dict__})
-  for row, adjusted in zip(rows, study_stats.holm([r['p_value'] for r in rows]) if rows else []):
-    row['holm_p'] = float(adjusted)
-  redundancy = None
-  if summary['redundancy']:
-    red = summary['redundancy']
-    redundancy = {k: [r[k] for r in red] for k in ('cka', 'cka_debiased')}
-    redundancy['zeroed_cnn'] = [r['zeroed'][0] for r in red]
-    redundancy['zeroed_lstm'] = [r['zeroed'][1] for r in red]
-    redundancy['widths'] = red[0]['widths']
+    row = {'label': label, 'arm': other, 'role': role, 'primary': role is not None, **d.__dict__}
+    if 'concat' in per_example and other in per_example:
+      _, lo, hi = study_stats.two_level_paired_ci(
+        per_example['concat'],
+        per_example[other],
+        blocks,
+        lower,
+        num_resamples=num_resamples,
+        rng=rng,
+      )
+      row['two_level_low'], row['two_level_high'] = lo, hi
+    rows.append(row)
+  if rows:
+    p = [r['p_value'] for r in rows]
+    families = ['primary' if r['primary'] else 'secondary' for r in rows]
+    for row, own, every in zip(rows, study_stats.holm_by_family(p, families), study_stats.holm(p)):
+      row['holm_p'], row['holm_p_all'] = float(own), float(every)
+  family = [r['arm'] for r in rows if r['primary']]
   n = len(summary['seeds'])
+  unit = summary.get('bootstrap_unit') or 'example'
   return {
     'arms': arms,
     'best_single': best,
     'comparisons': rows,
-    'redundancy': redundancy,
-    'min_holm_p': min(1.0, len(rows) * study_stats.min_p_value(n)) if rows else None,
-    'verdict': verdict(rows, summary['margin']),
+    'family': family,
+    'secondary': [r['arm'] for r in rows if not r['primary']],
+    'bootstrap_unit': unit,
+    'redundancy': _redundancy(summary['redundancy']),
+    'grid_edges': grid_edges(summary),
+    'min_holm_p': min(1.0, len(family) * study_stats.min_p_value(n)) if family else None,
+    'rule': dataclasses.asdict(RULE),
+    'verdict': verdict(rows, summary['margin'], RULE),
+    'revisions': revisions(rows, summary['margin'], unit),
   }
 
 
-def verdict(rows: Sequence[dict], margin: float) -> str:
-  """The pre-declared decision rule (DECISION_RULE) applied to the comparisons of a dataset."""
-  if not rows:
+def revisions(
+  rows: Sequence[dict],
+  margin: float,
+  unit: str = 'example',
+  steps: Sequence[Revision] = REVISIONS,
+  first: Rule = FIRST_RULE,
+) -> list[dict]:
+  """Each protocol change in turn: what changed, and the verdict under the rule before and after it.
+
+  The revisions apply one after another, starting from `first`: the last one's 'verdict_new' is
+  the report's verdict.
+  """
+  out, rule = [], first
+  counts = {
+    'all': len(rows),
+    'primary': sum(r['primary'] for r in rows),
+    'secondary': sum(not r['primary'] for r in rows),
+    'unit': unit,
+  }
+  for step in steps:
+    new = _apply(rule, [step])
+    out.append(
+      {
+        'change': step.change.format(**counts),
+        'old': getattr(rule, step.field),
+        'new': step.new,
+        'verdict_old': verdict(rows, margin, rule),
+        'verdict_new': verdict(rows, margin, new),
+      }
+    )
+    rule = new
+  return out
+
+
+def verdict(rows: Sequence[dict], margin: float, rule: Rule = RULE) -> str:
+  """The decision rule (DECISION_RULE, or an earlier `rule`) applied to the comparisons of a dataset.
+
+  Rows are found by role: a control that was not run is never claimed.
+  """
+  by_role = {r['role']: r for r in rows if r.get('role')}
+  if 'best_single' not in by_role:
     return 'not assessed (needs the concat, cnn and lstm arms)'
+  key = 'holm_p_all' if rule.holm_family == 'all' else 'holm_p'
 
   def significant(r: dict, sign: int) -> bool:
-    return r['holm_p'] < ALPHA and (r['low'] > 0 if sign > 0 else r['high'] < 0)
+    return r[key] < ALPHA and (r['low'] > 0 if sign > 0 else r['high'] < 0)
 
-  main = rows[0]
+  main = by_role['best_single']
   if significant(main, +1):
-    controls = [r for r in rows[1:3] if r['primary']]
-    equal_to = [r['arm'] for r in controls if not significant(r, +1)]
+    controls = {'ensemble': 'ensembling', 'widened': 'capacity'}
+    run = [role for role in controls if role in by_role]
+    equal_to = [by_role[role]['arm'] for role in run if not significant(by_role[role], +1)]
+    not_run = [f'{controls[role]} control not run' for role in controls if role not in by_role]
+    note = f' ({"; ".join(not_run)})' if not_run else ''
     if equal_to:
-      return f'helps, but not beyond the control(s) {", ".join(equal_to)}'
-    return 'helps, beyond ensembling and capacity' if controls else 'helps'
+      return f'helps, but not beyond the control(s) {", ".join(equal_to)}{note}'
+    beyond = ' and '.join(controls[role] for role in run)
+    return 'helps' + (f', beyond {beyond}' if beyond else '') + note
   if significant(main, -1):
     return 'hurts'
-  if -margin <= main['low'] and main['high'] <= margin:
+  if rule.equivalence_ci == 'seeds':
+    low, high = main['low'], main['high']
+  else:
+    low, high = main.get('two_level_low'), main.get('two_level_high')
+    if low is None:
+      if -margin <= main['low'] and main['high'] <= margin:
+        return 'inconclusive (no two-level CI: per-example test outputs missing)'
+      low, high = main['low'], main['high']
+  if -margin <= low and high <= margin:
     return f'redundant (equivalent within ±{margin:g})'
   return f'inconclusive (CI reaches beyond ±{margin:g})'
 
@@ -158,7 +368,6 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
   os.makedirs(results_dir, exist_ok=True)
   a = summary['analysis']
   name, metric = summary['dataset'], summary['metric']
-  arrow = '↓' if summary['lower_is_better'] else '↑'
   lines = (
     [f'# Study: {name}', '']
     + _header(provenance)
@@ -179,14 +388,40 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       '',
     ]
     + _grid_note(summary)
-    + [
-      f'## Arms: test {metric} {arrow}',
-      '',
-      '| arm | params | chosen lr | validation (mean) | test mean [95% CI over seeds] | seed sd '
-      '| test-set sampling ± (95%, one run) | s / run |',
-      '|---|---:|---:|---:|---|---:|---:|---:|',
-    ]
+    + _arms_section(summary)
+    + _comparisons_section(summary)
+    + _redundancy_section(summary)
   )
+  forest, curves = plot_forest(summary, results_dir), plot_curves(summary, results_dir)
+  lines += [f'## Verdict: concat **{a["verdict"]}**', ''] + _revisions_section(a)
+  lines += [DECISION_RULE, '']
+  if forest:
+    lines += [f'![paired differences]({os.path.basename(forest)})', '']
+  lines += [f'![validation curves]({os.path.basename(curves)})', '']
+  path = os.path.join(results_dir, f'study_{name}.md')
+  fileio.write_text(path, '\n'.join(lines))
+  return path
+
+
+def _interval(low: float, high: float, signed: bool = False) -> str:
+  f = '{:+.4f}' if signed else '{:.4f}'
+  return f'[{f.format(low)}, {f.format(high)}]'
+
+
+def _arms_section(summary: dict) -> list[str]:
+  """The arms table: per-arm test metric with its seed CI (and two-level CI where computed)."""
+  a, metric = summary['analysis'], summary['metric']
+  arrow = '↓' if summary['lower_is_better'] else '↑'
+  two_level = any('two_level' in s for s in a['arms'].values())
+  unit = a.get('bootstrap_unit', 'example')
+  lines = [
+    f'## Arms: test {metric} {arrow}',
+    '',
+    '| arm | params | chosen lr | validation (mean) | test mean [95% CI over seeds] '
+    + (f'| 95% CI over seeds and test {unit}s ' if two_level else '')
+    + '| seed sd | test-set sampling ± (95%, one run) | s / run |',
+    '|---|---:|---:|---:|---' + ('|---' if two_level else '') + '|---:|---:|---:|',
+  ]
   target = summary['sizes']['target']
   for arm in summary['arms']:
     s = a['arms'][arm]
@@ -202,74 +437,153 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       f'{params:,}{flag}' if params else 'its members\' runs',
       f'{lr:g}' if lr else 'members\'',
       _fmt(val) if val is not None else '–',
-      f'{_fmt(s["mean"])} [{_fmt(s["low"])}, {_fmt(s["high"])}]',
+      f'{_fmt(s["mean"])} {_interval(s["low"], s["high"])}',
+      *([_interval(*s['two_level']) if 'two_level' in s else '–'] if two_level else []),
       _fmt(s['sd']),
       _fmt(s['sampling_half_width']),
       f'{summary["seconds"][arm]:.0f}' if arm in summary['seconds'] else '–',
     ]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  edges = {arm: e for arm, e in a.get('grid_edges', {}).items() if e['edge']}
   lines += [
     '',
+    *(
+      [
+        'Chosen at the edge of the rates tried (the optimum may lie beyond; rate to add next): '
+        + '; '.join(
+          f'{arm} at the {e["edge"]} rate {e["chosen"]:g} '
+          f'(next {", ".join(f"{r:g}" for r in e["next_rates"])})'
+          for arm, e in edges.items()
+        )
+        + '.',
+        '',
+      ]
+      if edges
+      else []
+    ),
     'Test-set sampling ±: half-width of the 95% CI of one run\'s metric from the finite '
     'test set (Wilson for accuracy, bootstrap over examples for MAE), median over seeds: '
-    'compare it with the seed CI.',
+    'compare it with the seed CI.'
+    + (
+      f' The two-level CI resamples the seeds and, shared by all seeds, the test {unit}s '
+      '(stats.two_level_ci): the interval a new test set would also fall in.'
+      if two_level
+      else ''
+    ),
     '',
   ]
-  if a['comparisons']:
-    lines += [
-      f'## Paired differences on test: concat − arm (positive = concat better; best single '
-      f'branch chosen on validation: {a["best_single"]})',
-      '',
-      '| comparison | mean difference [95% CI] | P(concat better) | concat wins | p (sign-flip) '
-      '| Holm p |',
-      '|---|---|---:|---:|---:|---:|',
-    ]
-    for r in a['comparisons']:
-      star = ' (primary)' if r['primary'] else ''
-      lines.append(
-        f'| {r["label"]}{star} | {r["mean"]:+.4f} [{r["low"]:+.4f}, {r["high"]:+.4f}] | '
-        f'{r["prob_better"]:.3f} | {r["wins"]:g}/{r["n"]} | {r["p_value"]:.4f} | '
-        f'{r["holm_p"]:.4f} |'
-      )
-    lines += [
-      '',
-      f'P(concat better): fraction of bootstrap resamples of the seeds whose mean paired '
-      f'difference is > 0. p: two-sided exact sign-flip permutation test; Holm over the '
-      f'{len(a["comparisons"])} comparisons. Smallest reachable Holm p with '
-      f'{len(summary["seeds"])} seeds: {a["min_holm_p"]:.4f}.',
-      '',
-    ]
-  red = a['redundancy']
-  if red:
+  return lines
 
-    def ci(values):
-      return '{:.3f} [{:.3f}, {:.3f}]'.format(*study_stats.mean_ci(values))
 
-    intact = summary['test']['concat']
-    lines += [
-      '## Redundancy of the concat model (test, mean [95% CI] over seeds)',
-      '',
-      f'Branch feature widths: CNN {red["widths"][0]}, LSTM {red["widths"][1]}.',
-      '',
-      '| linear CKA(CNN, LSTM) | debiased CKA | ' + metric + ' intact | CNN features zeroed '
-      '| LSTM features zeroed |',
-      '|---|---|---|---|---|',
-      f'| {ci(red["cka"])} | {ci(red["cka_debiased"])} | {ci(intact)} | '
-      f'{ci(red["zeroed_cnn"])} | {ci(red["zeroed_lstm"])} |',
-      '',
-      'CKA near 1: the branches carry the same information (up to a rotation and scale); the '
-      'plain estimate is biased upwards for wide features, the debiased one is not. A '
-      'large drop when a branch is zeroed means the head relies on it.',
-      '',
+def _comparisons_section(summary: dict) -> list[str]:
+  """The paired differences of concat with every other arm run, the declared Holm family first."""
+  a = summary['analysis']
+  rows = a['comparisons']
+  if not rows:
+    return []
+  two_level = any('two_level_low' in r for r in rows)
+  unit = a.get('bootstrap_unit', 'example')
+  family = [r['label'] for r in rows if r['primary']]
+  lines = [
+    f'## Paired differences on test: concat − arm (positive = concat better; best single '
+    f'branch chosen on validation: {a["best_single"]})',
+    '',
+    f'Holm family of the verdict (declared in the protocol, addressed by name): '
+    f'{", ".join(family)} ({len(family)} comparisons). The {len(rows) - len(family)} secondary '
+    'comparisons are corrected by Holm among themselves and do not enter the verdict.',
+    '',
+    '| comparison | family | mean difference [95% CI over seeds] '
+    + (f'| [95% CI over seeds and test {unit}s] ' if two_level else '')
+    + '| P(concat better) | concat wins | p (sign-flip) | Holm p (in its family) |',
+    '|---|---|---' + ('|---' if two_level else '') + '|---:|---:|---:|---:|',
+  ]
+  for r in rows:
+    two = (
+      [
+        _interval(r['two_level_low'], r['two_level_high'], signed=True)
+        if 'two_level_low' in r
+        else '–'
+      ]
+      if two_level
+      else []
+    )
+    cells = [
+      r['label'],
+      'primary' if r['primary'] else 'secondary',
+      f'{r["mean"]:+.4f} {_interval(r["low"], r["high"], signed=True)}',
+      *two,
+      f'{r["prob_better"]:.3f}',
+      f'{r["wins"]:g}/{r["n"]}',
+      f'{r["p_value"]:.4f}',
+      f'{r["holm_p"]:.4f}',
     ]
-  forest, curves = plot_forest(summary, results_dir), plot_curves(summary, results_dir)
-  lines += [f'## Verdict: concat **{a["verdict"]}**', '', DECISION_RULE, '']
-  if forest:
-    lines += [f'![paired differences]({os.path.basename(forest)})', '']
-  lines += [f'![validation curves]({os.path.basename(curves)})', '']
-  path = os.path.join(results_dir, f'study_{name}.md')
-  fileio.write_text(path, '\n'.join(lines))
-  return path
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  lines += [
+    '',
+    'P(concat better): fraction of bootstrap resamples of the seeds whose mean paired '
+    'difference is > 0. p: two-sided exact sign-flip permutation test over seeds. Smallest '
+    f'reachable Holm p in the family with {len(summary["seeds"])} seeds: {a["min_holm_p"]:.4f}.',
+    '',
+  ]
+  return lines
+
+
+def _redundancy_section(summary: dict) -> list[str]:
+  """CKA between the concat model's branch features, and its metric with a branch ablated."""
+  red, metric = summary['analysis']['redundancy'], summary['metric']
+  if not red:
+    return []
+
+  def ci(values):
+    return '{:.3f} [{:.3f}, {:.3f}]'.format(*study_stats.mean_ci(values))
+
+  ablations = [
+    (kind, title)
+    for kind, title in (('mean_ablated', 'mean-ablated'), ('zeroed', 'zeroed'))
+    if f'{kind}_cnn' in red
+  ]
+  head = [f'CNN features {t}' for _, t in ablations] + [f'LSTM features {t}' for _, t in ablations]
+  cells = [ci(red[f'{k}_cnn']) for k, _ in ablations] + [ci(red[f'{k}_lstm']) for k, _ in ablations]
+  note = (
+    'Mean-ablation (a branch\'s features replaced by their mean) is the standard: it keeps the '
+    'head on the distribution it was trained on; zeroing is shown beside it for comparison with '
+    'earlier reports (for ReLU features with a positive mean it is off-distribution).'
+    if 'mean_ablated_cnn' in red
+    else 'Zero-ablation only (these runs predate mean-ablation, the standard): for ReLU features '
+    'with a positive mean, zeroing is off-distribution and overstates the drop.'
+  )
+  return [
+    '## Redundancy of the concat model (test, mean [95% CI] over seeds)',
+    '',
+    f'Branch feature widths: CNN {red["widths"][0]}, LSTM {red["widths"][1]}.',
+    '',
+    f'| linear CKA(CNN, LSTM) | debiased CKA | {metric} intact | ' + ' | '.join(head) + ' |',
+    '|---|---|---|' + '---|' * len(head),
+    f'| {ci(red["cka"])} | {ci(red["cka_debiased"])} | {ci(summary["test"]["concat"])} | '
+    + ' | '.join(cells)
+    + ' |',
+    '',
+    'CKA near 1: the branches carry the same information (up to a rotation and scale); the '
+    'plain estimate is biased upwards for wide features, the debiased one is not. A '
+    'large drop when a branch is ablated means the head relies on it. ' + note,
+    '',
+  ]
+
+
+def _revisions_section(analysis: dict) -> list[str]:
+  """The protocol's revisions: what changed and the verdict under the rule before and after."""
+  revs = analysis.get('revisions') or []
+  if not revs:
+    return []
+  lines = [
+    'Protocol revisions (each applied after the ones above it; verdicts computed under both rules):',
+    '',
+    '| # | what changed | verdict under the old rule | verdict under the new rule |',
+    '|---:|---|---|---|',
+  ]
+  for i, r in enumerate(revs, 1):
+    lines.append(f'| {i} | {r["change"]} | {r["verdict_old"]} | {r["verdict_new"]} |')
+  return lines + ['']
 
 
 def _pyplot():
@@ -388,8 +702,9 @@ def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict)
     + _header(provenance)
     + [
       '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
-      '[CI], P(better), Holm p | concat − late ensemble | concat − widened best | verdict |',
-      '|---|---|---|---|---|---|---|---|',
+      '[CI], P(better), Holm p | concat − late ensemble | concat − widened best | verdict '
+      '| verdict under the first rule |',
+      '|---|---|---|---|---|---|---|---|---|',
     ]
   )
   for s in summaries:
@@ -412,12 +727,16 @@ def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict)
       f'| {s["dataset"]} | {s["metric"]} {arrow} | {cell("concat")} | {best}: '
       f'{cell(best) if best else "–"} | {diff(best) if best else "–"} | '
       f'{diff("ensemble")} | {diff(f"{best}_wide") if best else "–"} | '
-      f'**{a["verdict"]}** |'
+      f'**{a["verdict"]}** | {a["revisions"][0]["verdict_old"] if a.get("revisions") else "–"} |'
     )
   forest = plot_summary_forest(summaries, results_dir)
   lines += [
     '',
     *([f'![concat − arm per dataset]({os.path.basename(forest)})', ''] if forest else []),
+    'Holm p: within the declared family of primary comparisons. The first rule: Holm over every '
+    'reported comparison and "redundant" on the seed CI; each dataset\'s report lists the revisions '
+    'one by one with the verdict before and after each.',
+    '',
     'Per-dataset reports (every arm, every comparison, redundancy, plots): '
     + ', '.join(f'[study_{s["dataset"]}.md](study_{s["dataset"]}.md)' for s in summaries),
     '',

@@ -1,4 +1,4 @@
-"""Statistics of the study (numpy only): seed bootstraps, paired tests, Holm, test-set CIs, CKA.
+"""Statistics of the study (numpy only): seed and two-level bootstraps, paired tests, Holm, CKA.
 
 Conventions. Every per-seed array is float [num_seeds]; arms compared "paired" hold the same seeds in
 the same order (seed k of arm A and seed k of arm B saw the same data order). Differences are
@@ -12,6 +12,11 @@ reproducible from its seed.
   lo, hi = wilson_interval(correct=830, n=1000)              # test-set sampling CI of one accuracy
   lo, hi = mean_ci_over_examples(abs_errors_N)               # the same for an MAE
   cka = linear_cka(features_a_NP, features_b_NQ)             # representational similarity in [0, 1]
+  mean, lo, hi = two_level_ci(scores_SN, blocks_N)            # over seeds and test examples (blocks)
+  mean, lo, hi = two_level_paired_ci(a_SN, b_SN, blocks_N)    # the same for a paired difference
+  adjusted = holm_by_family(p_values, ['primary', 'secondary', ...])  # Holm per declared family
+  i = select_best(val_metrics, val_losses)                   # ties on the metric: lower loss wins
+  edge = grid_edge(lrs, val_means)                           # chosen rate at the grid's edge?
 
 Why the "expanded percentile" bootstrap (Hesterberg 2015, "What teachers should know about the
 bootstrap", The American Statistician 69(4), sec. 3.5): with 5-10 seeds the plain percentile interval
@@ -270,6 +275,244 @@ def mean_ci_over_examples(
   )
   lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
   return float(lo), float(hi)
+
+
+def per_example_scores(outputs: dict) -> np.ndarray:
+  """Per-example score whose mean is the run's metric: float [N].
+
+  Classification ('probs' [N, classes], 'label' [N]): 1.0 where the top class is the label, so the
+  mean is the accuracy. Regression ('prediction', 'target' [N] normalized, 'scale'): the absolute
+  error in original units, so the mean is the MAE.
+  """
+  if 'probs' in outputs:
+    return (np.argmax(outputs['probs'], -1) == outputs['label']).astype(np.float64)
+  errors = np.abs(np.asarray(outputs['prediction'], np.float64) - outputs['target'])
+  return errors * float(outputs['scale'])
+
+
+def _block_sums(x_SN: np.ndarray, blocks_N: Optional[Sequence]) -> tuple[np.ndarray, np.ndarray]:
+  """(per-seed sums over each block [S, K], examples per block [K]); None: one block per example."""
+  if blocks_N is None:
+    return x_SN, np.ones(x_SN.shape[1])
+  blocks = np.asarray(blocks_N)
+  if blocks.shape != (x_SN.shape[1],):
+    raise ValueError(f'Need one block id per test example: {blocks.shape} for {x_SN.shape[1]}.')
+  _, inverse = np.unique(blocks, return_inverse=True)
+  k = int(inverse.max()) + 1
+  sums = np.stack([np.bincount(inverse, weights=row, minlength=k) for row in x_SN])
+  return sums, np.bincount(inverse, minlength=k).astype(np.float64)
+
+
+def two_level_means(
+  x_SN: np.ndarray,
+  blocks_N: Optional[Sequence] = None,
+  num_resamples: int = NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> np.ndarray:
+  """Means of `num_resamples` two-level resamples of per-seed, per-example scores: float [R].
+
+  Each resample draws the seeds with replacement and, independently, the test blocks with
+  replacement (one block per example when `blocks_N` is None), and averages every drawn seed over
+  every drawn block (a ratio mean, so unequal blocks are fine). The block draw is shared by all
+  seeds of the resample because every seed is scored on the same test set (a crossed design; Owen
+  2007, "The pigeonhole bootstrap"): an example that is hard for one seed is hard for all, and
+  drawing examples independently per seed would average that shared variation away (see tests).
+  Resampling the per-example differences of two arms is the paired version: both arms then get
+  the same seed and example draw.
+
+  Args:
+    x_SN: scores [num_seeds, num_examples] (e.g. `per_example_scores` of each seed's run).
+    blocks_N: one id per test example; examples with the same id are resampled together (e.g. the
+      day of an hourly window whose neighbours share most of their inputs). None: each example is
+      its own block.
+  """
+  x = np.asarray(x_SN, np.float64)
+  if x.ndim != 2:
+    raise ValueError(f'Scores must be [seeds, examples], got shape {x.shape}.')
+  sums_SK, counts_K = _block_sums(x, blocks_N)
+  s, k = sums_SK.shape
+  rng = _rng(rng)
+  chunk = max(1, 2**22 // max(k, s))
+  means = []
+  for start in range(0, num_resamples, chunk):
+    r = min(chunk, num_resamples - start)
+    seeds = rng.integers(0, s, size=(r, s))
+    seed_counts = np.bincount((seeds + s * np.arange(r)[:, None]).ravel(), minlength=r * s)
+    blocks = rng.integers(0, k, size=(r, k))
+    block_counts = np.bincount((blocks + k * np.arange(r)[:, None]).ravel(), minlength=r * k)
+    block_counts = block_counts.reshape(r, k).astype(np.float64)
+    seed_counts = seed_counts.reshape(r, s).astype(np.float64)
+    numerator = np.einsum('rk,rk->r', seed_counts @ sums_SK, block_counts)
+    means.append(numerator / (s * (block_counts @ counts_K)))
+  return np.concatenate(means)
+
+
+def effective_sample_size(x_SN: np.ndarray, blocks_N: Optional[Sequence] = None) -> int:
+  """Welch-Satterthwaite sample size (df + 1) of the grand mean's two variance components.
+
+  v_seed = var(seed means) / S and v_block = var(block totals about the mean) / (K c^2) (c: mean
+  block size); df = (v_seed + v_block)^2 / (v_seed^2 / (S - 1) + v_block^2 / (K - 1)), which lies
+  between min(S, K) - 1 and S + K - 2: the seed count when seeds dominate, more when the test set
+  does. Rounded down (conservative).
+  """
+  x = np.asarray(x_SN, np.float64)
+  sums_SK, counts_K = _block_sums(x, blocks_N)
+  s, k = sums_SK.shape
+  if s < 2 or k < 2:
+    raise ValueError(f'A two-level CI needs >= 2 seeds and >= 2 blocks, got {s} and {k}.')
+  mean = x.mean()
+  v_seed = float(np.var(x.mean(axis=1), ddof=1)) / s
+  totals = sums_SK.mean(axis=0) - mean * counts_K
+  v_block = float(np.sum(totals**2)) / (k * (k - 1) * counts_K.mean() ** 2)
+  denominator = v_seed**2 / (s - 1) + v_block**2 / (k - 1)
+  if denominator == 0:
+    return min(s, k)
+  df = (v_seed + v_block) ** 2 / denominator
+  return int(min(max(math.floor(df), min(s, k) - 1), s + k - 2)) + 1
+
+
+def two_level_ci(
+  x_SN: np.ndarray,
+  blocks_N: Optional[Sequence] = None,
+  alpha: float = 0.05,
+  num_resamples: int = NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> tuple[float, float, float]:
+  """(mean, low, high): 1 - alpha CI of the mean over seeds and test examples (or blocks).
+
+  The interval a new test set would also fall in: it combines the seed-to-seed spread with the
+  test set's sampling (`two_level_means`). Percentiles are taken at Hesterberg's expanded level, as
+  `mean_ci` does for seeds alone, for the effective sample size of the two components
+  (`effective_sample_size`): with few seeds and little example noise this is the seed interval's
+  width; the bootstrap itself slightly over-counts the seed x example interaction (Owen 2007), so
+  it errs on the wide side (tests: coverage on simulated seeds x correlated blocks).
+  """
+  x = np.asarray(x_SN, np.float64)
+  if x.ndim != 2:
+    raise ValueError(f'Scores must be [seeds, examples], got shape {x.shape}.')
+  level = expanded_alpha(effective_sample_size(x, blocks_N), alpha)
+  means = two_level_means(x, blocks_N, num_resamples, rng)
+  lo, hi = np.quantile(means, [level / 2, 1 - level / 2])
+  return float(x.mean()), float(lo), float(hi)
+
+
+def two_level_paired_ci(
+  a_SN: np.ndarray,
+  b_SN: np.ndarray,
+  blocks_N: Optional[Sequence] = None,
+  lower_is_better: bool = False,
+  alpha: float = 0.05,
+  num_resamples: int = NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> tuple[float, float, float]:
+  """(mean, low, high) of arm A minus arm B over seeds and test examples, positive = A better.
+
+  a_SN[k, i] and b_SN[k, i] are seed k's scores of test example i in each arm (same seeds, same
+  examples, same order); the resample is shared by both arms (paired). `lower_is_better`: b - a.
+  """
+  a, b = np.asarray(a_SN, np.float64), np.asarray(b_SN, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f'Paired arms need the same seeds and examples, got {a.shape} and {b.shape}.')
+  return two_level_ci(b - a if lower_is_better else a - b, blocks_N, alpha, num_resamples, rng)
+
+
+def holm_by_family(p_values: Sequence[float], families: Sequence[str]) -> np.ndarray:
+  """Holm-adjusted p-values with each family corrected on its own (families[i] names p_values[i]).
+
+  The family whose comparisons enter a decision is declared before the data are seen; secondary
+  comparisons get their own correction so that reporting them costs the decision no power.
+  """
+  p = np.asarray(p_values, np.float64)
+  names = list(families)
+  if len(names) != len(p):
+    raise ValueError(f'One family per p-value: {len(names)} families for {len(p)} p-values.')
+  out = np.empty(len(p))
+  for name in dict.fromkeys(names):
+    idx = [i for i, f in enumerate(names) if f == name]
+    out[idx] = holm(p[idx])
+  return out
+
+
+def select_best(
+  metrics: Sequence[Optional[float]],
+  losses: Optional[Sequence[Optional[float]]] = None,
+  lower_is_better: bool = False,
+  tol: float = 1e-9,
+) -> int:
+  """Index of the best candidate by validation metric; ties broken by the lower validation loss.
+
+  Used for a learning rate (metric and loss: means over the selection seeds) and for a run's kept
+  checkpoint (one value per evaluation). Accuracy on a small validation set moves in steps of
+  1 / N, so ties are common; the loss is continuous. Candidates within `tol` of the best metric
+  tie; among them the lowest loss wins, and among equal losses the first (e.g. the earliest step).
+  None or NaN (a diverged run) is never preferred.
+  """
+  m = np.array([np.nan if v is None else v for v in metrics], np.float64)
+  if not len(m) or np.all(np.isnan(m)):
+    raise ValueError('No candidate has a finite validation metric.')
+  score = np.where(np.isnan(m), np.inf, -m if not lower_is_better else m)
+  tied = np.flatnonzero(score <= score.min() + tol)
+  if losses is None or len(tied) == 1:
+    return int(tied[0])
+  loss = np.array([np.nan if v is None else v for v in losses], np.float64)
+  if len(loss) != len(m):
+    raise ValueError(f'One loss per candidate: {len(loss)} losses for {len(m)} metrics.')
+  tied_loss = np.where(np.isnan(loss[tied]), np.inf, loss[tied])
+  return int(tied[np.argmin(tied_loss)])
+
+
+@dataclasses.dataclass(frozen=True)
+class GridEdge:
+  """Where the chosen learning rate sits in the grid.
+
+  chosen: the selected rate. edge: 'largest' or 'smallest' when the choice is at that end of the
+  grid (the optimum may lie beyond it), 'only' for a one-rate grid, None inside. next_rates: the
+  rates to add before choosing again (empty inside the grid).
+  """
+
+  chosen: float
+  edge: Optional[str]
+  next_rates: tuple[float, ...]
+
+
+def _nice(x: float) -> float:
+  """Snaps a rate to the 1-3 half-decade grid (1e-3, 3e-3, 1e-2, ...) when within 20%, else 2 s.f."""
+  exponent = math.floor(math.log10(x))
+  for mantissa in (1.0, 3.0, 10.0):
+    candidate = mantissa * 10.0**exponent
+    if abs(math.log(x / candidate)) < math.log(1.2):
+      return float(f'{candidate:.1g}')
+  return float(f'{x:.2g}')
+
+
+def grid_edge(
+  lrs: Sequence[float],
+  val_means: Sequence[Optional[float]],
+  lower_is_better: bool = False,
+  val_losses: Optional[Sequence[Optional[float]]] = None,
+) -> GridEdge:
+  """Whether an arm's chosen learning rate is at the grid's edge, and the rate to add next.
+
+  Args:
+    lrs: the rates tried; val_means[i] (and val_losses[i]) the arm's mean validation metric (loss)
+      at lrs[i] over the selection seeds. The choice is `select_best` (ties: validation loss).
+  Returns:
+    GridEdge. The next rate goes one step outward by the grid's own geometric ratio
+    ((max / min) ** (1 / (k - 1)); sqrt(10) for a one-rate grid, which gets both neighbours),
+    snapped to the 1-3 half-decade grid when close: 3e-4, 1e-3, 3e-3 -> 1e-2 above, 1e-4 below.
+  """
+  if len(lrs) != len(val_means) or not len(lrs):
+    raise ValueError(f'One validation mean per rate: {len(val_means)} for {len(lrs)} rates.')
+  chosen = float(lrs[select_best(val_means, val_losses, lower_is_better)])
+  low, high = float(min(lrs)), float(max(lrs))
+  if low == high:
+    return GridEdge(chosen, 'only', (_nice(low / math.sqrt(10)), _nice(low * math.sqrt(10))))
+  ratio = (high / low) ** (1.0 / (len(set(lrs)) - 1))
+  if chosen == high:
+    return GridEdge(chosen, 'largest', (_nice(high * ratio),))
+  if chosen == low:
+    return GridEdge(chosen, 'smallest', (_nice(low / ratio),))
+  return GridEdge(chosen, None, ())
 
 
 def _gram_frobenius_sq(x: np.ndarray, y: np.ndarray) -> float:

@@ -39,6 +39,11 @@ def _allow_video_without_tensorflow() -> None:
   video_feature.tf = types.SimpleNamespace(dtypes=types.SimpleNamespace(as_dtype=np.dtype))
 
 
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  """`builder.is_prepared()` without TFDS's warning about a folder it has not prepared yet."""
+  return (builder.data_path / 'dataset_info.json').exists() and builder.is_prepared()
+
+
 def open_builder(
   name: str, data_dir: str | None, error_cls
 ) -> tuple[tfds.core.DatasetBuilder, 'CatalogAdapter']:
@@ -67,7 +72,7 @@ def open_builder(
   except (AssertionError, FileNotFoundError):
     raise not_prepared from None
   except (NotImplementedError, ValueError) as e:
-    if not builder.is_prepared():
+    if not is_prepared(builder):
       raise not_prepared from None
     raise error_cls(
       f'TFDS dataset {name!r} in {builder.data_dir} is not in array_record format: convert it '

@@ -13,10 +13,8 @@ fail here with one line naming the override to use. The caller's config is never
 `source` (or `source.config`) on instead of resolving again.
 """
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
 import importlib
 import os
 import sys
@@ -27,10 +25,12 @@ import tensorflow_datasets as tfds
 
 import ml_collections
 
+from hybrid_jax import fileio
 from hybrid_jax import heads
 from hybrid_jax import input_kinds
 from hybrid_jax.data import catalog
 from hybrid_jax.data import decoders
+from hybrid_jax.data import file_dataset
 from hybrid_jax.data import shipped
 from hybrid_jax.data.shipped import base_name
 from hybrid_jax.errors import DataError
@@ -102,6 +102,9 @@ def resolve(config: ml_collections.ConfigDict) -> Source:
   """
   config = copy.deepcopy(config)
   name = config.dataset.name
+  from_files = file_dataset.open_dataset(config.dataset, not shipped.is_shipped(name))
+  if from_files:
+    config.dataset.name = name = from_files[1]
   if not name:
     raise DataError(
       'config.dataset.name is empty: set --config.dataset.name to one of '
@@ -111,12 +114,16 @@ def resolve(config: ml_collections.ConfigDict) -> Source:
   own_module = config.dataset.get('builder_module') or ''
   if own_module:
     _import_builder_module(own_module)
-  if shipped.is_shipped(name) or _registered_by(name, own_module):
+  if from_files:
+    builder, adapter = from_files[0], None
+  elif shipped.is_shipped(name) or _registered_by(name, own_module):
     builder = _shipped_builder(name, data_dir)
     adapter = None
   else:
     builder, adapter = catalog.open_builder(name, data_dir, DataError)
-  if shipped.is_shipped(name):
+  if from_files:
+    task = builder.info.metadata['input_kind']
+  elif shipped.is_shipped(name):
     task = shipped.SHIPPED[base_name(name)].input_kind
   else:
     task = adapter.task if adapter else config.task
@@ -139,13 +146,15 @@ def resolve(config: ml_collections.ConfigDict) -> Source:
     if splits and base_split(split) not in splits:
       if field == 'eval_split' and base_split(split) == 'validation':
         raise DataError(
-          f"{name} has no 'validation' split: carve one from train, e.g. "
-          "--config.dataset.train_split='train[:90%]' --config.dataset.eval_split='train[90%:]' "
-          f'(or set --config.dataset.eval_split to one of {sorted(splits)}).'
+          f"{name} has no 'validation' split: set --config.dataset.eval_split to one of "
+          f'{sorted(splits)}, or give its files as --config.dataset.files=... (docs/data.md), '
+          'which carves a stratified validation split from train.'
         )
       raise DataError(
         f"{name} has no split {split!r}: set --config.dataset.{field} to one of {sorted(splits)}."
       )
+  if from_files:
+    file_dataset.adopt(config, builder, kind)
   info = _data_info(config, builder, kind, head, adapter)
   _check_and_fill(config, info, kind, head, adjust_all=adapter is not None)
   return Source(config=config, builder=builder, info=info, adapter=adapter)
@@ -202,11 +211,11 @@ def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
       f'Cannot open {name!r} ({str(e).splitlines()[0]}): a TFDS builder must live in '
       'a package (a folder with __init__.py).'
     ) from None
-  if not builder.is_prepared():
+  if not catalog.is_prepared(builder):
     os.makedirs(builder.data_dir_root, exist_ok=True)
-    with _file_lock(os.path.join(builder.data_dir_root, f'.{base_name(name)}.lock')):
+    with fileio.locked(os.path.join(builder.data_dir_root, f'.{base_name(name)}.lock')):
       builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-      if not builder.is_prepared():
+      if not catalog.is_prepared(builder):
         start = time.time()
         print(
           f'Preparing {builder.info.full_name} into {builder.data_dir_root} (first use, offline; '
@@ -224,16 +233,6 @@ def _shipped_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
         )
     builder = tfds.builder(name, data_dir=data_dir)
   return builder
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-  with open(path, 'w') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _data_info(config, builder, kind, head, adapter) -> DataInfo:

@@ -7,6 +7,7 @@ all read this table.
   SHIPPED['weather_stations'].input_kind     # 'sensor'
   SHIPPED['weather_stations'].config         # 'sensor': configs/sensor.py trains it
   SHIPPED['weather_stations'].margin         # 0.05: the study's equivalence margin (°F of MAE)
+  SHIPPED['controls'].tiny                   # 'both_tiny': tests prepare 'controls/both_tiny'
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 from hybrid_jax.data.builders import bbc_news
+from hybrid_jax.data.builders import controls
 from hybrid_jax.data.builders import japanese_vowels
 from hybrid_jax.data.builders import moving_digits
 from hybrid_jax.data.builders import tweet_sentiment
@@ -25,11 +27,12 @@ class ShippedDataset:
   """One shipped dataset.
 
   Attributes:
-    name: the TFDS name (`config.dataset.name`; add '/tiny' for the test build).
+    name: the TFDS name (`config.dataset.name`; add '/<tiny>' for the test build).
     input_kind: the input kind it feeds (input_kinds.py).
     builder: its TFDS builder class (registered by importing this module).
     config: the config in configs/ that trains it (configs/<config>.py).
     margin: the study's equivalence margin, in its primary metric's units (accuracy, or °F of MAE).
+    tiny: its small builder config for tests (`<name>/<tiny>`, prepared by tests/conftest.py).
   """
 
   name: str
@@ -37,6 +40,10 @@ class ShippedDataset:
   builder: type[tfds.core.DatasetBuilder]
   config: str
   margin: float
+  tiny: str = 'tiny'
+  # Where test examples overlap, the study's test-set bootstrap resamples blocks of them:
+  # (feature holding an integer position, what a block is in words, positions per block).
+  test_block: tuple[str, str, int] | None = None
 
 
 SHIPPED = {
@@ -51,6 +58,8 @@ SHIPPED = {
     ShippedDataset(
       'japanese_vowels', 'sensor', japanese_vowels.JapaneseVowels, 'japanese_vowels', 0.01
     ),
+    # Synthetic controls with known verdicts; one builder config per variant ('controls/both', ...).
+    ShippedDataset('controls', 'sensor', controls.Controls, 'controls', 0.01, tiny='both_tiny'),
   )
 }
 

@@ -16,6 +16,7 @@ each series' length so the model masks the padding.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hybrid_jax.data import files
 from hybrid_jax.data.builders import common
 from hybrid_jax.errors import DataError
 
@@ -33,21 +34,12 @@ VALIDATION_EVERY = 5  # Every 5th train utterance of a speaker is validation.
 
 
 def read_ts(text: str) -> tuple[list[np.ndarray], np.ndarray]:
-  """A multivariate .ts file's text -> (series float32 [time, channels] each, labels int64 [n] from 0)."""
-  series, labels = [], []
-  in_data = False
-  for line in text.splitlines():
-    line = line.strip()
-    if not line or line.startswith('#'):
-      continue
-    if not in_data:
-      in_data = line.lower() == '@data'
-      continue
-    *dims, label = line.split(':')
-    values = np.array([[float(v) for v in dim.split(',')] for dim in dims], np.float32)
-    series.append(values.T)  # [channels, time] -> [time, channels]
-    labels.append(int(label) - 1)
-  return series, np.array(labels, np.int64)
+  """A multivariate .ts file's text -> (series float32 [time, channels] each, labels int64 [n] from 0).
+
+  The one `.ts` reader of the package (`hybrid_jax.data.files.parse_ts`), with labels from 0.
+  """
+  rows = files.parse_ts(text, 'JapaneseVowels')
+  return rows.examples, np.array([int(label) - 1 for label in rows.labels], np.int64)
 
 
 class JapaneseVowelsConfig(tfds.core.BuilderConfig):
