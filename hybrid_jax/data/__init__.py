@@ -8,11 +8,4 @@ from records and raw inputs to model inputs (decoders.py) and the grain input pi
   hybrid_jax.data.from_arrays('my_set', train=(x, y), test=(x, y))   # then dataset.name='my_set'
 """
 
-
-def __getattr__(name: str):
-  """`hybrid_jax.data.from_arrays` imports TFDS only when first used."""
-  if name == 'from_arrays':
-    from hybrid_jax.data import file_dataset  # pylint: disable=g-import-not-at-top
-
-    return file_dataset.from_arrays
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+from hybrid_jax.data.file_dataset import from_arrays  # noqa: F401  (the public name)
