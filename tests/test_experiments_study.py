@@ -244,3 +244,29 @@ def test_plan_counts_the_runs_of_the_grid(tmp_path):
   assert '= 18 runs' in study.plan(protocol)
   protocol.selection_seeds = None  # The dataset's default: rates chosen on seeds 0 and 1.
   assert '= 15 runs' in study.plan(protocol)
+
+
+def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tmp_path):
+  # 'controls/both' is a study dataset of its own; builder_config 'tiny' reads 'controls/both_tiny'.
+  arms = ['cnn', 'lstm', 'concat', 'ensemble', 'probe']
+  protocol = tiny_protocol(
+    study, tiny_data_dir, tmp_path, datasets=['controls/both'], arms=arms, seeds=[0, 1], lrs=[1e-3]
+  )
+  [summary] = study.run_study(protocol)
+  assert summary['data'] == 'controls/both_tiny'
+  assert summary['designed_verdict'][0] == 'helps'
+  assert (tmp_path / 'runs' / 'controls' / 'both' / 'cnn' / 'lr0.001_seed0' / 'result.json').exists()
+  report = (tmp_path / 'results' / 'study_controls_both.md').read_text()
+  assert 'A control: designed to give **helps**' in report
+  assert (tmp_path / 'results' / 'study_controls_both_forest.png').exists()
+  assert 'probe - best single branch (' in report  # The probe's reading.
+  summary_md = (tmp_path / 'results' / 'study_summary.md').read_text()
+  assert '## The controls (known verdicts)' in summary_md
+  assert '[controls/both](study_controls_both.md)' in summary_md
+
+  # A later study of a real dataset in the same study_dir is judged against those controls.
+  later = tiny_protocol(study, tiny_data_dir, tmp_path, arms=['cnn', 'lstm', 'concat'], seeds=[0])
+  study.run_study(later)
+  summary_md = (tmp_path / 'results' / 'study_summary.md').read_text()
+  assert '[controls/both](study_controls_both.md)' in summary_md
+  assert '[weather_stations](study_weather_stations.md)' in summary_md

@@ -1,8 +1,10 @@
-"""experiments/study/report.py: the declared Holm family, revisions, roles (not positions), ablations."""
+"""experiments/study/analysis.py and report.py: the declared Holm family, revisions, roles (not
+positions), ablations, the controls' gate and what the probe and the fixes say."""
 
 import numpy as np
 import pytest
 
+from experiments.study import analysis
 from experiments.study import report
 from experiments.study import stats
 
@@ -58,10 +60,10 @@ def test_japanese_vowels_holm_over_the_declared_family_turns_inconclusive_into_h
   # Sorted 6/1024 * 3 = 0.0176, then max(8/1024 * 2, 0.0176) = 0.0176, then 56/1024 * 1 = 0.0547.
   assert primary == pytest.approx({'cnn': 18 / 1024, 'cnn_wide': 18 / 1024, 'ensemble': 56 / 1024})
   assert round(primary['cnn'], 3) == 0.018  # The issue's "p 0.053 -> 0.018".
-  old = report.Rule(holm_family='all', equivalence_ci='seeds')
-  assert report.verdict(rows, 0.01, old) == 'inconclusive (CI reaches beyond ±0.01)'
-  assert report.verdict(rows, 0.01, report.RULE) == 'hurts'
-  revs = report.revisions(rows, 0.01)
+  old = analysis.Rule(holm_family='all', equivalence_ci='seeds')
+  assert analysis.verdict(rows, 0.01, old) == 'inconclusive (CI reaches beyond ±0.01)'
+  assert analysis.verdict(rows, 0.01, analysis.RULE) == 'hurts'
+  revs = analysis.revisions(rows, 0.01)
   assert revs[0]['change'].startswith('Holm over all 11 reported comparisons -> over the 3 primary')
   assert (revs[0]['verdict_old'], revs[0]['verdict_new']) == (
     'inconclusive (CI reaches beyond ±0.01)',
@@ -83,16 +85,16 @@ def test_redundant_needs_the_two_level_interval_within_the_margin():
     'two_level_low': -0.018,
     'two_level_high': 0.02,
   }
-  revs = report.revisions([row], 0.01, unit='day')
+  revs = analysis.revisions([row], 0.01, unit='day')
   assert 'test days' in revs[1]['change']
   assert revs[1]['verdict_old'] == 'redundant (equivalent within ±0.01)'
   assert revs[1]['verdict_new'] == 'inconclusive (CI reaches beyond ±0.01)'
   row.update(two_level_low=-0.008, two_level_high=0.009)
-  assert report.verdict([row], 0.01) == 'redundant (equivalent within ±0.01)'
+  assert analysis.verdict([row], 0.01) == 'redundant (equivalent within ±0.01)'
   del row['two_level_low'], row['two_level_high']
-  assert report.verdict([row], 0.01).startswith('inconclusive (no two-level CI')
+  assert analysis.verdict([row], 0.01).startswith('inconclusive (no two-level CI')
   row.update(low=-0.02)  # The seed CI alone already reaches beyond the margin.
-  assert report.verdict([row], 0.01) == 'inconclusive (CI reaches beyond ±0.01)'
+  assert analysis.verdict([row], 0.01) == 'inconclusive (CI reaches beyond ±0.01)'
 
 
 def test_holm_by_family_corrects_each_family_on_its_own():
@@ -159,26 +161,26 @@ def test_a_control_that_was_not_run_is_never_claimed():
   # row, and a significant win over the ensemble read "beyond ensembling and capacity".
   summary, per_example = _summary(['cnn', 'lstm', 'concat', 'ensemble', 'lstm+lstm'], 0.15)
   summary['val_means']['cnn@0.001'] = 0.95  # cnn is the best single branch.
-  a = report.analyse(summary, num_resamples=500, per_example=per_example)
+  a = analysis.analyse(summary, num_resamples=500, per_example=per_example)
   assert a['family'] == ['cnn', 'ensemble'] and a['secondary'] == ['lstm', 'lstm+lstm']
   assert a['verdict'] == 'helps, beyond ensembling (capacity control not run)'
   summary['arms'].remove('ensemble')
-  a = report.analyse(summary, num_resamples=500, per_example=per_example)
+  a = analysis.analyse(summary, num_resamples=500, per_example=per_example)
   assert a['verdict'] == 'helps (ensembling control not run; capacity control not run)'
 
 
 def test_best_single_branch_ties_are_broken_by_validation_loss():
   summary, _ = _summary(['cnn', 'lstm', 'concat'])
-  assert report.best_single_branch(summary) == 'lstm'  # Equal accuracy, lower loss.
+  assert analysis.best_single_branch(summary) == 'lstm'  # Equal accuracy, lower loss.
   del summary['val_loss_means']
-  assert report.best_single_branch(summary) == 'cnn'  # No losses recorded: the first.
+  assert analysis.best_single_branch(summary) == 'cnn'  # No losses recorded: the first.
 
 
 def test_report_declares_the_family_lists_revisions_and_shows_both_ablations(tmp_path):
   summary, per_example = _summary(
     ['cnn', 'lstm', 'concat', 'ensemble', 'cnn_wide'], redundancy=True
   )
-  summary['analysis'] = report.analyse(summary, num_resamples=500, per_example=per_example)
+  summary['analysis'] = analysis.analyse(summary, num_resamples=500, per_example=per_example)
   a = summary['analysis']
   assert a['family'] == ['lstm', 'ensemble'] and a['secondary'] == ['cnn', 'cnn_wide']
   assert all('two_level' in s for s in a['arms'].values())
@@ -205,13 +207,99 @@ def test_report_declares_the_family_lists_revisions_and_shows_both_ablations(tmp
   assert 'concat at the only rate 0.001 (next 0.0003, 0.003)' in text
   table = open(report.write_summary([summary], str(tmp_path), provenance)).read()
   first = a['revisions'][0]['verdict_old']
-  assert f'**{a["verdict"]}** | {first} |' in table
+  # No control ran: the verdict is shown but not claimed.
+  assert f'not claimed (the rule gives: {a["verdict"]}) | {first} |' in table
+  assert 'No claim about the real datasets' in table
 
 
 def test_grid_edges_read_every_rate_an_arm_was_run_at():
   summary, _ = _summary(['cnn', 'lstm', 'concat'])
   summary['val_means'].update({'concat@0.0003': 0.5, 'concat@0.003': 0.95, 'cnn@0.003': 0.2})
-  edges = report.grid_edges(summary)
+  edges = analysis.grid_edges(summary)
   assert edges['concat']['edge'] == 'largest' and edges['concat']['next_rates'] == (1e-2,)
   assert edges['cnn']['edge'] == 'smallest' and edges['cnn']['next_rates'] == (3e-4,)
   assert edges['lstm']['edge'] == 'only'
+
+
+PROVENANCE = {
+  'command': 'pytest',
+  'commit': 'abc',
+  'dirty': False,
+  'versions': {},
+  'devices': '1 x cpu',
+  'date': 'today',
+}
+
+
+def test_the_probe_and_a_fix_tell_complementary_from_trained_badly():
+  summary, _ = _summary(['cnn', 'lstm', 'concat', 'probe', 'concat_norm'])
+  test = summary['test']
+  shift = np.linspace(0.08, 0.12, 8)
+  test['probe'] = [v + s for v, s in zip(test['lstm'], shift)]  # Beats lstm on every seed.
+  test['concat_norm'] = [v + s for v, s in zip(test['concat'], shift)]  # Beats concat on every seed.
+  a = analysis.analyse(summary, num_resamples=500)
+  assert a['best_single'] == 'lstm'
+  complementary, training = a['diagnosis']['complementary'], a['diagnosis']['training']
+  assert complementary['reading'].startswith('complementary: ')
+  assert complementary['p_value'] == pytest.approx(2 / 2**8)
+  assert training['beat_concat'] == ['concat_norm'] and training['fixes'] == ['probe', 'concat_norm']
+  assert training['reading'].startswith('joint training under-uses the branches: concat_norm')
+
+  # The probe within the margin of the best branch, no fix better than concat.
+  test['probe'] = [v + s for v, s in zip(test['lstm'], np.linspace(-0.004, 0.004, 8))]
+  test['concat_norm'] = list(test['concat'])
+  a = analysis.analyse(summary, num_resamples=500)
+  assert a['diagnosis']['complementary']['reading'].startswith('not complementary: ')
+  assert a['diagnosis']['training']['beat_concat'] == []
+  assert a['diagnosis']['training']['reading'].startswith('no fix beats concat significantly')
+
+
+def _control(name, designed, obtained):
+  return {'dataset': name, 'analysis': {'designed': [designed, 'why'], 'verdict': obtained}}
+
+
+def test_control_outcomes_and_the_gate():
+  assert analysis.control_outcome('helps', 'helps, but not beyond the control(s) ensemble') == {
+    'as_designed': True,
+    'holds': True,
+  }
+  assert analysis.control_outcome('redundant', 'inconclusive (CI reaches beyond ±0.01)') == {
+    'as_designed': False,
+    'holds': True,
+  }
+  assert analysis.control_outcome('redundant', 'helps')['holds'] is False
+  assert analysis.control_outcome('helps', 'redundant (equivalent within ±0.01)')['holds'] is False
+
+  positive = _control('controls/both', 'helps', 'helps, beyond ensembling')
+  negative = _control('controls/xor', 'redundant', 'redundant (equivalent within ±0.01)')
+  assert analysis.controls_gate([positive, negative])[0] is True
+  assert analysis.controls_gate([])[0] is False
+  assert analysis.controls_gate([negative])[1].startswith('no positive control ran')
+  failed = _control('controls/xor', 'redundant', 'helps')
+  ok, why = analysis.controls_gate([positive, failed])
+  assert not ok and 'controls/xor' in why
+
+
+def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
+  summary, per_example = _summary(['cnn', 'lstm', 'concat', 'ensemble'])
+  summary['analysis'] = analysis.analyse(summary, num_resamples=500, per_example=per_example)
+  verdict = summary['analysis']['verdict']
+
+  def control(name, designed, obtained):
+    c, _ = _summary(['cnn', 'lstm', 'concat'])
+    c['dataset'] = name
+    c['analysis'] = analysis.analyse(c, num_resamples=200)
+    c['analysis'].update(designed=[designed, 'why'], verdict=obtained)
+    return c
+
+  both = control('controls/both', 'helps', 'helps')
+  xor = control('controls/xor', 'redundant', 'redundant (equivalent within ±0.01)')
+  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+  assert 'The verdicts below are claimed' in text and f'| **{verdict}** |' in text
+  assert '| [controls/both](study_controls_both.md) | helps: why | **helps** | yes |' in text
+
+  xor['analysis']['verdict'] = 'helps'
+  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+  assert 'No claim about the real datasets' in text and 'controls/xor' in text
+  assert f'not claimed (the rule gives: {verdict})' in text
+  assert '| **helps** | **no** |' in text

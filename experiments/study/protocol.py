@@ -22,7 +22,10 @@ Protocol (per dataset; see experiments/results/study_summary.md for the decision
      (CKA between its CNN and LSTM features; the metric with either branch zeroed).
 
 The datasets are the shipped ones (`hybrid_jax.data.shipped.SHIPPED`: each one's config file in
-configs/ and its equivalence margin); DATASETS holds each one's grid and budget. Or your files
+configs/ and its equivalence margin), the synthetic controls first, one dataset per variant
+('controls/both', ...: each report states the verdict the control was designed to give and the one
+it got, and the summary claims nothing about the real datasets unless the positive control says
+"helps" and the negative ones do not); DATASETS holds each one's grid and budget. Or your files
 (`--config=configs/<kind>.py --files=...`, the same route as `--config.dataset.files`): one dataset,
 named like its prepared data (file stem + content hash), run with the default grid and the
 equivalence margin `--margin` (default: FILES_MARGIN accuracy, or FILES_MARGIN x the train
@@ -41,6 +44,7 @@ Every shipped dataset has train / validation / test splits, used by default;
 import copy
 import dataclasses
 import importlib
+import json
 import os
 import platform
 import subprocess
@@ -51,6 +55,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
 from experiments.study import report as study_report
 from experiments.study import runs as study_runs
@@ -127,15 +132,30 @@ _GRIDS: dict[str, DatasetSpec] = {
   'bbc_news': DatasetSpec(steps=1_000),
   'tweet_sentiment': DatasetSpec(steps=1_000),
 }
-assert set(_GRIDS) <= set(shipped.SHIPPED), f'_GRIDS names a dataset not shipped: {list(_GRIDS)}'
-# The synthetic controls are one shipped builder with a variant per control (controls/local, ...):
-# their place in the default study (one dataset per variant, each report stating the verdict it
-# was designed to give) is not wired yet; train them with configs/controls.py.
-_NOT_YET_STUDIED = ('controls',)
-# Every shipped dataset, in the table's order, with its grid.
+# The synthetic controls (one study dataset per variant, 'controls/both', ...; each report states the
+# verdict it was designed to give and the one it got): arms cnn, lstm, concat, the late ensemble and
+# the probe (the fix arms answer questions about the real datasets; the controls test the
+# instrument); 8 seeds (the primary family is 2 comparisons here: Holm needs n >= 7); rates chosen
+# on 2 seeds; the config's 1,000 steps, 5 evaluations (experiments/results/controls_calibration.md).
+CONTROL_ARMS = ('cnn', 'lstm', 'concat', 'ensemble', 'probe')
+_CONTROL_GRID = DatasetSpec(
+  seeds=8,
+  arms=CONTROL_ARMS,
+  evals_per_run=5,
+  selection_seeds=2,
+  note=(
+    'Controls grid: arms cnn, lstm, concat, the late ensemble and the probe; 8 seeds; rates chosen '
+    'on seeds 0-1; the config\'s 1,000 steps.'
+  ),
+)
+for _name in shipped.study_names():
+  if shipped.designed_verdict(_name):
+    _GRIDS.setdefault(_name, _CONTROL_GRID)
+# Every study dataset (the controls first, then the real datasets in the table's order), its grid.
 DATASETS: dict[str, DatasetSpec] = {
-  name: _GRIDS.get(name, DatasetSpec()) for name in shipped.SHIPPED if name not in _NOT_YET_STUDIED
+  name: _GRIDS.get(name, DatasetSpec()) for name in shipped.study_names()
 }
+assert set(_GRIDS) <= set(DATASETS), f'_GRIDS names a dataset not studied: {list(_GRIDS)}'
 
 
 def run_length(dataset: str, protocol: 'Protocol', config: ml_collections.ConfigDict) -> int:
@@ -196,11 +216,13 @@ def _spec(dataset: str, protocol: Optional[Protocol] = None) -> DatasetSpec:
 def task_config(
   dataset: str, variant: str = '', protocol: Optional[Protocol] = None
 ) -> ml_collections.ConfigDict:
-  """The config in configs/ that trains `dataset` (`shipped.SHIPPED[dataset].config`), a copy;
+  """The config in configs/ that trains `dataset` (`shipped.of(dataset).config`), a copy;
   with `protocol.files`: `protocol.config_file`'s config reading those files."""
   if protocol is None or not protocol.files:
-    module = importlib.import_module(f'configs.{shipped.SHIPPED[dataset].config}')
-    return copy.deepcopy(module.get_config(variant))
+    module = importlib.import_module(f'configs.{shipped.of(dataset).config}')
+    config = copy.deepcopy(module.get_config(variant))
+    config.dataset.name = dataset  # A family's variant ('controls/both') names its builder config.
+    return config
   path, _, own_variant = protocol.config_file.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
   if os.path.dirname(os.path.normpath(path)) != 'configs' or not os.path.isfile(
@@ -226,7 +248,7 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
   config = task_config(dataset, protocol.config_variant, protocol)
   name = config.dataset.name
   if protocol.builder_config and not protocol.files:
-    name += f'/{protocol.builder_config}'
+    name = shipped.build_name(name, protocol.builder_config)
   steps = run_length(dataset, protocol, config)
   every = max(1, steps // max(1, protocol.evals_per_run or spec.evals_per_run))
   config.dataset.update(
@@ -251,7 +273,7 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
 def margin(dataset: str, protocol: Protocol, base: ml_collections.ConfigDict) -> float:
   """The equivalence margin: the shipped dataset's, or --margin / FILES_MARGIN for files."""
   if not protocol.files:
-    return shipped.SHIPPED[dataset].margin
+    return shipped.of(dataset).margin
   if protocol.margin is not None:
     return float(protocol.margin)
   target_std = datasets.resolve(base).info.target_std
@@ -260,7 +282,7 @@ def margin(dataset: str, protocol: Protocol, base: ml_collections.ConfigDict) ->
 
 def bootstrap_unit(dataset: str, protocol: Protocol) -> str:
   """What the test-set bootstrap resamples: the shipped dataset's declared block, or examples."""
-  block = None if protocol.files else shipped.SHIPPED[dataset].test_block
+  block = None if protocol.files else shipped.of(dataset).test_block
   return 'example' if block is None else f'{block[1]} of {block[0]}'
 
 
@@ -269,7 +291,7 @@ def test_blocks(
 ) -> Optional[np.ndarray]:
   """One block id per test example (in the split's order) where the dataset's test examples
   overlap (e.g. hourly windows: blocks of days); None where each example is its own block."""
-  block = None if protocol.files else shipped.SHIPPED[dataset].test_block
+  block = None if protocol.files else shipped.of(dataset).test_block
   if block is None:
     return None
   feature, size = block[0], int(block[2])
@@ -439,6 +461,8 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
 
   summary = {
     'dataset': dataset,
+    # A control's (verdict, reason) by design (shipped.designed_verdict); None for a real dataset.
+    'designed_verdict': None if protocol.files else shipped.designed_verdict(dataset),
     'metric': metric,
     'lower_is_better': lower,
     'margin': margin(dataset, protocol, base),
@@ -472,7 +496,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     'data': base.dataset.name,
     'splits_made': base.dataset.get('splits_made', ''),
   }
-  summary['analysis'] = study_report.analyse(summary, protocol.num_resamples, per_example, blocks)
+  summary['analysis'] = study_analysis.analyse(summary, protocol.num_resamples, per_example, blocks)
   fileio.write_json(os.path.join(protocol.study_dir, dataset, 'summary.json'), summary)
   study_report.write_dataset_report(summary, protocol.results_dir, provenance(protocol))
   return summary
@@ -538,5 +562,21 @@ def run_study(protocol: Protocol) -> list[dict]:
   """Every dataset of the protocol, then the summary across datasets."""
   os.makedirs(protocol.study_dir, exist_ok=True)
   summaries = [study_dataset(d, protocol) for d in protocol.datasets]
-  study_report.write_summary(summaries, protocol.results_dir, provenance(protocol))
+  study_report.write_summary(
+    summaries, protocol.results_dir, provenance(protocol), earlier_controls(protocol)
+  )
   return summaries
+
+
+def earlier_controls(protocol: Protocol) -> list[dict]:
+  """The controls an earlier invocation finished in the same study_dir (their summary.json), so
+  that a study of some datasets (or of your files) is judged against the instrument's test."""
+  out = []
+  for name in DATASETS:
+    path = os.path.join(protocol.study_dir, name, 'summary.json')
+    if shipped.designed_verdict(name) and name not in protocol.datasets and os.path.exists(path):
+      with open(path) as f:
+        summary = json.load(f)
+      if summary.get('analysis', {}).get('designed'):
+        out.append(summary)
+  return out

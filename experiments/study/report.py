@@ -1,345 +1,19 @@
-"""The study's analysis, markdown reports and plots (matplotlib is imported only to draw).
+"""The study's markdown reports and plots (matplotlib is imported only to draw); the statistics and
+the verdict are analysis.py's.
 
-analysis = analyse(summary, per_example=scores, blocks=ids)  # statistics + verdict of one dataset
 write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
 write_summary(summaries, results_dir, provenance)        # study_summary.md
 """
 
-import dataclasses
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 
+from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
 from experiments.study import stats as study_stats
 from hybrid_jax import fileio
-
-ALPHA = 0.05
-DECISION_RULE = """\
-Decision rule (declared before any study result was seen, then revised: each dataset's report
-lists the revisions, each with the verdict under the rule before and after it). Let B be the better single branch
-(cnn only or lstm only) by mean validation metric at its chosen learning rate (ties: lower
-validation loss), and d = concat - B on test, per seed (oriented so that d > 0 means concat is
-better), with its 95% bootstrap CI over seeds and its Holm-adjusted exact sign-flip p-value (over
-seeds). Holm runs over the declared family of primary comparisons (concat - B, concat - late
-ensemble, concat - widened B; those whose arm was run); the secondary comparisons get their own
-Holm correction and do not enter the verdict. delta is the dataset's equivalence margin (in the
-metric's units).
-- **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond ensembling* (*capacity*)
-  when, in addition, concat - late ensemble (concat - widened B) has Holm p < 0.05 and a CI above
-  0; a control that does as well is named, and a control that was not run is said to be not run.
-- **hurts**: Holm p < 0.05 and the CI lies below 0.
-- **redundant**: not significant, and the two-level 95% CI of d (over seeds and test examples, or
-  blocks of examples where neighbours overlap: the interval a new test set would also fall in)
-  lies within [-delta, +delta].
-- **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta).
-With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons in
-the family significance needs m * 2 / 2^n < 0.05 (the report prints this floor)."""
-
-# The primary comparisons, by role (concat against each): they form the Holm family of the verdict.
-PRIMARY_ROLES = ('best_single', 'ensemble', 'widened')
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-  """The parts of the decision rule that revisions change.
-
-  holm_family: 'all' (Holm over every reported comparison) or 'primary' (over PRIMARY_ROLES only;
-    the secondary comparisons corrected on their own).
-  equivalence_ci: the interval that must lie within +-delta for "redundant": 'seeds' (bootstrap
-    over seeds on the one test set) or 'two_level' (over seeds and test examples or blocks).
-  """
-
-  holm_family: str
-  equivalence_ci: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Revision:
-  """One change of the protocol: `field` of the Rule becomes `new`; `change` says what changed
-  (formatted with the analysis' counts: {all}, {primary}, {secondary}, {unit})."""
-
-  field: str
-  new: str
-  change: str
-
-
-FIRST_RULE = Rule(holm_family='all', equivalence_ci='seeds')  # The rule the first reports used.
-REVISIONS = (
-  Revision(
-    'holm_family',
-    'primary',
-    'Holm over all {all} reported comparisons -> over the {primary} primary ones (the declared '
-    'family; the secondary comparisons corrected among themselves)',
-  ),
-  Revision(
-    'equivalence_ci',
-    'two_level',
-    '"redundant" needs the 95% CI over seeds within ±delta -> the two-level CI over seeds and '
-    'test {unit}s within ±delta',
-  ),
-)
-
-
-def _apply(rule: Rule, revisions: Sequence[Revision]) -> Rule:
-  for r in revisions:
-    rule = dataclasses.replace(rule, **{r.field: r.new})
-  return rule
-
-
-RULE = _apply(FIRST_RULE, REVISIONS)  # The current rule.
-
-
-def _fmt(value: float, lower_digits: int = 4) -> str:
-  return f'{value:.{lower_digits}f}'
-
-
-def best_single_branch(summary: dict) -> Optional[str]:
-  """The single branch (cnn or lstm) with the best mean validation metric at its chosen rate; ties
-  broken by mean validation loss where the summary has it ('val_loss_means', same keys)."""
-  singles = [a for a in ('cnn', 'lstm') if a in summary['arms']]
-  if not singles:
-    return None
-  keys = [f'{a}@{summary["chosen_lr"][a]:g}' for a in singles]
-  losses = summary.get('val_loss_means')
-  index = study_stats.select_best(
-    [summary['val_means'][k] for k in keys],
-    [losses.get(k) for k in keys] if losses else None,
-    summary['lower_is_better'],
-  )
-  return singles[index]
-
-
-def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, Optional[str]]]]:
-  """(best single branch, [(label, other arm, role)]) for the arms the dataset ran.
-
-  role is one of PRIMARY_ROLES for a primary comparison (addressed by name, never by position),
-  None for a secondary one.
-  """
-  arms = summary['arms']
-  best = best_single_branch(summary)
-  if best is None or 'concat' not in arms:
-    return None, []
-  other = [a for a in ('cnn', 'lstm') if a in arms and a != best]
-  wanted = [
-    (f'best single branch ({best})', best, 'best_single'),
-    ('late ensemble', 'ensemble', 'ensemble'),
-    (f'widened best branch ({best}_wide)', f'{best}_wide', 'widened'),
-    (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', None),
-  ]
-  for o in other:
-    wanted += [
-      (f'other branch ({o})', o, None),
-      (f'widened other branch ({o}_wide)', f'{o}_wide', None),
-      (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', None),
-    ]
-  wanted += [
-    (a, a, None)
-    for a in (
-      'concat_norm',
-      'concat_aux',
-      'concat_branch_dropout',
-      'probe',
-      'gated_matched',
-      'projected_sum_matched',
-      'gated',
-      'projected_sum',
-    )
-  ]
-  return best, [(label, arm, role) for label, arm, role in wanted if arm in arms]
-
-
-def grid_edges(summary: dict) -> dict[str, dict]:
-  """Per trained arm, where its chosen learning rate sits in the rates it was run at
-  (`stats.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
-  losses = summary.get('val_loss_means') or {}
-  out = {}
-  for arm in summary['chosen_lr']:
-    keys = {
-      float(k.rpartition('@')[2]): k for k in summary['val_means'] if k.rpartition('@')[0] == arm
-    }
-    if not keys:
-      continue
-    lrs = sorted(keys)
-    edge = study_stats.grid_edge(
-      lrs,
-      [summary['val_means'][keys[lr]] for lr in lrs],
-      summary['lower_is_better'],
-      [losses.get(keys[lr]) for lr in lrs] if losses else None,
-    )
-    out[arm] = dataclasses.asdict(edge)
-  return out
-
-
-def _redundancy(records: Sequence[dict]) -> Optional[dict]:
-  """Per-seed redundancy measures of the concat model, by name ('mean_ablated' where recorded)."""
-  if not records:
-    return None
-  out = {k: [r[k] for r in records] for k in ('cka', 'cka_debiased')}
-  for kind in ('zeroed', 'mean_ablated'):
-    if all(kind in r for r in records):
-      out[f'{kind}_cnn'] = [r[kind][0] for r in records]
-      out[f'{kind}_lstm'] = [r[kind][1] for r in records]
-  out['widths'] = records[0]['widths']
-  return out
-
-
-def analyse(
-  summary: dict,
-  num_resamples: int = study_stats.NUM_RESAMPLES,
-  per_example: Optional[dict] = None,
-  blocks: Optional[Sequence] = None,
-) -> dict:
-  """Per-arm CIs, paired comparisons of concat with Holm per family, redundancy, the verdict under
-  the current rule and under each earlier one (the revisions).
-
-  Args:
-    summary: the dataset's summary (protocol.study_dataset).
-    per_example: arm -> per-example test scores [num_seeds, num_test_examples] in the seeds' order
-      (`stats.per_example_scores` of each seed's test outputs: correctness, or absolute error in
-      original units); None: no two-level CIs (then "redundant" cannot be established).
-    blocks: one block id per test example, the dataset's bootstrap unit (e.g. the day of an hourly
-      window); None: each example is its own block.
-  """
-  rng = np.random.default_rng(0)
-  lower = summary['lower_is_better']
-  # A two-level CI needs two seeds (and two blocks): with fewer there is no interval to draw.
-  per_example = (per_example or {}) if len(summary['seeds']) > 1 else {}
-  arms = {}
-  for arm, values in summary['test'].items():
-    mean, lo, hi = study_stats.mean_ci(values, num_resamples=num_resamples, rng=rng)
-    halves = [(h - l) / 2 for l, h in summary['sampling_ci'][arm]]
-    arms[arm] = {
-      'mean': float(mean),
-      'low': float(lo),
-      'high': float(hi),
-      'sd': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-      'sampling_half_width': float(np.median(halves)),
-    }
-    if arm in per_example:
-      _, lo, hi = study_stats.two_level_ci(
-        per_example[arm], blocks, num_resamples=num_resamples, rng=rng
-      )
-      arms[arm]['two_level'] = [lo, hi]
-  best, wanted = comparisons(summary)
-  rows = []
-  for label, other, role in wanted:
-    d = study_stats.paired_difference(
-      summary['test']['concat'],
-      summary['test'][other],
-      lower_is_better=lower,
-      num_resamples=num_resamples,
-      rng=rng,
-    )
-    row = {'label': label, 'arm': other, 'role': role, 'primary': role is not None, **d.__dict__}
-    if 'concat' in per_example and other in per_example:
-      _, lo, hi = study_stats.two_level_paired_ci(
-        per_example['concat'],
-        per_example[other],
-        blocks,
-        lower,
-        num_resamples=num_resamples,
-        rng=rng,
-      )
-      row['two_level_low'], row['two_level_high'] = lo, hi
-    rows.append(row)
-  if rows:
-    p = [r['p_value'] for r in rows]
-    families = ['primary' if r['primary'] else 'secondary' for r in rows]
-    for row, own, every in zip(rows, study_stats.holm_by_family(p, families), study_stats.holm(p)):
-      row['holm_p'], row['holm_p_all'] = float(own), float(every)
-  family = [r['arm'] for r in rows if r['primary']]
-  n = len(summary['seeds'])
-  unit = summary.get('bootstrap_unit') or 'example'
-  return {
-    'arms': arms,
-    'best_single': best,
-    'comparisons': rows,
-    'family': family,
-    'secondary': [r['arm'] for r in rows if not r['primary']],
-    'bootstrap_unit': unit,
-    'redundancy': _redundancy(summary['redundancy']),
-    'grid_edges': grid_edges(summary),
-    'min_holm_p': min(1.0, len(family) * study_stats.min_p_value(n)) if family else None,
-    'rule': dataclasses.asdict(RULE),
-    'verdict': verdict(rows, summary['margin'], RULE),
-    'revisions': revisions(rows, summary['margin'], unit),
-  }
-
-
-def revisions(
-  rows: Sequence[dict],
-  margin: float,
-  unit: str = 'example',
-  steps: Sequence[Revision] = REVISIONS,
-  first: Rule = FIRST_RULE,
-) -> list[dict]:
-  """Each protocol change in turn: what changed, and the verdict under the rule before and after it.
-
-  The revisions apply one after another, starting from `first`: the last one's 'verdict_new' is
-  the report's verdict.
-  """
-  out, rule = [], first
-  counts = {
-    'all': len(rows),
-    'primary': sum(r['primary'] for r in rows),
-    'secondary': sum(not r['primary'] for r in rows),
-    'unit': unit,
-  }
-  for step in steps:
-    new = _apply(rule, [step])
-    out.append(
-      {
-        'change': step.change.format(**counts),
-        'old': getattr(rule, step.field),
-        'new': step.new,
-        'verdict_old': verdict(rows, margin, rule),
-        'verdict_new': verdict(rows, margin, new),
-      }
-    )
-    rule = new
-  return out
-
-
-def verdict(rows: Sequence[dict], margin: float, rule: Rule = RULE) -> str:
-  """The decision rule (DECISION_RULE, or an earlier `rule`) applied to the comparisons of a dataset.
-
-  Rows are found by role: a control that was not run is never claimed.
-  """
-  by_role = {r['role']: r for r in rows if r.get('role')}
-  if 'best_single' not in by_role:
-    return 'not assessed (needs the concat, cnn and lstm arms)'
-  key = 'holm_p_all' if rule.holm_family == 'all' else 'holm_p'
-
-  def significant(r: dict, sign: int) -> bool:
-    return r[key] < ALPHA and (r['low'] > 0 if sign > 0 else r['high'] < 0)
-
-  main = by_role['best_single']
-  if significant(main, +1):
-    controls = {'ensemble': 'ensembling', 'widened': 'capacity'}
-    run = [role for role in controls if role in by_role]
-    equal_to = [by_role[role]['arm'] for role in run if not significant(by_role[role], +1)]
-    not_run = [f'{controls[role]} control not run' for role in controls if role not in by_role]
-    note = f' ({"; ".join(not_run)})' if not_run else ''
-    if equal_to:
-      return f'helps, but not beyond the control(s) {", ".join(equal_to)}{note}'
-    beyond = ' and '.join(controls[role] for role in run)
-    return 'helps' + (f', beyond {beyond}' if beyond else '') + note
-  if significant(main, -1):
-    return 'hurts'
-  if rule.equivalence_ci == 'seeds':
-    low, high = main['low'], main['high']
-  else:
-    low, high = main.get('two_level_low'), main.get('two_level_high')
-    if low is None:
-      if -margin <= main['low'] and main['high'] <= margin:
-        return 'inconclusive (no two-level CI: per-example test outputs missing)'
-      low, high = main['low'], main['high']
-  if -margin <= low and high <= margin:
-    return f'redundant (equivalent within ±{margin:g})'
-  return f'inconclusive (CI reaches beyond ±{margin:g})'
-
 
 def _header(provenance: dict) -> list[str]:
   v = ', '.join(f'{k} {x}' for k, x in provenance['versions'].items())
@@ -361,6 +35,36 @@ def _grid_note(summary: dict) -> list[str]:
   if left_out:
     lines.append(f'Arms of the protocol not run here: {", ".join(left_out)}.')
   return [' '.join(lines), ''] if lines else []
+
+
+def file_stem(dataset: str) -> str:
+  """The reports' file stem of a dataset: 'study_bbc_news', 'study_controls_both'."""
+  return 'study_' + dataset.replace('/', '_')
+
+
+def _verdict_section(analysis: dict) -> list[str]:
+  """The verdict, a control's designed verdict beside it, and what the probe and fixes say."""
+  lines = [f'## Verdict: concat **{analysis["verdict"]}**', '']
+  if analysis.get('designed'):
+    designed, reason = analysis['designed']
+    outcome = study_analysis.control_outcome(designed, analysis['verdict'])
+    lines += [
+      f'A control: designed to give **{designed}** ({reason}); obtained **{analysis["verdict"]}** '
+      + (
+        '— as designed.'
+        if outcome['as_designed']
+        else '— not the designed verdict'
+        + (
+          ', but on the designed side of "helps" (what the summary requires).'
+          if outcome['holds']
+          else ': the summary claims nothing about the real datasets.'
+        )
+      ),
+      '',
+    ]
+  readings = [analysis.get('diagnosis', {}).get(k) for k in ('complementary', 'training')]
+  lines += [f'- {r["reading"]}.' for r in readings if r] + ([''] if any(readings) else [])
+  return lines
 
 
 def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> str:
@@ -393,12 +97,12 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
     + _redundancy_section(summary)
   )
   forest, curves = plot_forest(summary, results_dir), plot_curves(summary, results_dir)
-  lines += [f'## Verdict: concat **{a["verdict"]}**', ''] + _revisions_section(a)
-  lines += [DECISION_RULE, '']
+  lines += _verdict_section(a) + _revisions_section(a)
+  lines += [study_analysis.DECISION_RULE, '']
   if forest:
     lines += [f'![paired differences]({os.path.basename(forest)})', '']
   lines += [f'![validation curves]({os.path.basename(curves)})', '']
-  path = os.path.join(results_dir, f'study_{name}.md')
+  path = os.path.join(results_dir, f'{file_stem(name)}.md')
   fileio.write_text(path, '\n'.join(lines))
   return path
 
@@ -436,11 +140,11 @@ def _arms_section(summary: dict) -> list[str]:
       spec.label,
       f'{params:,}{flag}' if params else 'its members\' runs',
       f'{lr:g}' if lr else 'members\'',
-      _fmt(val) if val is not None else '–',
-      f'{_fmt(s["mean"])} {_interval(s["low"], s["high"])}',
+      study_analysis.fmt(val) if val is not None else '–',
+      f'{study_analysis.fmt(s["mean"])} {_interval(s["low"], s["high"])}',
       *([_interval(*s['two_level']) if 'two_level' in s else '–'] if two_level else []),
-      _fmt(s['sd']),
-      _fmt(s['sampling_half_width']),
+      study_analysis.fmt(s['sd']),
+      study_analysis.fmt(s['sampling_half_width']),
       f'{summary["seconds"][arm]:.0f}' if arm in summary['seconds'] else '–',
     ]
     lines.append('| ' + ' | '.join(cells) + ' |')
@@ -634,7 +338,7 @@ def plot_forest(summary: dict, results_dir: str) -> Optional[str]:
   )
   ax.set_title(f'{summary["dataset"]}: concat {summary["analysis"]["verdict"]}', fontsize=9)
   fig.tight_layout()
-  path = os.path.join(results_dir, f'study_{summary["dataset"]}_forest.png')
+  path = os.path.join(results_dir, f'{file_stem(summary["dataset"])}_forest.png')
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
@@ -663,7 +367,7 @@ def plot_curves(summary: dict, results_dir: str) -> str:
   ax.set_title(f'{summary["dataset"]}: validation curves', fontsize=10)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  path = os.path.join(results_dir, f'study_{summary["dataset"]}_val_curves.png')
+  path = os.path.join(results_dir, f'{file_stem(summary["dataset"])}_val_curves.png')
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
@@ -694,53 +398,107 @@ def plot_summary_forest(summaries: Sequence[dict], results_dir: str) -> Optional
   return path
 
 
-def write_summary(summaries: Sequence[dict], results_dir: str, provenance: dict) -> str:
-  """study_summary.md: one row per dataset with the primary comparisons and the verdict."""
-  os.makedirs(results_dir, exist_ok=True)
-  lines = (
-    ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
-    + _header(provenance)
-    + [
-      '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
-      '[CI], P(better), Holm p | concat − late ensemble | concat − widened best | verdict '
-      '| verdict under the first rule |',
-      '|---|---|---|---|---|---|---|---|---|',
-    ]
+def _controls_table(controls: Sequence[dict]) -> list[str]:
+  """One row per control: the verdict it was designed to give, the one it got, the main difference."""
+  lines = [
+    '| control | designed verdict | obtained verdict | as designed | concat − best single [CI], '
+    'Holm p | concat − late ensemble |',
+    '|---|---|---|---|---|---|',
+  ]
+  for s in controls:
+    a = s['analysis']
+    rows = {r['role']: r for r in a['comparisons'] if r.get('role')}
+    outcome = study_analysis.control_outcome(a['designed'][0], a['verdict'])
+    lines.append(
+      f'| [{s["dataset"]}]({file_stem(s["dataset"])}.md) | {a["designed"][0]}: '
+      f'{a["designed"][1]} | **{a["verdict"]}** | '
+      f'{"yes" if outcome["as_designed"] else "holds" if outcome["holds"] else "**no**"} | '
+      f'{_difference(rows.get("best_single"))} | {_difference(rows.get("ensemble"))} |'
+    )
+  return lines + ['']
+
+
+def _difference(row: Optional[dict]) -> str:
+  if row is None:
+    return '–'
+  return (
+    f'{row["mean"]:+.4f} [{row["low"]:+.4f}, {row["high"]:+.4f}], {row["holm_p"]:.3f}'
   )
+
+
+def _datasets_table(summaries: Sequence[dict], claimed: bool) -> list[str]:
+  """One row per real dataset: concat and the best branch, the primary comparisons, the verdict
+  (withheld unless the controls held), and what the probe and the fixes say."""
+  lines = [
+    '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
+    '[CI], Holm p | concat − late ensemble | concat − widened best | verdict | verdict under the '
+    'first rule | features complementary? (probe − best single) | a fix beats concat? |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
   for s in summaries:
     a = s['analysis']
-    arms, rows = a['arms'], {r['arm']: r for r in a['comparisons']}
+    arms, rows = a['arms'], {r['role']: r for r in a['comparisons'] if r.get('role')}
     best = a['best_single']
-    cell = lambda arm: (  # pylint: disable=g-long-lambda
-      f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]'
-      if arm in arms
-      else '–'
-    )
-    diff = lambda arm: (  # pylint: disable=g-long-lambda
-      f'{rows[arm]["mean"]:+.4f} [{rows[arm]["low"]:+.4f}, {rows[arm]["high"]:+.4f}], '
-      f'{rows[arm]["prob_better"]:.2f}, {rows[arm]["holm_p"]:.3f}'
-      if arm in rows
-      else '–'
-    )
+
+    def cell(arm):
+      return f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]' if (
+        arm in arms
+      ) else '–'
+
+    verdict = f'**{a["verdict"]}**' if claimed else f'not claimed (the rule gives: {a["verdict"]})'
+    diagnosis = a.get('diagnosis', {})
+    complementary = diagnosis.get('complementary', {}).get('reading', '–').split(':')[0]
+    fixes = diagnosis.get('training')
+    fix = '–' if not fixes else (', '.join(fixes['beat_concat']) or 'no')
     arrow = '↓' if s['lower_is_better'] else '↑'
     lines.append(
-      f'| {s["dataset"]} | {s["metric"]} {arrow} | {cell("concat")} | {best}: '
-      f'{cell(best) if best else "–"} | {diff(best) if best else "–"} | '
-      f'{diff("ensemble")} | {diff(f"{best}_wide") if best else "–"} | '
-      f'**{a["verdict"]}** | {a["revisions"][0]["verdict_old"] if a.get("revisions") else "–"} |'
+      f'| [{s["dataset"]}]({file_stem(s["dataset"])}.md) | {s["metric"]} {arrow} | '
+      f'{cell("concat")} | {best}: {cell(best) if best else "–"} | '
+      f'{_difference(rows.get("best_single"))} | {_difference(rows.get("ensemble"))} | '
+      f'{_difference(rows.get("widened"))} | {verdict} | '
+      f'{a["revisions"][0]["verdict_old"] if a.get("revisions") else "–"} | {complementary} | '
+      f'{fix} |'
     )
-  forest = plot_summary_forest(summaries, results_dir)
+  return lines + ['']
+
+
+def write_summary(
+  summaries: Sequence[dict], results_dir: str, provenance: dict, controls: Sequence[dict] = ()
+) -> str:
+  """study_summary.md: the controls first (designed and obtained verdicts), then one row per real
+  dataset, whose verdicts are claimed only when the controls held (`analysis.controls_gate`).
+
+  controls: summaries of controls run by an earlier invocation (their summary.json), counted
+    with any control among `summaries`.
+  """
+  os.makedirs(results_dir, exist_ok=True)
+  ran = [s for s in summaries if s['analysis'].get('designed')]
+  ran_names = {s['dataset'] for s in ran}
+  controls = ran + [c for c in controls if c['dataset'] not in ran_names]
+  real = [s for s in summaries if not s['analysis'].get('designed')]
+  claimed, why = study_analysis.controls_gate(controls)
+  lines = ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
+  lines += _header(provenance)
   lines += [
+    f'**{"The verdicts below are claimed" if claimed else "No claim about the real datasets"}**: '
+    f'{why}.',
     '',
+  ]
+  if controls:
+    lines += ['## The controls (known verdicts)', ''] + _controls_table(controls)
+  if real:
+    lines += ['## The datasets', ''] + _datasets_table(real, claimed)
+  forest = plot_summary_forest([*controls, *real], results_dir)
+  lines += [
     *([f'![concat − arm per dataset]({os.path.basename(forest)})', ''] if forest else []),
     'Holm p: within the declared family of primary comparisons. The first rule: Holm over every '
     'reported comparison and "redundant" on the seed CI; each dataset\'s report lists the revisions '
-    'one by one with the verdict before and after each.',
+    'one by one with the verdict before and after each. Features complementary: a head trained on '
+    'the frozen cnn-only and lstm-only runs\' features (the probe) against the best single branch; '
+    'a fix beats concat: normalised concat, auxiliary branch losses, branch dropout or the probe '
+    'beats concat (secondary Holm p < 0.05).',
     '',
-    'Per-dataset reports (every arm, every comparison, redundancy, plots): '
-    + ', '.join(f'[study_{s["dataset"]}.md](study_{s["dataset"]}.md)' for s in summaries),
-    '',
-    DECISION_RULE,
+    study_analysis.DECISION_RULE,
     '',
   ]
   path = os.path.join(results_dir, 'study_summary.md')

@@ -1,0 +1,434 @@
+"""The study's analysis of one dataset: the decision rule and its revisions, the comparisons of
+concat with every other arm, the verdict, and what the fix arms and the probe say.
+
+  analysis = analyse(summary, per_example=scores, blocks=ids)   # statistics + verdict
+  verdict(analysis['comparisons'], margin)                     # the decision rule on its own
+"""
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from experiments.study import stats as study_stats
+
+ALPHA = 0.05
+DECISION_RULE = """\
+Decision rule (declared before any study result was seen, then revised: each dataset's report
+lists the revisions, each with the verdict under the rule before and after it). Let B be the better single branch
+(cnn only or lstm only) by mean validation metric at its chosen learning rate (ties: lower
+validation loss), and d = concat - B on test, per seed (oriented so that d > 0 means concat is
+better), with its 95% bootstrap CI over seeds and its Holm-adjusted exact sign-flip p-value (over
+seeds). Holm runs over the declared family of primary comparisons (concat - B, concat - late
+ensemble, concat - widened B; those whose arm was run); the secondary comparisons get their own
+Holm correction and do not enter the verdict. delta is the dataset's equivalence margin (in the
+metric's units).
+- **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond ensembling* (*capacity*)
+  when, in addition, concat - late ensemble (concat - widened B) has Holm p < 0.05 and a CI above
+  0; a control that does as well is named, and a control that was not run is said to be not run.
+- **hurts**: Holm p < 0.05 and the CI lies below 0.
+- **redundant**: not significant, and the two-level 95% CI of d (over seeds and test examples, or
+  blocks of examples where neighbours overlap: the interval a new test set would also fall in)
+  lies within [-delta, +delta].
+- **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta).
+With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons in
+the family significance needs m * 2 / 2^n < 0.05 (the report prints this floor)."""
+
+# The primary comparisons, by role (concat against each): they form the Holm family of the verdict.
+PRIMARY_ROLES = ('best_single', 'ensemble', 'widened')
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """The parts of the decision rule that revisions change.
+
+  holm_family: 'all' (Holm over every reported comparison) or 'primary' (over PRIMARY_ROLES only;
+    the secondary comparisons corrected on their own).
+  equivalence_ci: the interval that must lie within +-delta for "redundant": 'seeds' (bootstrap
+    over seeds on the one test set) or 'two_level' (over seeds and test examples or blocks).
+  """
+
+  holm_family: str
+  equivalence_ci: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+  """One change of the protocol: `field` of the Rule becomes `new`; `change` says what changed
+  (formatted with the analysis' counts: {all}, {primary}, {secondary}, {unit})."""
+
+  field: str
+  new: str
+  change: str
+
+
+FIRST_RULE = Rule(holm_family='all', equivalence_ci='seeds')  # The rule the first reports used.
+REVISIONS = (
+  Revision(
+    'holm_family',
+    'primary',
+    'Holm over all {all} reported comparisons -> over the {primary} primary ones (the declared '
+    'family; the secondary comparisons corrected among themselves)',
+  ),
+  Revision(
+    'equivalence_ci',
+    'two_level',
+    '"redundant" needs the 95% CI over seeds within ±delta -> the two-level CI over seeds and '
+    'test {unit}s within ±delta',
+  ),
+)
+
+
+def _apply(rule: Rule, revisions: Sequence[Revision]) -> Rule:
+  for r in revisions:
+    rule = dataclasses.replace(rule, **{r.field: r.new})
+  return rule
+
+
+RULE = _apply(FIRST_RULE, REVISIONS)  # The current rule.
+
+
+def fmt(value: float, lower_digits: int = 4) -> str:
+  return f'{value:.{lower_digits}f}'
+
+
+def best_single_branch(summary: dict) -> Optional[str]:
+  """The single branch (cnn or lstm) with the best mean validation metric at its chosen rate; ties
+  broken by mean validation loss where the summary has it ('val_loss_means', same keys)."""
+  singles = [a for a in ('cnn', 'lstm') if a in summary['arms']]
+  if not singles:
+    return None
+  keys = [f'{a}@{summary["chosen_lr"][a]:g}' for a in singles]
+  losses = summary.get('val_loss_means')
+  index = study_stats.select_best(
+    [summary['val_means'][k] for k in keys],
+    [losses.get(k) for k in keys] if losses else None,
+    summary['lower_is_better'],
+  )
+  return singles[index]
+
+
+def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, Optional[str]]]]:
+  """(best single branch, [(label, other arm, role)]) for the arms the dataset ran.
+
+  role is one of PRIMARY_ROLES for a primary comparison (addressed by name, never by position),
+  None for a secondary one.
+  """
+  arms = summary['arms']
+  best = best_single_branch(summary)
+  if best is None or 'concat' not in arms:
+    return None, []
+  other = [a for a in ('cnn', 'lstm') if a in arms and a != best]
+  wanted = [
+    (f'best single branch ({best})', best, 'best_single'),
+    ('late ensemble', 'ensemble', 'ensemble'),
+    (f'widened best branch ({best}_wide)', f'{best}_wide', 'widened'),
+    (f'two copies of the best branch ({best}+{best})', f'{best}+{best}', None),
+  ]
+  for o in other:
+    wanted += [
+      (f'other branch ({o})', o, None),
+      (f'widened other branch ({o}_wide)', f'{o}_wide', None),
+      (f'two copies of the other branch ({o}+{o})', f'{o}+{o}', None),
+    ]
+  wanted += [
+    (a, a, None)
+    for a in (
+      'concat_norm',
+      'concat_aux',
+      'concat_branch_dropout',
+      'probe',
+      'gated_matched',
+      'projected_sum_matched',
+      'gated',
+      'projected_sum',
+    )
+  ]
+  return best, [(label, arm, role) for label, arm, role in wanted if arm in arms]
+
+
+def grid_edges(summary: dict) -> dict[str, dict]:
+  """Per trained arm, where its chosen learning rate sits in the rates it was run at
+  (`stats.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
+  losses = summary.get('val_loss_means') or {}
+  out = {}
+  for arm in summary['chosen_lr']:
+    keys = {
+      float(k.rpartition('@')[2]): k for k in summary['val_means'] if k.rpartition('@')[0] == arm
+    }
+    if not keys:
+      continue
+    lrs = sorted(keys)
+    edge = study_stats.grid_edge(
+      lrs,
+      [summary['val_means'][keys[lr]] for lr in lrs],
+      summary['lower_is_better'],
+      [losses.get(keys[lr]) for lr in lrs] if losses else None,
+    )
+    out[arm] = dataclasses.asdict(edge)
+  return out
+
+
+def _redundancy(records: Sequence[dict]) -> Optional[dict]:
+  """Per-seed redundancy measures of the concat model, by name ('mean_ablated' where recorded)."""
+  if not records:
+    return None
+  out = {k: [r[k] for r in records] for k in ('cka', 'cka_debiased')}
+  for kind in ('zeroed', 'mean_ablated'):
+    if all(kind in r for r in records):
+      out[f'{kind}_cnn'] = [r[kind][0] for r in records]
+      out[f'{kind}_lstm'] = [r[kind][1] for r in records]
+  out['widths'] = records[0]['widths']
+  return out
+
+
+def analyse(
+  summary: dict,
+  num_resamples: int = study_stats.NUM_RESAMPLES,
+  per_example: Optional[dict] = None,
+  blocks: Optional[Sequence] = None,
+) -> dict:
+  """Per-arm CIs, paired comparisons of concat with Holm per family, redundancy, the verdict under
+  the current rule and under each earlier one (the revisions).
+
+  Args:
+    summary: the dataset's summary (protocol.study_dataset).
+    per_example: arm -> per-example test scores [num_seeds, num_test_examples] in the seeds' order
+      (`stats.per_example_scores` of each seed's test outputs: correctness, or absolute error in
+      original units); None: no two-level CIs (then "redundant" cannot be established).
+    blocks: one block id per test example, the dataset's bootstrap unit (e.g. the day of an hourly
+      window); None: each example is its own block.
+  """
+  rng = np.random.default_rng(0)
+  lower = summary['lower_is_better']
+  # A two-level CI needs two seeds (and two blocks): with fewer there is no interval to draw.
+  per_example = (per_example or {}) if len(summary['seeds']) > 1 else {}
+  arms = {}
+  for arm, values in summary['test'].items():
+    mean, lo, hi = study_stats.mean_ci(values, num_resamples=num_resamples, rng=rng)
+    halves = [(h - l) / 2 for l, h in summary['sampling_ci'][arm]]
+    arms[arm] = {
+      'mean': float(mean),
+      'low': float(lo),
+      'high': float(hi),
+      'sd': float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+      'sampling_half_width': float(np.median(halves)),
+    }
+    if arm in per_example:
+      _, lo, hi = study_stats.two_level_ci(
+        per_example[arm], blocks, num_resamples=num_resamples, rng=rng
+      )
+      arms[arm]['two_level'] = [lo, hi]
+  best, wanted = comparisons(summary)
+  rows = []
+  for label, other, role in wanted:
+    d = study_stats.paired_difference(
+      summary['test']['concat'],
+      summary['test'][other],
+      lower_is_better=lower,
+      num_resamples=num_resamples,
+      rng=rng,
+    )
+    row = {'label': label, 'arm': other, 'role': role, 'primary': role is not None, **d.__dict__}
+    if 'concat' in per_example and other in per_example:
+      _, lo, hi = study_stats.two_level_paired_ci(
+        per_example['concat'],
+        per_example[other],
+        blocks,
+        lower,
+        num_resamples=num_resamples,
+        rng=rng,
+      )
+      row['two_level_low'], row['two_level_high'] = lo, hi
+    rows.append(row)
+  if rows:
+    p = [r['p_value'] for r in rows]
+    families = ['primary' if r['primary'] else 'secondary' for r in rows]
+    for row, own, every in zip(rows, study_stats.holm_by_family(p, families), study_stats.holm(p)):
+      row['holm_p'], row['holm_p_all'] = float(own), float(every)
+  family = [r['arm'] for r in rows if r['primary']]
+  n = len(summary['seeds'])
+  unit = summary.get('bootstrap_unit') or 'example'
+  return {
+    'arms': arms,
+    'best_single': best,
+    'comparisons': rows,
+    'family': family,
+    'secondary': [r['arm'] for r in rows if not r['primary']],
+    'bootstrap_unit': unit,
+    'redundancy': _redundancy(summary['redundancy']),
+    'grid_edges': grid_edges(summary),
+    'min_holm_p': min(1.0, len(family) * study_stats.min_p_value(n)) if family else None,
+    'rule': dataclasses.asdict(RULE),
+    'verdict': verdict(rows, summary['margin'], RULE),
+    'revisions': revisions(rows, summary['margin'], unit),
+    'diagnosis': diagnose(summary, best, rows, num_resamples, rng),
+    'designed': summary.get('designed_verdict'),
+  }
+
+
+def revisions(
+  rows: Sequence[dict],
+  margin: float,
+  unit: str = 'example',
+  steps: Sequence[Revision] = REVISIONS,
+  first: Rule = FIRST_RULE,
+) -> list[dict]:
+  """Each protocol change in turn: what changed, and the verdict under the rule before and after it.
+
+  The revisions apply one after another, starting from `first`: the last one's 'verdict_new' is
+  the report's verdict.
+  """
+  out, rule = [], first
+  counts = {
+    'all': len(rows),
+    'primary': sum(r['primary'] for r in rows),
+    'secondary': sum(not r['primary'] for r in rows),
+    'unit': unit,
+  }
+  for step in steps:
+    new = _apply(rule, [step])
+    out.append(
+      {
+        'change': step.change.format(**counts),
+        'old': getattr(rule, step.field),
+        'new': step.new,
+        'verdict_old': verdict(rows, margin, rule),
+        'verdict_new': verdict(rows, margin, new),
+      }
+    )
+    rule = new
+  return out
+
+
+def verdict(rows: Sequence[dict], margin: float, rule: Rule = RULE) -> str:
+  """The decision rule (DECISION_RULE, or an earlier `rule`) applied to the comparisons of a dataset.
+
+  Rows are found by role: a control that was not run is never claimed.
+  """
+  by_role = {r['role']: r for r in rows if r.get('role')}
+  if 'best_single' not in by_role:
+    return 'not assessed (needs the concat, cnn and lstm arms)'
+  key = 'holm_p_all' if rule.holm_family == 'all' else 'holm_p'
+
+  def significant(r: dict, sign: int) -> bool:
+    return r[key] < ALPHA and (r['low'] > 0 if sign > 0 else r['high'] < 0)
+
+  main = by_role['best_single']
+  if significant(main, +1):
+    controls = {'ensemble': 'ensembling', 'widened': 'capacity'}
+    run = [role for role in controls if role in by_role]
+    equal_to = [by_role[role]['arm'] for role in run if not significant(by_role[role], +1)]
+    not_run = [f'{controls[role]} control not run' for role in controls if role not in by_role]
+    note = f' ({"; ".join(not_run)})' if not_run else ''
+    if equal_to:
+      return f'helps, but not beyond the control(s) {", ".join(equal_to)}{note}'
+    beyond = ' and '.join(controls[role] for role in run)
+    return 'helps' + (f', beyond {beyond}' if beyond else '') + note
+  if significant(main, -1):
+    return 'hurts'
+  if rule.equivalence_ci == 'seeds':
+    low, high = main['low'], main['high']
+  else:
+    low, high = main.get('two_level_low'), main.get('two_level_high')
+    if low is None:
+      if -margin <= main['low'] and main['high'] <= margin:
+        return 'inconclusive (no two-level CI: per-example test outputs missing)'
+      low, high = main['low'], main['high']
+  if -margin <= low and high <= margin:
+    return f'redundant (equivalent within ±{margin:g})'
+  return f'inconclusive (CI reaches beyond ±{margin:g})'
+
+
+
+
+# The arms that tell "useless" from "trained badly": a head on the frozen branches (probe) and the
+# fix arms (normalised concat, auxiliary branch losses, branch dropout).
+FIX_ARMS = ('probe', 'concat_norm', 'concat_aux', 'concat_branch_dropout')
+
+
+def diagnose(
+  summary: dict,
+  best: Optional[str],
+  rows: Sequence[dict],
+  num_resamples: int = study_stats.NUM_RESAMPLES,
+  rng: Optional[np.random.Generator] = None,
+) -> dict:
+  """What the probe and the fix arms say about concat, each as one sentence.
+
+  'complementary': are the branches' features complementary? probe - best single branch, paired
+    over seeds (its own exact sign-flip p, one declared diagnostic comparison): above 0 and
+    significant -> complementary; within +-margin, or significantly below -> not complementary.
+  'training': does joint training fail? A fix arm (FIX_ARMS) that beats concat with a secondary
+    Holm p < ALPHA and a CI of concat - fix below 0.
+  """
+  test, margin = summary['test'], summary['margin']
+  out = {}
+  if 'probe' in test and best in test:
+    d = study_stats.paired_difference(
+      test['probe'], test[best], summary['lower_is_better'], num_resamples=num_resamples, rng=rng
+    )
+    diff = f'{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p {d.p_value:.3f}'
+    if d.p_value < ALPHA and d.low > 0:
+      reading = (
+        f'complementary: a head on the frozen cnn and lstm features beats the best single '
+        f'branch ({best}) by {diff}'
+      )
+    elif (d.p_value < ALPHA and d.high < 0) or (-margin <= d.low and d.high <= margin):
+      reading = (
+        f'not complementary: a head on the frozen cnn and lstm features does no better than the '
+        f'best single branch ({best}): {diff}'
+      )
+    else:
+      reading = f'complementarity undetermined: probe - best single branch ({best}) {diff} (CI beyond ±{margin:g})'
+    out['complementary'] = {**dataclasses.asdict(d), 'reading': reading}
+  by_arm = {r['arm']: r for r in rows}
+  ran = [a for a in FIX_ARMS if a in by_arm]
+  if ran:
+    beat = [a for a in ran if by_arm[a]['holm_p'] < ALPHA and by_arm[a]['high'] < 0]
+    if beat:
+      reading = 'joint training under-uses the branches: ' + '; '.join(
+        f'{a} beats concat by {-by_arm[a]["mean"]:+.4f} (Holm p {by_arm[a]["holm_p"]:.3f})'
+        for a in beat
+      )
+    else:
+      reading = f'no fix beats concat significantly (tried: {", ".join(ran)})'
+    out['training'] = {'fixes': ran, 'beat_concat': beat, 'reading': reading}
+  return out
+
+
+def control_outcome(designed: str, obtained: str) -> dict:
+  """How a control's verdict compares with the one it was designed to give.
+
+  'as_designed': the verdict's first word is the designed one ('helps', 'redundant', ...).
+  'holds': what the summary's gate needs: a positive control (designed 'helps') says helps, a
+    negative one does not.
+  """
+  word = obtained.split()[0].strip(',') if obtained else ''
+  positive = designed == 'helps'
+  return {'as_designed': word == designed, 'holds': (word == 'helps') == positive}
+
+
+def controls_gate(summaries: Sequence[dict]) -> tuple[bool, str]:
+  """(the real datasets' verdicts may be claimed, why): only when at least one positive control
+  ran and says helps and no negative control says helps (`control_outcome`'s 'holds')."""
+  controls = [s for s in summaries if s['analysis'].get('designed')]
+  if not controls:
+    return False, (
+      'no control was run with these datasets (python -m experiments.study '
+      '--datasets=controls/both,...): the verdicts below are not backed by a test of the instrument'
+    )
+  failed = [
+    s['dataset']
+    for s in controls
+    if not control_outcome(s['analysis']['designed'][0], s['analysis']['verdict'])['holds']
+  ]
+  positive = [s['dataset'] for s in controls if s['analysis']['designed'][0] == 'helps']
+  if failed:
+    return False, f'the control(s) {", ".join(failed)} did not give their designed verdict'
+  if not positive:
+    return False, 'no positive control ran: the instrument was not shown able to say "helps"'
+  return True, (
+    f'the instrument can detect a benefit: the positive control(s) {", ".join(positive)} say '
+    'helps, and no negative control does'
+  )
