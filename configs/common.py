@@ -29,6 +29,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_clip_norm = 0.0  # Clip gradients to this global norm; 0 turns clipping off.
   config.weight_decay = 0.0  # Decoupled weight decay (AdamW) when > 0; plain Adam at 0.
 
+  # A population: many runs of this model in one compiled step (hybrid_jax/population.py). Member
+  # k = (seeds[k // L], learning_rates[k % L]) for L rates, each the single run with its seed and
+  # rate; an empty list takes config.seed / config.learning_rate; both empty: one run.
+  config.population = ml_collections.ConfigDict()
+  config.population.seeds = ''  # e.g. '0,1,2,3'.
+  config.population.learning_rates = ''  # e.g. '3e-4,1e-3,3e-3'.
+
   # Logging, evaluation, checkpoints.
   config.log_every_steps = 50  # Train metrics and the progress line, every N steps.
   config.eval_every_steps = 500  # Evaluate on the eval split every N steps and at the end.

@@ -1,8 +1,9 @@
 """Checkpoint safety: manifests with checksums, checks before a step is read, recovery from damage.
 
-Once a save has completed, process 0 writes `<step>/hybrid_jax_manifest.json` with the size and
-sha256 of every file of the step and the run's config fingerprint (orbax has no checksums of its
-own). Before a step is read back (`check_step`): its fingerprint is compared with the config (a
+As part of each save's commit (checkpoints.py), process 0 writes `<step>/hybrid_jax_manifest.json`
+with the size and sha256 of every file of the step and the run's config fingerprint (orbax has no
+checksums of its own): a step orbax lists as committed has one, whichever process died when.
+Before a step is read back (`check_step`): its fingerprint is compared with the config (a
 difference names the fields and refuses the run), its files with the manifest, its parameter names
 and shapes with the model (from orbax's metadata, no array read). A step that fails is damaged:
 `newest_intact` names it in one warning and goes on to the next older step, and a training run
@@ -27,9 +28,12 @@ from hybrid_jax import config_validation
 from hybrid_jax import fileio
 from hybrid_jax.errors import CheckpointError
 
-# Written into each step directory once its save has completed: size and sha256 of every file of
-# the step, and the run's config fingerprint. A step without one is never trusted.
+# Written into each step directory as part of its commit: size and sha256 of every file of the
+# step, and the run's config fingerprint. A step without one is never trusted.
 MANIFEST = 'hybrid_jax_manifest.json'
+# orbax's step metadata, which orbax itself rewrites at the commit (a commit timestamp), after the
+# manifest is written: not covered by the manifest.
+_ORBAX_STEP_METADATA = '_CHECKPOINT_METADATA'
 
 
 def step_dir(directory: str, step: int) -> str:
@@ -45,12 +49,12 @@ def _sha256(path: str) -> str:
 
 
 def _files(path: str) -> list[str]:
-  """Every file below `path` (relative, sorted), except the manifest itself."""
+  """Every file below `path` (relative, sorted), except the manifest and orbax's step metadata."""
   out = []
   for root, _, names in os.walk(path):
     for name in names:
       rel = os.path.relpath(os.path.join(root, name), path)
-      if rel != MANIFEST and not rel.endswith(f'{MANIFEST}.tmp'):
+      if rel not in (MANIFEST, _ORBAX_STEP_METADATA) and not rel.endswith(f'{MANIFEST}.tmp'):
         out.append(rel)
   return sorted(out)
 
@@ -74,8 +78,8 @@ def read_manifest(path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
   name = os.path.join(path, MANIFEST)
   if not os.path.exists(name):
     return None, (
-      f'it has no {MANIFEST} (its save never completed, or it was written by an '
-      'older version without verification)'
+      f'it has no {MANIFEST} (it was written by an older version of hybrid_jax, which wrote '
+      'the manifest after the commit)'
     )
   try:
     with open(name, encoding='utf-8') as f:

@@ -2,16 +2,21 @@
 
   manager = create_manager(workdir, keep=3, best_metric='accuracy')
   save(manager, step, state, train_iterator, eval_metrics, fingerprint)   # async; never overwrites
-  finish(manager)                                  # waits; writes the completed steps' manifests
+  finish(manager)                                  # waits for the save; its errors surface here
   restored = restore(manager, 'latest', abstract_state, data_iterator=it, config=config)
   restored.step, restored.state, restored.skipped  # 'latest' falls back to the newest intact step
 
-Layout: `workdir/checkpoints/<step>/{state,data,metrics}`; `data` holds one JSON file per process
-with the grain iterator state, `metrics` the eval metrics the step was saved with (if any). Saves
-are asynchronous (the device->host copy happens before `save` returns, the writes in the
-background). Every step is verified before it is read (checkpoint_verification.py). Restoring goes
-through abstract targets (`jax.eval_shape` of the state) carrying explicit shardings of the
-*current* devices, so a checkpoint saved on 4 devices restores onto 1 (or 8) unchanged.
+Layout: `workdir/checkpoints/<step>/{state,data,progress,metrics}` and the step's manifest;
+`data` holds one JSON file per process with the grain iterator state, `progress` the host-side run
+state (early stopping, the open train-metric window), `metrics` the eval metrics the step was saved
+with (if any). Saves are asynchronous (the device->host copy happens before `save` returns, the
+writes in the background). The manifest is part of the commit: process 0 writes it into orbax's
+temporary step directory after every process has written its part and before orbax renames that
+directory to `<step>`, so a committed step always has one, whichever process dies when, and a step
+that was never committed is never listed. Every step is verified before it is read
+(checkpoint_verification.py). Restoring goes through abstract targets (`jax.eval_shape` of the
+state) carrying explicit shardings of the *current* devices, so a checkpoint saved on 4 devices
+restores onto 1 (or 8) unchanged.
 """
 
 import dataclasses
@@ -27,6 +32,9 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from hybrid_jax import checkpoint_verification as verification
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax.errors import CheckpointError
+
+# orbax's temporary step directory (`<step>` + this) is renamed to `<step>` when a save commits.
+TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -92,6 +100,9 @@ def _open(directory: str, keep: int, best_metric: str, read_only: bool) -> '_Man
     read_only=read_only,
     save_interval_steps=0 if read_only else 1,
     enable_async_checkpointing=True,
+    # A save cut short by a kill leaves `<step>.orbax-checkpoint-tmp`: removed when a run opens the
+    # directory to write, so that the step is saved afresh.
+    cleanup_tmp_directories=not read_only,
   )
   return _Manager(directory, options=options)
 
@@ -101,13 +112,30 @@ class _Manager(ocp.CheckpointManager):
 
   - An unreadable `metrics/metrics` file of one step marks that step damaged (it then fails
     verification and is skipped) instead of failing every command in the workdir.
-  - `pending_manifests`: saves started by this process whose manifest is written once they complete.
+  - The manifest of each save, written as part of its commit (`_write_manifest`).
   """
 
-  def __init__(self, *args, **kwargs):
+  def __init__(self, directory, options: ocp.CheckpointManagerOptions):
     self.unreadable_metrics: set[int] = set()
-    self.pending_manifests: dict[int, Optional[dict[str, Any]]] = {}
-    super().__init__(*args, **kwargs)
+    # (step, fingerprint) of the save in flight; saves run one at a time (`save` waits first).
+    self.in_flight: Optional[tuple[int, Optional[dict[str, Any]]]] = None
+    if not options.read_only:
+      options = dataclasses.replace(
+        options,
+        async_options=ocp.options.AsyncOptions(post_finalization_callback=self._write_manifest),
+      )
+    super().__init__(directory, options=options)
+
+  def _write_manifest(self) -> None:
+    """orbax's post-finalization hook: on process 0, after every process has written its part and
+    orbax has finalized the items, before the temporary directory is renamed to `<step>` (the
+    commit). The manifest is therefore committed with the step, or not at all."""
+    if self.in_flight is None:  # A save that did not come through `save` gets none (untrusted).
+      return
+    step, fingerprint = self.in_flight
+    final = verification.step_dir(self.directory, step)
+    temporary = final + TMP_SUFFIX
+    verification.write_manifest(temporary if os.path.isdir(temporary) else final, step, fingerprint)
 
   def metrics(self, step: int) -> Optional[Any]:
     try:
@@ -149,8 +177,8 @@ def save(
 ) -> bool:
   """Starts an async save of `state` and the iterator position at `step`; False if it exists.
 
-  The step's manifest (checksums of every file, and `fingerprint`) is written once the save has
-  completed: at the next `save` or at `finish`.
+  The step's manifest (checksums of every file, and `fingerprint`) is written by process 0 as part
+  of the step's commit (`_Manager._write_manifest`).
 
   Args:
     manager: from `create_manager`.
@@ -174,33 +202,14 @@ def save(
     items['progress'] = ocp.args.JsonSave(progress)
   args = ocp.args.Composite(**items)
   metrics = metrics_lib.scalars(eval_metrics) if eval_metrics else None
+  manager.in_flight = (step, fingerprint)
   manager.save(step, args=args, metrics=metrics, force=True)
-  manager.pending_manifests[step] = fingerprint
   return True
 
 
 def finish(manager: ocp.CheckpointManager) -> None:
-  """Waits for async saves, then (process 0) writes the manifest of each completed step."""
+  """Waits for the save in flight (its manifest is written as part of its commit)."""
   manager.wait_until_finished()
-  pending = getattr(manager, 'pending_manifests', {})
-  for step, fingerprint in sorted(pending.items()):
-    path = verification.step_dir(manager.directory, step)
-    if jax.process_index() == 0 and os.path.isdir(path):  # (The keep policy may have removed it.)
-      verification.write_manifest(path, step, fingerprint)
-  pending.clear()
-
-
-def write_completed_manifests(manager: ocp.CheckpointManager) -> None:
-  """Writes the manifests of saves that have completed, without waiting for one in progress.
-
-  Called every step: a run killed after a save completed then still has that step verified.
-  """
-  if (
-    jax.process_index() == 0
-    and getattr(manager, 'pending_manifests', None)
-    and not manager.is_saving_in_progress()
-  ):
-    finish(manager)
 
 
 def resolve_step(manager: ocp.CheckpointManager, which: Union[str, int]) -> int:
@@ -339,3 +348,24 @@ def restore(
       'choose another step (--checkpoint=latest skips damaged ones).'
     )
   return Restored(step, read[0], [], read[1])
+
+
+def restore_latest(
+  workdir: str,
+  keep: int,
+  best_metric: str,
+  target: Any,
+  data_iterator: Any,
+  config: Any,
+) -> Optional[Restored]:
+  """The latest intact checkpoint of `workdir`, restored to resume training (the data iterator
+  repositioned in place); None when the workdir has no checkpoint yet. Reads only."""
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return None
+  reader = create_manager(workdir, keep, best_metric, read_only=True)
+  try:
+    if not reader.all_steps():
+      return None
+    return restore(reader, 'latest', target, data_iterator=data_iterator, config=config)
+  finally:
+    reader.close()

@@ -49,6 +49,8 @@ RUN_DEFINING = (
   'warmup_steps',
   'grad_clip_norm',
   'weight_decay',
+  # The members of a population (hybrid_jax/population.py).
+  'population.',
 )
 
 # Fields that may change when a run is resumed (they do not change what was trained so far).

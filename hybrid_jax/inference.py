@@ -40,6 +40,7 @@ from hybrid_jax import fileio
 from hybrid_jax import heads
 from hybrid_jax import input_kinds
 from hybrid_jax import parallel
+from hybrid_jax import population
 from hybrid_jax import raw_inputs
 from hybrid_jax import steps
 from hybrid_jax.errors import CheckpointError, InputError
@@ -179,7 +180,10 @@ class Predictions:
 
 
 def load(
-  workdir: str, checkpoint: Union[str, int] = 'best', devices: Optional[Sequence[Any]] = None
+  workdir: str,
+  checkpoint: Union[str, int] = 'best',
+  devices: Optional[Sequence[Any]] = None,
+  member: Optional[int] = None,
 ) -> 'TrainedModel':
   """The trained model of run `workdir` at `checkpoint` ('best', 'latest' or a step number).
 
@@ -187,11 +191,14 @@ def load(
     workdir: a run directory (holds inference.json and checkpoints/); it may have been moved.
     checkpoint: 'best' (by the run's best_metric), 'latest' or a saved step.
     devices: devices to predict on (default: this process's devices); batches split over them.
+    member: with a population's workdir, the member to load (its run dir
+      `population.member_dir(workdir, member)`, a single run's).
 
   Raises:
     CheckpointError: one line when the run has no such checkpoint, comes from a newer hybrid_jax,
       or its checkpoints do not fit the model its inference.json describes.
   """
+  workdir = population.run_dir(workdir, member)
   spec = read_spec(workdir)
   config = ml_collections.ConfigDict(spec['config'])
   config.lock()

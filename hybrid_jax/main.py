@@ -6,6 +6,10 @@ python -m hybrid_jax.main --config=configs/text.py --config.num_train_steps=500
 python -m hybrid_jax.main --config=configs/video.py --mode=eval          # latest checkpoint
 python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best
 python -m hybrid_jax.main --config=configs/video.py --mode=eval --checkpoint=best --split=test
+python -m hybrid_jax.main --config=configs/sensor.py --config.population.seeds=0,1,2 \
+  --config.population.learning_rates=3e-4,1e-3                 # a population of 6 runs
+python -m hybrid_jax.main --config=configs/sensor.py --config.population.seeds=0,1,2 \
+  --config.population.learning_rates=3e-4,1e-3 --mode=eval --member=4   # seed 2, rate 3e-4
 """
 
 import os
@@ -51,6 +55,11 @@ flags.DEFINE_string(
   '--mode=eval: the split to evaluate, e.g. test (default: '
   'config.dataset.eval_split, the validation split that training evaluates).',
 )
+flags.DEFINE_integer(
+  'member',
+  None,
+  '--mode=eval of a population (config.population): member k only (default: every member).',
+)
 flags.mark_flag_as_required('config')
 
 
@@ -76,6 +85,8 @@ def main(argv):
 
   parallel.initialize_distributed(config.distributed)
   import jax  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import population  # pylint: disable=g-import-not-at-top
+  from hybrid_jax import population_train  # pylint: disable=g-import-not-at-top
   from hybrid_jax import train  # pylint: disable=g-import-not-at-top
 
   if jax.process_index() != 0:  # Only process 0 logs (and writes metrics, see reporting.py).
@@ -90,17 +101,38 @@ def main(argv):
       flush=True,
     )
   logging.info('Config:\n%s', config)
+  members = population.members(config)
+  if FLAGS.member is not None and not (FLAGS.mode == 'eval' and members):
+    raise ConfigError(
+      '--member applies to --mode=eval of a population (--config.population.seeds / '
+      'learning_rates); drop it.'
+    )
+  if FLAGS.member is not None and not 0 <= FLAGS.member < len(members):
+    raise ConfigError(f'--member={FLAGS.member}: the population has members 0..{len(members) - 1}.')
   if FLAGS.mode == 'train':
     if FLAGS.split:
       raise ConfigError(
         '--split applies to --mode=eval; training evaluates '
         'config.dataset.eval_split (set --config.dataset.eval_split instead).'
       )
-    train.train_and_evaluate(config, workdir)
+    if members:
+      population_train.train_population(config, workdir)
+    else:
+      train.train_and_evaluate(config, workdir)
   else:
     if FLAGS.split:
       config.dataset.eval_split = FLAGS.split
-    train.evaluate(config, workdir, FLAGS.checkpoint)
+    if FLAGS.member is not None:
+      member = members[FLAGS.member]
+      train.evaluate(
+        population.member_config(config, member),
+        population.member_dir(workdir, member.index),
+        FLAGS.checkpoint,
+      )
+    elif members:
+      population_train.evaluate_population(config, workdir, FLAGS.checkpoint)
+    else:
+      train.evaluate(config, workdir, FLAGS.checkpoint)
 
 
 if __name__ == '__main__':

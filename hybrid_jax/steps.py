@@ -9,7 +9,7 @@ metrics = run_eval(p_eval, state, batches, ...)               # every eval examp
 """
 
 import functools
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,17 +75,17 @@ SCHEDULES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _optimizer(
-  learning_rate: float,
+def build_optimizer(
+  learning_rate: Any,
   lr_schedule: str,
   warmup_steps: int,
   num_train_steps: int,
   grad_clip_norm: float,
   weight_decay: float,
 ):
-  """Cached so that identical configs share one optimizer object (and compiled steps).
+  """(optax transformation, learning-rate schedule): Adam (Keras defaults) with the schedule.
 
+  `learning_rate` may be a traced value (a population member's, population.create_optimizer).
   The config's values were checked by config_validation (e.g. warmup_steps < num_train_steps).
   """
   schedule = SCHEDULES[lr_schedule](learning_rate, warmup_steps, num_train_steps)
@@ -107,10 +107,13 @@ def _optimizer(
   return adam, schedule
 
 
-def create_optimizer(config: ml_collections.ConfigDict):
-  """(optax transformation, learning-rate schedule) from the config's optimisation fields."""
-  return _optimizer(
-    float(config.learning_rate),
+# Cached so that identical configs share one optimizer object (and so compiled steps).
+_optimizer = functools.lru_cache(maxsize=None)(build_optimizer)
+
+
+def optimizer_fields(config: ml_collections.ConfigDict) -> tuple:
+  """The optimisation fields but the learning rate, in `build_optimizer`'s order."""
+  return (
     config.lr_schedule,
     int(config.warmup_steps),
     int(config.num_train_steps),
@@ -119,18 +122,26 @@ def create_optimizer(config: ml_collections.ConfigDict):
   )
 
 
-def create_train_state(config: ml_collections.ConfigDict, model, rng: jax.Array) -> TrainState:
+def create_optimizer(config: ml_collections.ConfigDict):
+  """(optax transformation, learning-rate schedule) from the config's optimisation fields."""
+  return _optimizer(float(config.learning_rate), *optimizer_fields(config))
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict, model, rng: jax.Array, tx: Any = None
+) -> TrainState:
   """Initial state: parameters from `model.init` on a dummy batch, Adam state, step 0.
 
   Args:
     config: the run config (model fields and optimisation fields).
     model: `input_kinds.create_model(config)`.
     rng: parameter-initialisation key.
+    tx: the optimizer (default: `create_optimizer(config)`'s).
   """
   variables = model.init(
     {'params': rng, 'dropout': rng}, input_kinds.dummy_batch(config, 2), train=False
   )
-  tx, _ = create_optimizer(config)
+  tx = create_optimizer(config)[0] if tx is None else tx
   model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
   if model_state:
     return TrainStateWithModelState.create(
@@ -231,21 +242,29 @@ def make_steps(
 
   Cached per arguments so repeated runs in one process reuse compiled code.
   """
-  p_train = parallel.pmap(
-    functools.partial(train_step, head=head, aux_loss_weight=aux_loss_weight),
+  return pmap_steps(
     devices,
-    in_axes=(None, 0, None),
-    out_axes=(None, None),
-    donate_argnums=(0,),
-  )
-  p_eval = parallel.pmap(
+    functools.partial(train_step, head=head, aux_loss_weight=aux_loss_weight),
     functools.partial(
       eval_step, head=head, top_k=top_k, with_confusion=not heads.head(head).regression
     ),
-    devices,
-    in_axes=(None, 0),
-    out_axes=None,
+    num_train_args=3,
   )
+
+
+def pmap_steps(
+  devices: Sequence[Any], train_fn: Callable[..., Any], eval_fn: Callable[..., Any], num_train_args
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+  """pmapped (train_fn, eval_fn): argument 0 (the state) replicated and donated, argument 1 (the
+  batch) split over `devices`, any further train arguments replicated; outputs replicated."""
+  p_train = parallel.pmap(
+    train_fn,
+    devices,
+    in_axes=(None, 0) + (None,) * (num_train_args - 2),
+    out_axes=(None, None),
+    donate_argnums=(0,),
+  )
+  p_eval = parallel.pmap(eval_fn, devices, in_axes=(None, 0), out_axes=None)
   return p_train, p_eval
 
 

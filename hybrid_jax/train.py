@@ -4,12 +4,11 @@
   metrics = evaluate(config, workdir, checkpoint='latest')      # --mode=eval
 
 Data flows one way: config -> data + model -> train state -> steps -> checkpoints / metrics. The
-config is validated and the data resolved once, at the start of each (`_Run`); everything after
+config is validated and the data resolved once, at the start of each (`Run`); everything after
 that reads the resolved config (`run.config`).
 """
 
 import contextlib
-import dataclasses
 import functools
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -26,9 +25,9 @@ from hybrid_jax import errors
 from hybrid_jax import fileio
 from hybrid_jax import inference
 from hybrid_jax import input_kinds
-from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import parallel
 from hybrid_jax import reporting
+from hybrid_jax import run_progress
 from hybrid_jax import steps
 from hybrid_jax.data import datasets
 from hybrid_jax.data import pipeline
@@ -59,7 +58,7 @@ def _init_fn(config: ml_collections.ConfigDict, sharding) -> Callable[[jax.Array
   return _INIT_FNS[key]
 
 
-class _Run:
+class Run:
   """Everything a train or eval run derives from (config, devices) before touching a checkpoint.
 
   The config is validated and the dataset resolved here, once; `self.config` is the resolved
@@ -148,22 +147,14 @@ def train_and_evaluate(
   Returns:
     The final eval metrics (also written to metrics.jsonl and printed as a table).
   """
-  run = _Run(config, devices)  # Checks the config against the data and the devices.
+  check_workdir(workdir)
+  run = Run(config, devices)  # Checks the config against the data and the devices.
   config, chief = run.config, run.is_chief
   train_it = pipeline.create_train_iterator(run.source)
   # Restore target, fingerprint and data are checked before anything is written to `workdir`.
-  restored = None
-  if os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-    reader = checkpoints.create_manager(
-      workdir, config.keep_checkpoints, run.best_metric, read_only=True
-    )
-    try:
-      if reader.all_steps():
-        restored = checkpoints.restore(
-          reader, 'latest', run.abstract_state, data_iterator=train_it, config=config
-        )
-    finally:
-      reader.close()
+  restored = checkpoints.restore_latest(
+    workdir, config.keep_checkpoints, run.best_metric, run.abstract_state, train_it, config
+  )
   if restored is not None:
     latest, state = restored.step, restored.state
     message = f'Resumed from {checkpoints.checkpoint_dir(workdir)}/{latest} (step {latest}).'
@@ -176,7 +167,7 @@ def train_and_evaluate(
   spec = inference.build_spec(run.source) if chief else None
   # Accepted: from here on the run writes.
   if chief:
-    os.makedirs(workdir, exist_ok=True)
+    make_workdir(workdir)
     fileio.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
     inference.save_spec(workdir, spec)
   if message:
@@ -195,15 +186,45 @@ def train_and_evaluate(
     os.path.join(workdir, 'tensorboard'), config.profile_steps, first_step=start + 2, active=chief
   )
   try:
-    stopping = _EarlyStopping(run.best_metric, config.early_stopping_patience)
+    stopping = run_progress.EarlyStopping(run.best_metric, config.early_stopping_patience)
+    window = []
     if restored is not None and restored.progress:
       stopping.restore(restored.progress)
-    return _train_loop(run, state, train_it, manager, writer, latest, stopping, profiler)
+      window = run_progress.train_window(restored.progress)
+    return _train_loop(run, state, train_it, manager, writer, latest, stopping, profiler, window)
   finally:
     profiler.stop()  # A run that ended inside the traced steps still writes its trace.
-    checkpoints.finish(manager)  # Async saves complete, manifests are written, errors surface.
+    checkpoints.finish(manager)  # The async save completes (with its manifest); errors surface.
     manager.close()
     writer.close()
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuses, in one line and before anything is read or written, a workdir that cannot be one."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise errors.ConfigError(
+      f'--workdir={workdir} is a file, not a directory: give a directory (new or a run\'s).'
+    )
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):  # The nearest existing ancestor must be a directory.
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise errors.ConfigError(
+      f'--workdir={workdir} cannot be created: {parent} is a file, not a directory; give a '
+      'path under a directory.'
+    )
+
+
+def make_workdir(workdir: str) -> None:
+  """Creates the workdir (the run's first write); a path the system refuses is one line."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.ConfigError(
+      f'--workdir={workdir} cannot be created ({e.strerror or type(e).__name__}: {e.filename}): '
+      'give a path in a writable directory.'
+    ) from None
 
 
 def _init_params(path: str, abstract_state: Any) -> Any:
@@ -218,52 +239,23 @@ def _init_params(path: str, abstract_state: Any) -> Any:
     raise errors.CheckpointError(f'config.init_checkpoint: {e}') from None
 
 
-@dataclasses.dataclass
-class _EarlyStopping:
-  """Counts evaluations since the best `metric` (ties broken by the eval loss, as the kept best
-  checkpoint is chosen); `stopped` after `patience` of them without a better one (0: never).
-  Saved with every checkpoint, so a resumed run stops where the uninterrupted one would."""
-
-  metric: str
-  patience: int
-  best: Optional[float] = None
-  evals_since_best: int = 0
-  stopped: bool = False
-
-  def update(self, eval_metrics: dict[str, object]) -> bool:
-    """Takes one evaluation's metrics; returns whether to stop now."""
-    value = checkpoints.best_score(eval_metrics, self.metric)
-    lower = metrics_lib.is_lower_better(self.metric)
-    if self.best is None or (value < self.best if lower else value > self.best):
-      self.best, self.evals_since_best = value, 0
-    else:
-      self.evals_since_best += 1
-    self.stopped = bool(self.patience) and self.evals_since_best >= self.patience
-    return self.stopped
-
-  def state(self) -> dict[str, Any]:
-    return {'early_stopping': dataclasses.asdict(self)}
-
-  def restore(self, progress: dict[str, Any]) -> None:
-    saved = progress.get('early_stopping', {})
-    self.best = saved.get('best')
-    self.evals_since_best = int(saved.get('evals_since_best', 0))
-    # A larger patience given on resume (config.early_stopping_patience may change) goes on.
-    self.stopped = bool(self.patience) and self.evals_since_best >= self.patience
-
-
 def _train_loop(
-  run: _Run,
+  run: Run,
   state: TrainState,
   train_it,
   manager,
   writer,
   last_saved: Optional[int],
-  stopping: _EarlyStopping,
+  stopping: run_progress.EarlyStopping,
   profiler: Optional[reporting.StepProfiler] = None,
+  window: Optional[list[dict[str, float]]] = None,
 ) -> dict[str, object]:
   """The loop proper: steps, NaN checks, logging, eval, early stopping, checkpoints (see
-  `train_and_evaluate`)."""
+  `train_and_evaluate`).
+
+  `window`: host train metrics of the steps after the last train record (restored with a
+  checkpoint); each train record averages the steps since the previous one.
+  """
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
   _, schedule = steps.create_optimizer(config)
@@ -271,7 +263,8 @@ def _train_loop(
   step = start_step = int(parallel.to_host(state.step))
   progress = reporting.Progress(total, config.batch_size, step, active=chief)
   num_local = len(run.local_devices)
-  window, previous = [], None  # Host metrics since the last log; the last step's device metrics.
+  window = list(window or [])  # Host metrics of the steps since the last train record.
+  previous = None  # The last step's device metrics, fetched one step later.
   eval_metrics = None
   while step < total and not stopping.stopped:
     batch = parallel.shard_batch(next(train_it), num_local)
@@ -286,7 +279,6 @@ def _train_loop(
     if step == start_step + 1:  # Throughput excludes compilation: start the clock after step 1.
       jax.block_until_ready(device_metrics)
       progress.reset_clock(step)
-    checkpoints.write_completed_manifests(manager)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
@@ -318,7 +310,7 @@ def _train_loop(
       train_it,
       eval_metrics if do_eval else None,
       fingerprint,
-      stopping.state(),
+      run_progress.to_save(stopping, window),
     ):
       last_saved = step
     if stopping.stopped:
@@ -361,7 +353,7 @@ def evaluate(
   Returns:
     The eval metrics, with 'step' and 'checkpoint' added.
   """
-  run = _Run(config, devices)
+  run = Run(config, devices)
   config = run.config
   manager = checkpoints.create_manager(
     workdir, config.keep_checkpoints, run.best_metric, read_only=True

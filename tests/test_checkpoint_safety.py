@@ -3,8 +3,9 @@
 In process on the tiny sensor data (4 fake CPU devices from conftest.py): a bit-flipped array file
 is detected and the previous step used (same numbers as an uninterrupted run); a refused run leaves
 every file of the workdir as it was; a changed seed, model or batch size refuses naming the field;
-a divergence at step 1 saves nothing; metrics.jsonl has one record per (step, split) after a
-preempted + resumed run; every numeric/enum config field is validated up front.
+a divergence at step 1 saves nothing; each manifest is written inside its step's commit;
+metrics.jsonl has one record per (step, split) after a preempted + resumed run; every numeric/enum
+config field is validated up front.
 """
 
 import hashlib
@@ -60,7 +61,7 @@ def _steps(workdir) -> list[int]:
 def _params(workdir, step, data_dir) -> list[np.ndarray]:
   manager = checkpoints.create_manager(str(workdir), 1, 'mae', read_only=True)
   try:
-    run = train._Run(_config(data_dir), None)  # pylint: disable=protected-access
+    run = train.Run(_config(data_dir), None)
     state = checkpoints.restore(manager, step, run.abstract_state).state
   finally:
     manager.close()
@@ -114,6 +115,27 @@ def test_bit_flip_is_detected_and_the_previous_step_used(tiny_data_dir, tmp_path
       )
     ][-1]['mae']
   )
+
+
+def test_the_manifest_is_written_inside_the_commit(tiny_data_dir, tmp_path, monkeypatch):
+  """Each step's manifest goes into orbax's temporary directory before the rename that commits the
+  step, so a committed step always has one (the kills: tests/test_train_process_kills.py)."""
+  written = []
+  real = checkpoint_verification.write_manifest
+
+  def recording(path, step, fingerprint):
+    committed = os.path.exists(os.path.join(os.path.dirname(path), str(step)))
+    written.append((os.path.basename(path), committed))
+    real(path, step, fingerprint)
+
+  monkeypatch.setattr(checkpoint_verification, 'write_manifest', recording)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(_config(tiny_data_dir), workdir)  # Saves steps 2 and 4.
+  assert written == [(f'2{checkpoints.TMP_SUFFIX}', False), (f'4{checkpoints.TMP_SUFFIX}', False)]
+  for step in (2, 4):
+    path = os.path.join(workdir, 'checkpoints', str(step))
+    manifest, problem = checkpoint_verification.read_manifest(path)
+    assert problem is None and checkpoint_verification.verify_files(path, manifest) is None
 
 
 def test_refused_runs_change_no_file_and_name_the_fields(tiny_data_dir, tmp_path):

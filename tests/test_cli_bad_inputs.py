@@ -56,6 +56,32 @@ def test_bad_inputs_are_one_line(extra, words, tiny_data_dir, tmp_path):
   assert not workdir.exists()  # Refused before anything was written.
 
 
+def test_bad_split_expression_is_one_line(tiny_data_dir, tmp_path):
+  workdir = tmp_path / 'never'
+  extra = ["--config.dataset.train_split=train[abc]"]
+  _one_line(
+    _main(_flags(tiny_data_dir, str(workdir)) + extra),
+    "config.dataset.train_split='train[abc]'",
+    '--config.dataset.train_split',
+  )
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('where', ['existing_file', 'under_a_file', 'uncreatable'])
+def test_workdir_that_cannot_be_one_is_one_line(where, tiny_data_dir, tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('keep me\n', encoding='utf-8')
+  workdir = {
+    'existing_file': str(a_file),
+    'under_a_file': str(a_file / 'run'),
+    # /proc refuses new directories (FileNotFoundError from os.makedirs, even as root).
+    'uncreatable': f'/proc/hybrid_jax_test_{os.getpid()}/run',
+  }[where]
+  _one_line(_main(_flags(tiny_data_dir, workdir)), f'--workdir={workdir}')
+  assert sorted(os.listdir(tmp_path)) == ['a_file']  # Nothing written.
+  assert a_file.read_text(encoding='utf-8') == 'keep me\n'
+
+
 def test_config_file_that_does_not_parse_is_one_line(tmp_path):
   bad = tmp_path / 'broken_config.py'
   bad.write_text('def get_config(:\n  pass\n', encoding='utf-8')

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from hybrid_jax import errors
 from hybrid_jax.data import datasets
+from hybrid_jax.data import shipped
 from hybrid_jax.data import text_vocab
 from hybrid_jax.data.builders import bbc_news
 from hybrid_jax.data.builders import common
@@ -165,9 +166,7 @@ def _records(data_dir, name, split):
   return [f.read_bytes() for f in files]
 
 
-@pytest.mark.parametrize(
-  'name', ['moving_digits/tiny', 'bbc_news/tiny', 'tweet_sentiment/tiny', 'weather_stations/tiny']
-)
+@pytest.mark.parametrize('name', [f'{n}/{d.tiny}' for n, d in shipped.SHIPPED.items()])
 def test_builds_are_byte_identical(tiny_data_dir, tmp_path, name):
   datasets.prepare_shipped(name, str(tmp_path))
   for split in ('train', 'validation', 'test'):

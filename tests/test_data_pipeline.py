@@ -106,6 +106,23 @@ def test_train_shards_are_disjoint_per_process(tiny_data_dir):
   assert len(shards[0]) == len(shards[1]) == 24 and not shards[0] & shards[1]
 
 
+@pytest.mark.parametrize('process_count', [2, 4])
+def test_one_global_order_whatever_the_process_count(tiny_data_dir, process_count):
+  """Step t trains on the same examples, in the same device order, for 1, 2 or 4 processes:
+  process p's rows are rows [p * B, (p + 1) * B) of the 1-process global batch (3 epochs)."""
+  source = datasets.resolve(_weather(tiny_data_dir))  # Global batch 8, 48 examples: 6 per epoch.
+  single = pipeline.create_train_iterator(source, process_index=0, process_count=1)
+  parts = [
+    pipeline.create_train_iterator(source, process_index=p, process_count=process_count)
+    for p in range(process_count)
+  ]
+  for _ in range(18):
+    expected = next(single)
+    batches = [next(it) for it in parts]
+    for key, value in expected.items():
+      np.testing.assert_array_equal(np.concatenate([b[key] for b in batches]), value)
+
+
 def test_iterator_state_restores_position(tiny_data_dir):
   config = _config(video, 'moving_digits/tiny', tiny_data_dir)
   it = pipeline.create_train_iterator(datasets.resolve(config), process_index=0, process_count=1)

@@ -255,12 +255,16 @@ def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tm
   [summary] = study.run_study(protocol)
   assert summary['data'] == 'controls/both_tiny'
   assert summary['designed_verdict'][0] == 'helps'
-  assert (tmp_path / 'runs' / 'controls' / 'both' / 'cnn' / 'lr0.001_seed0' / 'result.json').exists()
+  assert (
+    tmp_path / 'runs' / 'controls' / 'both' / 'cnn' / 'lr0.001_seed0' / 'result.json'
+  ).exists()
   report = (tmp_path / 'results' / 'study_controls_both.md').read_text()
   assert 'A control: designed to give **helps**' in report
   assert (tmp_path / 'results' / 'study_controls_both_forest.png').exists()
   assert 'probe - best single branch (' in report  # The probe's reading.
-  summary_md = (tmp_path / 'results' / 'study_summary.md').read_text()
+  # The controls alone: their own summary, which leaves a datasets' summary in place.
+  assert not (tmp_path / 'results' / 'study_summary.md').exists()
+  summary_md = (tmp_path / 'results' / 'study_controls_summary.md').read_text()
   assert '## The controls (known verdicts)' in summary_md
   assert '[controls/both](study_controls_both.md)' in summary_md
 

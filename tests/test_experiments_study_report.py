@@ -236,13 +236,18 @@ def test_the_probe_and_a_fix_tell_complementary_from_trained_badly():
   test = summary['test']
   shift = np.linspace(0.08, 0.12, 8)
   test['probe'] = [v + s for v, s in zip(test['lstm'], shift)]  # Beats lstm on every seed.
-  test['concat_norm'] = [v + s for v, s in zip(test['concat'], shift)]  # Beats concat on every seed.
+  test['concat_norm'] = [
+    v + s for v, s in zip(test['concat'], shift)
+  ]  # Beats concat on every seed.
   a = analysis.analyse(summary, num_resamples=500)
   assert a['best_single'] == 'lstm'
   complementary, training = a['diagnosis']['complementary'], a['diagnosis']['training']
   assert complementary['reading'].startswith('complementary: ')
   assert complementary['p_value'] == pytest.approx(2 / 2**8)
-  assert training['beat_concat'] == ['concat_norm'] and training['fixes'] == ['probe', 'concat_norm']
+  assert training['beat_concat'] == ['concat_norm'] and training['fixes'] == [
+    'probe',
+    'concat_norm',
+  ]
   assert training['reading'].startswith('joint training under-uses the branches: concat_norm')
 
   # The probe within the margin of the best branch, no fix better than concat.

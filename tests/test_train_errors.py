@@ -112,7 +112,7 @@ def test_best_metric_is_a_config_error(tiny_data_dir):
   config = _with(sensor, best_metric='accuracy')
   config.dataset.update(name='weather_stations/tiny', data_dir=tiny_data_dir)
   with pytest.raises(errors.ConfigError, match="best_metric='accuracy' is not an eval metric"):
-    train._Run(config, None)  # pylint: disable=protected-access
+    train.Run(config, None)
 
 
 def test_nan_stop_is_a_project_error_and_a_floating_point_error():

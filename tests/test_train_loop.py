@@ -32,7 +32,7 @@ def _config(data_dir, module=text, name='bbc_news/tiny', **overrides):
 def _saved(workdir, step=None, devices=None):
   """(train state restored onto `devices`, saved steps) of a run directory."""
   config = _saved.configs[workdir]
-  run = train._Run(config, devices)  # pylint: disable=protected-access
+  run = train.Run(config, devices)
   manager = checkpoints.create_manager(workdir, 1, run.best_metric, read_only=True)
   try:
     step = checkpoints.resolve_step(manager, 'latest' if step is None else step)
@@ -96,9 +96,7 @@ def test_pmap_four_devices_equals_one_device(tiny_data_dir, tmp_path):
   one = _train(config, tmp_path / 'one', jax.devices()[:1])
   p4, p1 = _params(_saved(str(tmp_path / 'four'))[0]), _params(_saved(str(tmp_path / 'one'))[0])
   start = _params(
-    jax.jit(train._Run(config, None).init_fn)(  # pylint: disable=protected-access
-      jax.random.split(jax.random.key(config.seed))[0]
-    )
+    jax.jit(train.Run(config, None).init_fn)(jax.random.split(jax.random.key(config.seed))[0])
   )
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), p4, start))
   assert max(moved) > 1e-4  # The steps did update the parameters ...

@@ -340,8 +340,6 @@ def verdict(rows: Sequence[dict], margin: float, rule: Rule = RULE) -> str:
   return f'inconclusive (CI reaches beyond ±{margin:g})'
 
 
-
-
 # The arms that tell "useless" from "trained badly": a head on the frozen branches (probe) and the
 # fix arms (normalised concat, auxiliary branch losses, branch dropout).
 FIX_ARMS = ('probe', 'concat_norm', 'concat_aux', 'concat_branch_dropout')

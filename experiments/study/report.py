@@ -15,6 +15,7 @@ from experiments.study import arms as study_arms
 from experiments.study import stats as study_stats
 from hybrid_jax import fileio
 
+
 def _header(provenance: dict) -> list[str]:
   v = ', '.join(f'{k} {x}' for k, x in provenance['versions'].items())
   dirty = ' (with uncommitted changes)' if provenance['dirty'] else ''
@@ -373,7 +374,9 @@ def plot_curves(summary: dict, results_dir: str) -> str:
   return path
 
 
-def plot_summary_forest(summaries: Sequence[dict], results_dir: str) -> Optional[str]:
+def plot_summary_forest(
+  summaries: Sequence[dict], results_dir: str, stem: str = 'study_summary'
+) -> Optional[str]:
   """One panel per dataset: the primary comparisons (concat − best single, − late ensemble, −
   widened best) with 95% CIs in the dataset's own units, > 0 meaning concat is better."""
   panels = [(s, [r for r in s['analysis']['comparisons'] if r['primary']]) for s in summaries]
@@ -392,7 +395,7 @@ def plot_summary_forest(summaries: Sequence[dict], results_dir: str) -> Optional
     )
   axes[-1, 0].set_xlabel('concat − arm on test, 95% CI over seeds (> 0: concat better)')
   fig.tight_layout()
-  path = os.path.join(results_dir, 'study_summary_forest.png')
+  path = os.path.join(results_dir, f'{stem}_forest.png')
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
@@ -421,9 +424,7 @@ def _controls_table(controls: Sequence[dict]) -> list[str]:
 def _difference(row: Optional[dict]) -> str:
   if row is None:
     return '–'
-  return (
-    f'{row["mean"]:+.4f} [{row["low"]:+.4f}, {row["high"]:+.4f}], {row["holm_p"]:.3f}'
-  )
+  return f'{row["mean"]:+.4f} [{row["low"]:+.4f}, {row["high"]:+.4f}], {row["holm_p"]:.3f}'
 
 
 def _datasets_table(summaries: Sequence[dict], claimed: bool) -> list[str]:
@@ -441,9 +442,11 @@ def _datasets_table(summaries: Sequence[dict], claimed: bool) -> list[str]:
     best = a['best_single']
 
     def cell(arm):
-      return f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]' if (
-        arm in arms
-      ) else '–'
+      return (
+        f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]'
+        if (arm in arms)
+        else '–'
+      )
 
     verdict = f'**{a["verdict"]}**' if claimed else f'not claimed (the rule gives: {a["verdict"]})'
     diagnosis = a.get('diagnosis', {})
@@ -467,6 +470,8 @@ def write_summary(
 ) -> str:
   """study_summary.md: the controls first (designed and obtained verdicts), then one row per real
   dataset, whose verdicts are claimed only when the controls held (`analysis.controls_gate`).
+  A study of the controls alone (the instrument's test) writes study_controls_summary.md instead,
+  leaving the datasets' summary in place.
 
   controls: summaries of controls run by an earlier invocation (their summary.json), counted
     with any control among `summaries`.
@@ -488,7 +493,8 @@ def write_summary(
     lines += ['## The controls (known verdicts)', ''] + _controls_table(controls)
   if real:
     lines += ['## The datasets', ''] + _datasets_table(real, claimed)
-  forest = plot_summary_forest([*controls, *real], results_dir)
+  stem = 'study_summary' if real else 'study_controls_summary'
+  forest = plot_summary_forest([*controls, *real], results_dir, stem)
   lines += [
     *([f'![concat − arm per dataset]({os.path.basename(forest)})', ''] if forest else []),
     'Holm p: within the declared family of primary comparisons. The first rule: Holm over every '
@@ -501,6 +507,6 @@ def write_summary(
     study_analysis.DECISION_RULE,
     '',
   ]
-  path = os.path.join(results_dir, 'study_summary.md')
+  path = os.path.join(results_dir, f'{stem}.md')
   fileio.write_text(path, '\n'.join(lines))
   return path

@@ -143,6 +143,13 @@ def resolve(config: ml_collections.ConfigDict) -> Source:
   splits = builder.info.splits  # Empty only under tfds.testing.mock_data.
   for field in ('train_split', 'eval_split'):
     split = config.dataset[field]
+    try:
+      tfds.core.ReadInstruction.from_spec(split)
+    except (ValueError, TypeError, AttributeError):
+      raise DataError(
+        f"config.dataset.{field}={split!r} is not a split expression: set --config.dataset.{field} "
+        "to e.g. 'train', 'train[:90%]' or 'train[100:200]' (tensorflow.org/datasets/splits)."
+      ) from None
     if splits and base_split(split) not in splits:
       if field == 'eval_split' and base_split(split) == 'validation':
         raise DataError(

@@ -84,32 +84,39 @@ def _read(records, indices: list[int]) -> list:
 
 
 class _TrainBatches:
-  """grain data source whose record k is train batch k of this process (epoch k // batches_per_epoch).
+  """grain data source whose record k is this process's rows of global train batch k.
 
-  A grain record is a whole batch because grain's per-record overhead would otherwise cap the
-  pipeline below the small models' step rate (experiments/results/benchmark_input_pipeline.md). Epoch e visits this process's examples in the
-  order permutation(seed, e): reshuffled every epoch, the last partial batch of an epoch dropped.
+  One global data order, whatever the process layout: epoch e visits the whole split in the order
+  permutation(seed, e) of its N examples; global batch b of the epoch is rows [b * G, (b + 1) * G)
+  of that order (G = config.batch_size; the last partial global batch dropped), and process p of P
+  takes its rows [p * B, (p + 1) * B), B = G / P. Devices are ordered by process, so every device
+  sees the same examples at step t with 1 process x 4 devices as with 2 x 2. A grain record is a
+  whole batch because grain's per-record overhead would otherwise cap the pipeline below the small
+  models' step rate (experiments/results/benchmark_input_pipeline.md).
   """
 
-  def __init__(self, records, shard: np.ndarray, batch: int, seed: int, example_fn):
-    self.records, self.shard, self.batch, self.seed, self.example_fn = (
-      records,
-      shard,
-      batch,
-      seed,
-      example_fn,
-    )
-    self.reader = _Records(records, shard)
-    self.batches_per_epoch = len(shard) // batch
+  def __init__(
+    self, records, global_batch: int, process_index: int, process_count: int, seed: int, example_fn
+  ):
+    self.records, self.seed, self.example_fn = records, seed, example_fn
+    self.global_batch = global_batch
+    self.batch = global_batch // process_count
+    self.offset = process_index * self.batch  # This process's rows within a global batch.
+    self.reader = _Records(records, np.arange(len(records)))
+    self.batches_per_epoch = len(records) // global_batch
     self._epoch, self._order = -1, None
 
   def __len__(self) -> int:
     return self.batches_per_epoch * MAX_EPOCHS
 
   def __repr__(self) -> str:  # grain checks it when restoring a state.
+    # One process reads the order it read before the order was global, under the same repr, so its
+    # older checkpoints resume; with several processes, this process's rows are named too.
+    several = self.batch < self.global_batch
+    rows = f', rows=[{self.offset}, {self.offset + self.batch})' if several else ''
     return (
-      f'_TrainBatches({self.records!r}, shard=[{self.shard[0]}, {self.shard[-1] + 1}), '
-      f'batch={self.batch}, seed={self.seed})'
+      f'_TrainBatches({self.records!r}, shard=[0, {len(self.records)}), '
+      f'batch={self.global_batch}, seed={self.seed}{rows})'
     )
 
   def __getitem__(self, k: int) -> dict[str, np.ndarray]:
@@ -117,9 +124,10 @@ class _TrainBatches:
     if epoch != self._epoch:
       self._epoch, self._order = (
         epoch,
-        np.random.default_rng([self.seed, epoch]).permutation(len(self.shard)),
+        np.random.default_rng([self.seed, epoch]).permutation(len(self.records)),
       )
-    records = self.reader.read(self._order[b * self.batch : (b + 1) * self.batch])
+    start = b * self.global_batch + self.offset
+    records = self.reader.read(self._order[start : start + self.batch])
     return decoders.collate([self.example_fn(r) for r in records])
 
 
@@ -172,22 +180,23 @@ def _local_batch(global_batch: int, process_count: int, field: str) -> int:
 def create_train_iterator(source: datasets.Source, *, process_index=None, process_count=None):
   """Endless train batches for this process: reshuffled every epoch (seeded), remainder dropped.
 
-  Process p reads the contiguous shard [p * n, (p + 1) * n), n = N // process_count, of the train
-  split. Returns a grain DataLoaderIterator; its get_state() / set_state() save and restore the
-  position (the batch count), so a resumed run neither repeats nor skips batches.
+  Every process draws from one global order of the whole train split and takes its rows of each
+  global batch (`_TrainBatches`), so the examples of step t do not depend on the number of
+  processes or devices. Returns a grain DataLoaderIterator; its get_state() / set_state() save and
+  restore the position (the batch count), so a resumed run neither repeats nor skips batches.
   """
   config = source.config
   index, count = _processes(process_index, process_count)
   records = source.records(config.dataset.train_split)
   batch = _local_batch(config.batch_size, count, 'batch_size')
-  per_process = len(records) // count
-  if per_process < batch:
+  if len(records) < config.batch_size:
     raise DataError(
-      f'{config.dataset.name} {config.dataset.train_split} has {per_process} examples per process, '
-      f'fewer than the per-process batch {batch}: lower --config.batch_size.'
+      f'{config.dataset.name} {config.dataset.train_split} has {len(records)} examples, fewer '
+      f'than config.batch_size={config.batch_size}: lower --config.batch_size.'
     )
-  shard = np.arange(index * per_process, (index + 1) * per_process)
-  batches = _TrainBatches(records, shard, batch, int(config.seed), example_fn(source))
+  batches = _TrainBatches(
+    records, batch * count, index, count, int(config.seed), example_fn(source)
+  )
   loader = grain.DataLoader(
     data_source=batches,
     worker_count=_workers(config),

@@ -53,9 +53,10 @@ Variants (builder configs; `<variant>_tiny`: a small build of each, for tests). 
   - `both`,      y = 2a + b (4 classes). Helps, by about 50 points: the CNN alone is capped at 50%
     (it knows a, not b), the LSTM alone at 50% (it knows b, not a), concat reaches about the
     CNN's a accuracy x the LSTM's b accuracy, because a linear head can add class scores from the
-    two blocks: s(2a + b) = α(a) + β(b). The positive control. Not beyond ensembling: the late
-    ensemble (averaged probabilities) puts ~1/2 on the two classes each member allows and so ~1/2
-    on the right class and at most ~1/4 on any other: it reaches concat's accuracy too.
+    two blocks: s(2a + b) = α(a) + β(b). The positive control. The late ensemble (averaged
+    probabilities) can reach it too where each member spreads its mass evenly over the two classes
+    it allows; whether it does is measured, not designed (concat − late ensemble in
+    experiments/results/study_controls_both.md).
   - `redundant`, a = b, y = a (2 classes). Redundant: either branch reads the label alone, both
     near the ceiling; concat matches the best single branch.
   - `xor`,       y = a ⊕ b (2 classes). Redundant, all arms at chance, although concat holds both
