@@ -1,10 +1,12 @@
 """experiments/study end to end on tiny data: runs, selection, test outputs, reports, resumption."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
+from configs import sensor
 from experiments.study import __main__ as study_main
 from experiments.study import arms as study_arms
 from experiments.study import protocol as study
@@ -274,3 +276,14 @@ def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tm
   summary_md = (tmp_path / 'results' / 'study_summary.md').read_text()
   assert '[controls/both](study_controls_both.md)' in summary_md
   assert '[weather_stations](study_weather_stations.md)' in summary_md
+
+
+def test_an_empty_population_keeps_a_runs_fingerprint():
+  # Runs finished before config.population existed are reused: an empty one is left out.
+  config = sensor.get_config()
+  before = sensor.get_config()
+  del before['population']
+  old = hashlib.sha256(before.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+  assert study_runs.fingerprint(config) == old
+  config.population.seeds = '0,1'
+  assert study_runs.fingerprint(config) != old

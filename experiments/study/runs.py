@@ -9,6 +9,7 @@ training pipeline's eval batches. Branch features, and the metric with one branc
 zeroed, come from `hybrid_jax.ablation.branch_features` (the same helper `hybrid_jax.load` uses).
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from hybrid_jax import ablation
 from hybrid_jax import checkpoints
 from hybrid_jax import fileio
 from hybrid_jax import input_kinds
+from hybrid_jax import population
 from hybrid_jax import steps
 from hybrid_jax import train
 from hybrid_jax.data import datasets
@@ -42,7 +44,15 @@ def primary_metric(config) -> tuple[str, bool]:
 
 
 def fingerprint(config) -> str:
-  """The run's identity: a hash of its whole config."""
+  """The run's identity: a hash of its whole config.
+
+  An empty population (config.population: both lists empty, i.e. a single run) is left out, so
+  that runs finished before the population fields existed keep their identity and are reused.
+  """
+  if 'population' in config and not population.members(config):
+    config = copy.deepcopy(config)
+    config.unlock()
+    del config['population']
   return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
 
 
