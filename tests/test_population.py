@@ -16,7 +16,10 @@ from hybrid_jax.errors import ConfigError
 # vmap batches the convolutions and matmuls of the members: XLA may sum in another order than for
 # one member, so a member equals its single run to float32 rounding (Adam scales the differences
 # up where the second-moment estimate is small), not bit for bit.
-RTOL, ATOL = 1e-4, 1e-5
+# Adam moves a parameter by about the learning rate per step whatever its gradient's size, so where
+# a gradient is near zero, rounding moves it by a fraction of the rate: atol 2e-4 is 2% of the
+# largest rate tested (1e-2); jax 0.12 (Python 3.13 lock) measured 8e-5 after 3 steps.
+RTOL, ATOL = 1e-4, 2e-4
 
 
 def _config(seeds='', rates='', **model):

@@ -23,7 +23,10 @@ from hybrid_jax.errors import ConfigError
 import cli_runner
 
 # Members run vmapped, single runs not: equal to float32 rounding (tests/test_population.py).
-RTOL, ATOL = 1e-4, 1e-5
+# Adam moves a parameter by about the learning rate per step whatever its gradient's size, so where
+# a gradient is near zero, rounding moves it by a fraction of the rate: atol 2e-4 is 2% of the
+# largest rate tested (1e-2); jax 0.12 (Python 3.13 lock) measured 8e-5 after 3 steps.
+RTOL, ATOL = 1e-4, 2e-4
 # Populations here train on 2 of the 4 simulated devices (4 devices = 1 is tested on the step,
 # tests/test_population.py), a lighter load on a 2-core machine.
 DEVICES = 2
