@@ -174,6 +174,7 @@ def save(
   eval_metrics: Optional[dict[str, object]] = None,
   fingerprint: Optional[dict[str, Any]] = None,
   progress: Optional[dict[str, Any]] = None,
+  extra: Optional[dict[str, Any]] = None,
 ) -> bool:
   """Starts an async save of `state` and the iterator position at `step`; False if it exists.
 
@@ -188,6 +189,8 @@ def save(
     eval_metrics: eval metrics of this very state, used to track the best checkpoint.
     fingerprint: `config_validation.fingerprint(config)`, stored in the manifest.
     progress: JSON-able host-side run state (e.g. early stopping's), restored with the step.
+    extra: more arrays saved with the state, one item per name (e.g. a population's best states),
+      read back by `restore(..., extra_target=...)`.
   """
   finish(manager)
   if step in manager.all_steps():
@@ -200,6 +203,8 @@ def save(
   )
   if progress is not None:
     items['progress'] = ocp.args.JsonSave(progress)
+  for name, tree in (extra or {}).items():
+    items[name] = ocp.args.StandardSave(tree)
   args = ocp.args.Composite(**items)
   metrics = metrics_lib.scalars(eval_metrics) if eval_metrics else None
   manager.in_flight = (step, fingerprint)
@@ -258,12 +263,19 @@ class Restored:
   state: Any
   skipped: list[int]
   progress: Optional[dict[str, Any]] = None
+  extra: Optional[dict[str, Any]] = None  # The `extra` items asked for by `extra_target`.
 
 
 def _read(
-  manager: ocp.CheckpointManager, step: int, target: Any, data_iterator: Any, params_only: bool
+  manager: ocp.CheckpointManager,
+  step: int,
+  target: Any,
+  data_iterator: Any,
+  params_only: bool,
+  extra_target: Optional[dict[str, Any]] = None,
 ) -> tuple[Any, Optional[str]]:
-  """((state or variables, progress), None) or (None, why orbax could not read a verified step)."""
+  """((state or variables, progress, extra), None) or (None, why orbax could not read a verified
+  step)."""
   progress_dir = os.path.join(verification.step_dir(manager.directory, step), 'progress')
   if params_only:
     item = dict(target)
@@ -280,6 +292,8 @@ def _read(
       items['data'] = grain_checkpoint.CheckpointRestore(data_iterator)
       if os.path.isdir(progress_dir):
         items['progress'] = ocp.args.JsonRestore()
+    for name, tree in (extra_target or {}).items():
+      items[name] = ocp.args.StandardRestore(tree)
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # pylint: disable=broad-except  (reported, never matched on its text)
@@ -289,7 +303,9 @@ def _read(
   state = restored['state']
   if params_only:
     state = {k: state[k] for k in target}
-  return (state, restored.get('progress') if 'progress' in items else None), None
+  progress = restored.get('progress') if 'progress' in items else None
+  extra = {name: restored[name] for name in extra_target} if extra_target else None
+  return (state, progress, extra), None
 
 
 def restore(
@@ -300,6 +316,7 @@ def restore(
   data_iterator: Optional[Any] = None,
   config: Optional[Any] = None,
   params_only: bool = False,
+  extra_target: Optional[dict[str, Any]] = None,
 ) -> Restored:
   """Verifies and restores a checkpoint: the one way anything is read back.
 
@@ -314,6 +331,7 @@ def restore(
     config: the run config, compared with the stored fingerprint (None: model structure only).
     params_only: read only the model's variables (an orbax partial restore: no optimizer state
       is read or built); a settings mismatch is then explained for reading a run, not resuming it.
+    extra_target: abstract trees of `save`'s `extra` items to read as well ({name: tree}).
 
   Raises:
     CheckpointError: one line naming the step directory (and damaged file) and what to do.
@@ -332,14 +350,14 @@ def restore(
     )
     if problem is not None:
       return None, problem
-    return _read(manager, step, target, data_iterator, params_only)
+    return _read(manager, step, target, data_iterator, params_only, extra_target)
 
   if which == 'latest':
     resolve_step(manager, which)  # Fails (one line) when there is none.
-    step, (state, progress), skipped = verification.newest_intact(
+    step, (state, progress, extra), skipped = verification.newest_intact(
       manager.all_steps(), str(manager.directory), try_step
     )
-    return Restored(step, state, skipped, progress)
+    return Restored(step, state, skipped, progress, extra)
   step = resolve_step(manager, which)
   read, problem = try_step(step)
   if problem is not None:
@@ -347,7 +365,7 @@ def restore(
       f'Checkpoint {verification.step_dir(manager.directory, step)} is damaged: {problem}; '
       'choose another step (--checkpoint=latest skips damaged ones).'
     )
-  return Restored(step, read[0], [], read[1])
+  return Restored(step, read[0], [], read[1], read[2])
 
 
 def restore_latest(
@@ -357,6 +375,7 @@ def restore_latest(
   target: Any,
   data_iterator: Any,
   config: Any,
+  extra_target: Optional[dict[str, Any]] = None,
 ) -> Optional[Restored]:
   """The latest intact checkpoint of `workdir`, restored to resume training (the data iterator
   repositioned in place); None when the workdir has no checkpoint yet. Reads only."""
@@ -366,6 +385,13 @@ def restore_latest(
   try:
     if not reader.all_steps():
       return None
-    return restore(reader, 'latest', target, data_iterator=data_iterator, config=config)
+    return restore(
+      reader,
+      'latest',
+      target,
+      data_iterator=data_iterator,
+      config=config,
+      extra_target=extra_target,
+    )
   finally:
     reader.close()

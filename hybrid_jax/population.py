@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from hybrid_jax import heads
+from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import steps
 from hybrid_jax.errors import ConfigError
@@ -156,18 +157,20 @@ def init_states(
   """The members' initial train states, stacked: every array leaf has a leading axis K.
 
   Member k's parameters are those of a single run with its seed (the same key, initialised the
-  same way); its optimizer state holds its learning rate.
+  same way); its optimizer state holds its learning rate. Each member is initialised by one
+  compiled single-member init (compiling the vmapped init takes twice as long) and stacked.
   """
   tx = create_optimizer(config)
   params_keys, _ = keys(population)
-  rates = jnp.asarray([m.learning_rate for m in population], jnp.float32)
 
+  @jax.jit
   def one(key, rate):
     state = steps.create_train_state(config, model, key, tx=tx)
     hyperparams = {**state.opt_state.hyperparams, 'learning_rate': rate}
     return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
 
-  return jax.vmap(one)(params_keys, rates)
+  states = [one(params_keys[k], jnp.float32(m.learning_rate)) for k, m in enumerate(population)]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def learning_rates(states: steps.TrainState) -> jax.Array:
@@ -244,6 +247,18 @@ def shard_batches(
 
 
 @jax.jit
+def keep_best(
+  best: steps.TrainState, states: steps.TrainState, improved: jax.Array
+) -> steps.TrainState:
+  """`best` with member k's state replaced by its state in `states` where improved[k] ([K] bool)."""
+
+  def pick(kept, new):
+    return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, kept)
+
+  return jax.tree.map(pick, best, states)
+
+
+@jax.jit
 def all_finite(states: steps.TrainState) -> jax.Array:
   """[K] bool: whether every floating-point array of member k's state is finite."""
 
@@ -256,3 +271,25 @@ def all_finite(states: steps.TrainState) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
   return jax.vmap(one)(states)
+
+
+def member_bytes(config: ml_collections.ConfigDict, model: Any) -> int:
+  """Memory one member adds to a population's step, in bytes: XLA's temporaries of one train step
+  (compiled for one device and the config's batch, not run) plus three copies of its state (the
+  current one, its best one, and the step's new one)."""
+  state = jax.eval_shape(lambda: steps.create_train_state(config, model, jax.random.key(0)))
+  head = input_kinds.head(config)
+  batch = {
+    key: jax.ShapeDtypeStruct((1, *value.shape), value.dtype)
+    for key, value in input_kinds.dummy_batch(config, int(config.batch_size)).items()
+  }
+  label = np.float32 if head.regression else np.int32
+  batch[head.label_key] = jax.ShapeDtypeStruct((1, int(config.batch_size)), label)
+  step = jax.vmap(  # One device's step: the device axis the step averages over, of size 1.
+    functools.partial(steps.train_step, head=head.name),
+    in_axes=(None, 0, None),
+    axis_name=parallel.AXIS,
+  )
+  compiled = jax.jit(step).lower(state, batch, jax.random.key(0)).compile()
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  return int(compiled.memory_analysis().temp_size_in_bytes) + 3 * state_bytes

@@ -3,32 +3,36 @@
   results = train_population(config, workdir)         # [final eval metrics of member k]
   results = evaluate_population(config, workdir)      # --mode=eval: every member's checkpoint
 
-A population's workdir holds its members' run dirs, each exactly what a single run with the
-member's seed and learning rate writes (config.json, inference.json, checkpoints/ with the latest
-and the best step, metrics.jsonl, tensorboard/): `--mode=eval --member=k`, `hybrid_jax.load(
-workdir, member=k)` and TensorBoard (one run per member) read them as single runs. The member's
-checkpoints are single-run checkpoints: its optimizer state without the injected rate, and the
-data position of its seed's iterator.
+A population's workdir holds its members' run dirs, each what a single run with the member's seed
+and learning rate writes (config.json, inference.json, metrics.jsonl, tensorboard/, and
+checkpoints/ with its best and its last step): `--mode=eval --member=k`, `hybrid_jax.load(workdir,
+member=k)` and TensorBoard (one run per member) read them as single runs. The member's checkpoints
+are single-run checkpoints: its optimizer state without the injected rate, and the data position of
+its seed's iterator.
 
-  workdir/config.json, workdir/checkpoints/   the population: stacked states, every seed's data
-                                              position, each member's progress (for resume)
+  workdir/config.json, workdir/checkpoints/   the population: every member's current and best
+                                              state (stacked), every seed's data position, each
+                                              member's progress (for resume)
   workdir/members/<k>/                        member k's run dir
 
 Each member stops on its own (config.early_stopping_patience): a stopped member's state no longer
-changes, it logs and saves nothing more, and the population ends when every member has stopped or
-the last step is reached. A member's checkpoints are written (and completed) before the
-population's at the same step, so a resumed population finds every member's steps up to its own;
-member steps after the population's (written before a kill) are replays and are removed on resume.
+changes and it logs nothing more; the population ends when every member has stopped or the last step
+is reached. The population's checkpoints hold each member's best evaluated state, so the members'
+own checkpoints are written once, when the population ends (one save per evaluation instead of one
+per member: a member checkpoint costs more than a small model's evaluation). A member's steps after
+the population's latest (written before a kill) are removed on resume and written again.
 """
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import shutil
 from typing import Any, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -91,6 +95,9 @@ class _Member:
   manager: Any = None
   last_eval: Optional[dict] = None
   diverged: Optional[int] = None
+  # What its checkpoints will hold (`_record`): its best evaluated step and the step it stopped at.
+  best: Optional[dict] = None
+  last: Optional[dict] = None
 
   @property
   def active(self) -> bool:
@@ -115,7 +122,9 @@ def train_population(
   model = input_kinds.create_model(config)
   # Not placed replicated (out_shardings): a replicated input to the population's pmapped step
   # stalled XLA:CPU's collectives on simulated devices; pmap broadcasts a one-device (or host) copy.
-  init = jax.jit(lambda: population.init_states(config, model, members))
+  init = functools.partial(population.init_states, config, model, members)
+  # The population's checkpoints hold every member's current state and (item 'best') its best
+  # evaluated one: each member's best checkpoint is written from it when the population ends.
   abstract = checkpoints.abstract_like(jax.eval_shape(init), run.sharding)
   iterators = _SeedIterators(
     [
@@ -136,9 +145,19 @@ def train_population(
   for host in hosts:  # Before anything is written: a member dir of another run is refused.
     _check_member_dir(host)
   restored = checkpoints.restore_latest(
-    workdir, config.keep_checkpoints, run.best_metric, abstract, iterators, config
+    workdir,
+    config.keep_checkpoints,
+    run.best_metric,
+    abstract,
+    iterators,
+    config,
+    {'best': abstract},
   )
-  states = parallel.to_host(restored.state) if restored is not None else init()
+  if restored is not None:
+    stacks = parallel.to_host({'current': restored.state, 'best': restored.extra['best']})
+  else:
+    states = init()
+    stacks = {'current': states, 'best': jax.tree.map(jnp.copy, states)}
   latest = restored.step if restored is not None else 0
   if chief:  # Accepted: from here on the population writes.
     train.make_workdir(workdir)
@@ -153,6 +172,7 @@ def train_population(
       host.stopping.restore(saved[k])
       host.window = run_progress.train_window(saved[k])
       host.diverged = saved[k].get('diverged')
+      host.best, host.last = saved[k].get('best'), saved[k].get('last')
     if chief:
       os.makedirs(host.directory, exist_ok=True)
       fileio.write_text(
@@ -171,7 +191,9 @@ def train_population(
     )
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints, run.best_metric)
   try:
-    return _loop(run, hosts, states, iterators, manager)
+    stacks = _loop(run, hosts, stacks, iterators, manager)
+    _write_members(hosts, stacks)
+    return _results(run, hosts, int(parallel.to_host(stacks['current'].step).max()))
   finally:
     for host in hosts:
       if host.manager is not None:
@@ -215,7 +237,8 @@ def _drop_replayed_steps(directory: str, latest: int) -> None:
       shutil.rmtree(os.path.join(root, name))
 
 
-def _loop(run, hosts, states, iterators, manager) -> list[dict[str, object]]:
+def _loop(run, hosts, stacks, iterators, manager) -> dict[str, steps.TrainState]:
+  """Trains until the last step or until every member has stopped; returns the final stacks."""
   config, chief = run.config, run.is_chief
   total = config.num_train_steps
   members = [h.member for h in hosts]
@@ -225,30 +248,32 @@ def _loop(run, hosts, states, iterators, manager) -> list[dict[str, object]]:
   )
   _, dropout_keys = population.keys(members)
   index = population.seed_index(members)
+  states, best = stacks['current'], stacks['best']
   step = int(parallel.to_host(states.step).max())
   progress = reporting.Progress(total, config.batch_size, step, active=chief)
   num_local = len(run.local_devices)
+  pending = None  # The last step's (step, device metrics, active), fetched one step later.
   while step < total and any(h.active for h in hosts):
     active = np.array([h.active for h in hosts])
     batches = population.shard_batches(next(iterators), num_local)
     states, device_metrics = p_train(states, batches, dropout_keys, index, active)
     step += 1
-    values = parallel.to_host(device_metrics)
-    for host in hosts:
-      k = host.member.index
-      if active[k]:
-        host.window.append({name: float(v[k]) for name, v in values.items()})
-        if not all(np.isfinite(host.window[-1][n]) for n in ('loss', 'grad_norm')):
-          _diverge(host, step, chief)
+    if pending is not None:  # The step before (already done), without stalling dispatch.
+      _take_metrics(hosts, *pending, chief)
+    pending = (step, device_metrics, active)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
+    if not (do_save or step % config.log_every_steps == 0):
+      continue
+    _take_metrics(hosts, *pending, chief)
+    pending = None
     if step % config.log_every_steps == 0 or at_end:
       for host in hosts:
         if host.window and host.diverged is None:
           _log_train(host, step, config)
       progress.update(step, {'members_training': float(sum(h.active for h in hosts))})
-    if do_eval or do_save:  # A member whose update made its state non-finite diverged there.
+    if do_save:  # A member whose update made its state non-finite diverged there.
       finite = parallel.to_host(population.all_finite(states))
       for host in hosts:
         if host.active and not finite[host.member.index]:
@@ -257,32 +282,101 @@ def _loop(run, hosts, states, iterators, manager) -> list[dict[str, object]]:
     if evaluated:
       _evaluate(run, p_eval, states, evaluated, step, num_local)
       reporting.say(_table(f'[eval] step {step}', hosts, run.best_metric), chief)
+      improved = [h for h in evaluated if h.stopping.evals_since_best == 0]
+      best = population.keep_best(
+        best, states, np.isin(np.arange(len(hosts)), [h.member.index for h in improved])
+      )
+      for host in improved:
+        host.best = _record(host, iterators, index, step)
+      for host in evaluated:
+        if host.stopping.stopped or at_end:
+          host.last = _record(host, iterators, index, step)
     if do_save:
-      global_states = parallel.to_global(states, run.devices)
-      saving = [h for h in hosts if h.active or h in evaluated]
-      for host in saving:
-        seed_iterator = iterators.iterators[index[host.member.index]]
-        _save_member(host, global_states, seed_iterator, step, host in evaluated)
-      for host in saving:
-        checkpoints.finish(host.manager)  # Complete before the population's step exists.
       checkpoints.save(
         manager,
         step,
-        global_states,
+        parallel.to_global(states, run.devices),
         iterators,
         None,
         fingerprint,
         {
           'members': [
-            {**run_progress.to_save(h.stopping, h.window), 'diverged': h.diverged} for h in hosts
+            {
+              **run_progress.to_save(h.stopping, h.window),
+              'diverged': h.diverged,
+              'best': h.best,
+              'last': h.last,
+            }
+            for h in hosts
           ]
         },
+        {'best': parallel.to_global(best, run.devices)},
       )
     progress.reset_clock(step)
+  return {'current': states, 'best': best}
+
+
+def _take_metrics(hosts, step: int, device_metrics, active: np.ndarray, chief: bool) -> None:
+  """Appends each active member's train metrics of `step` to its window; a non-finite loss or
+  gradient norm makes the member diverge there."""
+  values = parallel.to_host(device_metrics)
+  for host in hosts:
+    k = host.member.index
+    if active[k] and host.diverged is None:
+      host.window.append({name: float(v[k]) for name, v in values.items()})
+      if not all(np.isfinite(host.window[-1][n]) for n in ('loss', 'grad_norm')):
+        _diverge(host, step, chief)
+
+
+def _record(host: _Member, iterators: _SeedIterators, index: np.ndarray, step: int) -> dict:
+  """What member `host`'s checkpoint of `step` holds besides its state: its seed's data position,
+  its eval metrics and its progress (JSON-able: it is saved with the population's checkpoints)."""
+  return {
+    'step': step,
+    'data': iterators.iterators[index[host.member.index]].get_state().decode(),
+    'metrics': metrics_lib.scalars(host.last_eval),
+    'progress': run_progress.to_save(host.stopping, host.window),
+  }
+
+
+class _DataPosition:
+  """A saved data position, checkpointed like the iterator it was read from."""
+
+  def __init__(self, state: str):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return self.state.encode()
+
+
+def _write_members(hosts: Sequence[_Member], stacks: dict[str, steps.TrainState]) -> None:
+  """Writes each member's checkpoints, as a single run's: its best evaluated step (from the best
+  stack) and the step it stopped at (from the current one). Steps already there are kept."""
+  for host in hosts:
+    for record, stack in ((host.best, stacks['best']), (host.last, stacks['current'])):
+      if record is None:
+        continue
+      state = population.member_state(stack, host.member.index)
+      tx, _ = steps.create_optimizer(host.config)
+      checkpoints.save(
+        host.manager,
+        record['step'],
+        state.replace(opt_state=state.opt_state.inner_state, tx=tx),
+        _DataPosition(record['data']),
+        record['metrics'],
+        config_validation.fingerprint(host.config),
+        record['progress'],
+      )
+  for host in hosts:
+    checkpoints.finish(host.manager)
+
+
+def _results(run, hosts: Sequence[_Member], step: int) -> list[dict[str, object]]:
+  """Each member's final eval metrics, with its index, seed, rate and how it ended."""
   for host in hosts:
     if host.last_eval is None and host.diverged is None:  # A finished population, re-run.
       host.last_eval = train.evaluate(host.config, host.directory, 'latest', run.devices)
-  reporting.say(_table(f'[final eval] step {step}', hosts, run.best_metric), chief)
+  reporting.say(_table(f'[final eval] step {step}', hosts, run.best_metric), run.is_chief)
   return [
     {
       'member': h.member.index,
@@ -330,22 +424,6 @@ def _evaluate(run, p_eval, states, hosts, step, num_local) -> None:
     )
     host.writer.write(step, 'eval', host.last_eval)
     host.stopping.update(host.last_eval)
-
-
-def _save_member(host: _Member, states, iterator, step: int, evaluated: bool) -> None:
-  """Member k's state at `step` as a single run's checkpoint (the optimizer state unwrapped from
-  the injected learning rate; the data position of its seed's iterator)."""
-  state = population.member_state(states, host.member.index)
-  tx, _ = steps.create_optimizer(host.config)
-  checkpoints.save(
-    host.manager,
-    step,
-    state.replace(opt_state=state.opt_state.inner_state, tx=tx),
-    iterator,
-    host.last_eval if evaluated else None,
-    config_validation.fingerprint(host.config),
-    run_progress.to_save(host.stopping, host.window),
-  )
 
 
 def _table(title: str, hosts: Sequence[_Member], best_metric: str) -> str:

@@ -287,3 +287,39 @@ def test_an_empty_population_keeps_a_runs_fingerprint():
   assert study_runs.fingerprint(config) == old
   config.population.seeds = '0,1'
   assert study_runs.fingerprint(config) != old
+
+
+def test_populations_train_the_runs_that_one_after_another_trains(tiny_data_dir, tmp_path):
+  arms = ['cnn', 'concat']
+  kwargs = dict(arms=arms, seeds=[0, 1, 2], selection_seeds=2)
+  grouped = tiny_protocol(study, tiny_data_dir, tmp_path / 'on', population='on', **kwargs)
+  alone = tiny_protocol(study, tiny_data_dir, tmp_path / 'off', population='off', **kwargs)
+  [on], [off] = study.run_study(grouped), study.run_study(alone)
+  assert on['chosen_lr'] == off['chosen_lr']
+  for arm in arms:
+    names = sorted(p.name for p in (tmp_path / 'on' / 'runs' / 'weather_stations' / arm).iterdir())
+    assert names == sorted(
+      p.name for p in (tmp_path / 'off' / 'runs' / 'weather_stations' / arm).iterdir()
+    )  # Every member moved to its run's dir; no population dir left.
+    for name in names:
+      a, b = (
+        json.loads(
+          (tmp_path / m / 'runs' / 'weather_stations' / arm / name / 'result.json').read_text()
+        )
+        for m in ('on', 'off')
+      )
+      assert a['fingerprint'] == b['fingerprint'] and a['best_step'] == b['best_step']
+      np.testing.assert_allclose(a['val_best'], b['val_best'], rtol=1e-4)
+    np.testing.assert_allclose(on['test'][arm], off['test'][arm], rtol=1e-4)
+
+
+def test_a_population_plan_covers_the_pending_runs_within_the_budget():
+  from experiments.study import populations  # pylint: disable=g-import-not-at-top
+
+  pending = [(lr, s) for lr in (1e-3, 3e-3) for s in (0, 1, 2)] + [(1e-2, 0)]
+  for max_members in (1, 2, 4, 100):
+    plan = populations.plan(pending, max_members)
+    covered = [(lr, s) for seeds, rates in plan for lr in rates for s in seeds]
+    assert sorted(covered) == sorted(pending)  # Each pending run once, nothing else.
+    assert all(len(seeds) * len(rates) <= max_members for seeds, rates in plan)
+  assert populations.plan(pending, 100) == [([0, 1, 2], [1e-3, 3e-3]), ([0], [1e-2])]

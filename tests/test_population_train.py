@@ -81,10 +81,16 @@ def test_members_equal_single_runs_and_are_single_run_dirs(tiny_data_dir, tmp_pa
       [r['loss'] for r in member_train], [r['loss'] for r in single_train], rtol=RTOL, atol=ATOL
     )
     assert member_train[0]['learning_rate'] == pytest.approx(m.learning_rate)
-    # The member's dir is a single run's: same checkpoint steps, loadable, and its parameters.
-    assert checkpoints.create_manager(member_dir, 3, 'mae', read_only=True).all_steps() == (
-      checkpoints.create_manager(single_dir, 3, 'mae', read_only=True).all_steps()
+    # The member's dir is a single run's: its best and its last step, loadable, and its parameters.
+    member_manager = checkpoints.create_manager(member_dir, 3, 'mae', read_only=True)
+    single_manager = checkpoints.create_manager(single_dir, 3, 'mae', read_only=True)
+    assert member_manager.best_step() == single_manager.best_step()
+    assert member_manager.all_steps() == sorted(
+      {single_manager.best_step(), single_manager.latest_step()}
     )
+    best_member, _ = _params(member_dir, member_manager.best_step())
+    best_single, _ = _params(single_dir, single_manager.best_step())
+    _close(best_member, best_single)
     member_params, member_model = _params(member_dir)
     single_params, single_model = _params(single_dir)
     _close(member_params, single_params)

@@ -1,22 +1,31 @@
-"""Study runs per hour: a population of K members in one vmapped step vs K runs one after another.
+"""Study runs per hour: K runs of one arm as a population (one vmapped step) vs one after another.
 
-For each shipped dataset's reference model at the study's settings (its config, batch size and run
-length: experiments/study/protocol.py), times the real pmapped train steps on fixed in-memory
-batches (model + optimizer only, no data loading, no evaluation): the single run's
-`steps.make_steps` and the population's `population.make_steps` with K members (K distinct seeds,
-so K batches per step, as the study's paired seeds are). Runs per hour = 3600 / (seconds per step x
-steps per run), for the population counting its K runs. Each (dataset, K) is measured in the same
-process right after its single-run baseline, and the table reports the ratio, which survives a
-noisy machine better than either rate.
+For each shipped dataset's reference model (concat) at the study's settings (its config, batch
+size, run length and evaluations: experiments/study/protocol.py), trains K runs (seeds 0..K-1, one
+learning rate) both ways, end to end, as the study does: one after another
+(`study.runs.train_run`: train, evaluate on validation, checkpoint, result.json; the first run
+compiles, the others reuse it) and as one population (`study.populations.train_runs`: one compile,
+one vmapped step per batch, one evaluation pass for all members, the members' checkpoints and
+result.json). Runs per hour = 3600 x K / seconds. Each (dataset, K) runs the two ways in the same
+process, one right after the other, and the table reports their ratio, which survives a noisy
+machine better than either rate.
 
-  JAX_PLATFORMS=cpu python -m experiments.benchmarks.population [--members 1,4,16] \\
-      [--datasets weather_stations,...] [--seconds 3] [--out FILE.md]
+It also times the train step alone (fixed in-memory batches, no data, no evaluation): the vmapped
+step of K members against K single steps. That ratio is the population's arithmetic: where it is
+near 1, the step already keeps the device busy and the population can only save what a run spends
+outside its steps (compiling, evaluating, checkpointing, reading data).
+
+  JAX_PLATFORMS=cpu python -m experiments.benchmarks.population [--members 4,16] \\
+      [--datasets weather_stations,...] [--steps moving_digits=100] \\
+      [--members_for moving_digits=4] [--out FILE.md]
 """
 
 import argparse
 import copy
-import importlib
+import copy
+import os
 import platform
+import tempfile
 import time
 
 from hybrid_jax import platforms
@@ -29,27 +38,26 @@ import numpy as np
 
 from experiments.benchmarks import tables
 from experiments.benchmarks.train_step import synthetic_batch
+from experiments.study import populations as study_populations
 from experiments.study import protocol
+from experiments.study import runs as study_runs
 from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import population
 from hybrid_jax import steps as steps_lib
-from hybrid_jax.data import datasets
-from hybrid_jax.data import shipped
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 COMMAND = 'JAX_PLATFORMS=cpu python -m experiments.benchmarks.population'
 DATASETS = ('japanese_vowels', 'weather_stations', 'controls/both', 'bbc_news', 'moving_digits')
 
 
-def study_config(dataset: str):
-  """The dataset's config as the study trains it (resolved: data-determined sizes filled)."""
-  config = importlib.import_module(f'configs.{shipped.of(dataset).config}').get_config()
-  config.dataset.name = dataset
-  config = datasets.resolve(config).config
-  spec = protocol.DATASETS[dataset]
-  config.num_train_steps = int(spec.steps or config.num_train_steps)
-  return config
+def study_config(dataset: str, steps: int | None = None, root: str = '/tmp/unused'):
+  """The dataset's config as the study trains it (`protocol.base_config`: resolved, its run length
+  and evaluation cadence), or with `steps` a shorter run with the same number of evaluations."""
+  study = protocol.Protocol(
+    study_dir=root, results_dir=root, datasets=[dataset], steps={dataset: steps} if steps else {}
+  )
+  return protocol.base_config(dataset, study)
 
 
 def _time(step, state, args, seconds: float) -> tuple[float, float]:
@@ -102,40 +110,68 @@ def population_step_seconds(config, k: int, seconds: float) -> tuple[float, floa
   return _time(p_train, states, args, seconds)
 
 
+def end_to_end_seconds(config, k: int, root: str) -> tuple[float, float]:
+  """(seconds for K runs one after another, seconds for them as one population), study code."""
+  dirs = {(float(config.learning_rate), s): os.path.join(root, 'single', str(s)) for s in range(k)}
+  start = time.perf_counter()
+  for (lr, seed), workdir in dirs.items():
+    config_s = copy.deepcopy(config)
+    config_s.update(learning_rate=lr, seed=seed)
+    study_runs.train_run(config_s, workdir)
+  single = time.perf_counter() - start
+  dirs = {key: os.path.join(root, 'population', str(key[1])) for key in dirs}
+  start = time.perf_counter()
+  study_populations.train_runs(config, dirs, 'best', 2**40)
+  return single, time.perf_counter() - start
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--datasets', default=','.join(DATASETS))
-  parser.add_argument('--members', default='1,4,16')
-  parser.add_argument('--seconds', type=float, default=3.0, help='Timed seconds per measurement.')
+  parser.add_argument('--members', default='4,16')
+  parser.add_argument('--steps', default='', help='dataset=N,...: shorter runs for slow datasets.')
+  parser.add_argument(
+    '--members_for', default='', help='dataset=K1:K2,...: other population sizes for a dataset.'
+  )
+  parser.add_argument('--seconds', type=float, default=3.0, help='Timed seconds per step timing.')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
+  short = {k: int(v) for k, _, v in (x.partition('=') for x in args.steps.split(',') if x)}
+  sizes = {
+    k: v.split(':') for k, _, v in (x.partition('=') for x in args.members_for.split(',') if x)
+  }
   lines = [
     '# Population vs one run after another: study runs per hour',
     '',
     f'{platform.processor() or platform.machine()}, {jax.device_count()} x '
-    f'{jax.devices()[0].platform} device(s), jax {jax.__version__}; train steps only (fixed '
-    'in-memory batches, no evaluation); one device. K members = K seeds (K batches per step).',
+    f'{jax.devices()[0].platform} device(s), jax {jax.__version__}; one device. The concat model '
+    'of each dataset at the study\'s settings; K runs = K seeds at one learning rate. "End to end": '
+    'the study\'s code, training, validation, checkpoints, result.json (the first sequential run '
+    'compiles, as an arm\'s first run does). "Step only": the vmapped step of K members vs K '
+    'single steps, fixed batches.',
     '',
-    '| dataset | params | batch | steps/run | K | single: s/step | population: s/step | '
-    'runs/h single | runs/h population | speed-up | first step (compile) s |',
+    '| dataset | params | steps/run | evals/run | K | one after another: s | population: s | '
+    'runs/h one after another | runs/h population | speed-up end to end | speed-up step only |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for dataset in args.datasets.split(','):
-    config = study_config(dataset)
-    model = input_kinds.create_model(config)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config))
-    params = sum(x.size for x in jax.tree.leaves(shapes['params']))
-    steps = int(config.num_train_steps)
-    for k in (int(x) for x in args.members.split(',')):
-      _, single = single_step_seconds(config, args.seconds)
-      first, pop = population_step_seconds(config, k, args.seconds)
-      single_rate, pop_rate = 3600 / (single * steps), 3600 * k / (pop * steps)
-      lines.append(
-        f'| {dataset} | {params:,} | {config.batch_size} | {steps} | {k} | {single:.5f} | '
-        f'{pop:.5f} | {single_rate:,.0f} | {pop_rate:,.0f} | {pop_rate / single_rate:.2f}x | '
-        f'{first:.1f} |'
-      )
-      print(lines[-1], flush=True)
+    with tempfile.TemporaryDirectory() as root:
+      config = study_config(dataset, short.get(dataset), root)
+      model = input_kinds.create_model(config)
+      shapes = jax.eval_shape(model.init, jax.random.key(0), input_kinds.dummy_batch(config))
+      params = sum(x.size for x in jax.tree.leaves(shapes['params']))
+      steps = int(config.num_train_steps)
+      evals = steps // int(config.eval_every_steps)
+      for k in (int(x) for x in sizes.get(dataset, args.members.split(','))):
+        single, pop = end_to_end_seconds(config, k, os.path.join(root, str(k)))
+        _, one_step = single_step_seconds(config, args.seconds)
+        _, pop_step = population_step_seconds(config, k, args.seconds)
+        lines.append(
+          f'| {dataset} | {params:,} | {steps} | {evals} | {k} | {single:.1f} | {pop:.1f} | '
+          f'{3600 * k / single:,.0f} | {3600 * k / pop:,.0f} | {single / pop:.2f}x | '
+          f'{k * one_step / pop_step:.2f}x |'
+        )
+        print(lines[-1], flush=True)
   tables.write_table(lines, args.out, COMMAND)
 
 

@@ -100,6 +100,21 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     **f,
   )
   flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
+  flags.DEFINE_enum(
+    'population',
+    'auto',
+    ['auto', 'on', 'off'],
+    "Train each arm's runs (rates x seeds) as populations in one vmapped step, or one after "
+    'another (off). auto: on a GPU/TPU, and on a CPU for the sensor models (where it pays: '
+    'experiments/results/benchmark_population.md).',
+    **f,
+  )
+  flags.DEFINE_float(
+    'population_memory_gb',
+    4.0,
+    'Memory one population may take (its members are bounded by it).',
+    **f,
+  )
   flags.DEFINE_string('study_dir', 'workdirs/study', 'Where the runs go (resumable).', **f)
   flags.DEFINE_string(
     'results_dir',
@@ -152,6 +167,8 @@ def protocol_from_flags(args, argv: Sequence[str]) -> protocol.Protocol:
     files=args.files,
     margin=args.margin,
     extend_grid=args.extend_grid,
+    population=args.population,
+    population_memory_gb=args.population_memory_gb,
   )
   if study.files:
     study.datasets = [protocol.files_dataset(study)]

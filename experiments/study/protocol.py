@@ -57,6 +57,7 @@ import numpy as np
 
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
+from experiments.study import populations as study_populations
 from experiments.study import report as study_report
 from experiments.study import runs as study_runs
 from experiments.study import stats as study_stats
@@ -196,6 +197,10 @@ class Protocol:
   margin: Optional[float] = None  # Files: equivalence margin (None: FILES_MARGIN, see above).
   # An arm whose chosen rate is the grid's largest or smallest also runs the next rate outward.
   extend_grid: bool = True
+  # Train an arm's runs as populations (study/populations.py): 'auto' | 'on' | 'off', and the
+  # memory one population may take.
+  population: str = 'auto'
+  population_memory_gb: float = 4.0
 
 
 def files_dataset(protocol: 'Protocol') -> str:
@@ -332,18 +337,29 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
   select_seeds = seeds[:num_select]
   runs: dict[tuple[str, float, int], dict] = {}
 
-  def run(arm, lr, seed):
-    config = copy.deepcopy(configs[arm])
-    config.update(learning_rate=lr, seed=seed)
-    print(f'[study] {dataset} {arm} lr={lr:g} seed={seed}', flush=True)
-    runs[arm, lr, seed] = study_runs.train_run(
-      config, run_dir(protocol, dataset, arm, lr, seed), protocol.keep
-    )
+  grouped = study_populations.use_populations(protocol.population, base)
 
-  for seed in select_seeds:  # Seeds outermost: an interrupted study has balanced arms so far.
-    for lr in lrs:
-      for arm in trained:
-        run(arm, lr, seed)
+  def train(wanted: list[tuple[str, float, int]]) -> None:
+    """Trains (or reuses) the runs (arm, lr, seed): one after another in the given order, or each
+    arm's as populations."""
+    if not grouped:
+      for arm, lr, seed in wanted:
+        config = copy.deepcopy(configs[arm])
+        config.update(learning_rate=lr, seed=seed)
+        print(f'[study] {dataset} {arm} lr={lr:g} seed={seed}', flush=True)
+        runs[arm, lr, seed] = study_runs.train_run(
+          config, run_dir(protocol, dataset, arm, lr, seed), protocol.keep
+        )
+      return
+    for arm in dict.fromkeys(a for a, _, _ in wanted):
+      print(f'[study] {dataset} {arm}', flush=True)
+      dirs = {(lr, s): run_dir(protocol, dataset, a, lr, s) for a, lr, s in wanted if a == arm}
+      budget = int(protocol.population_memory_gb * 2**30)
+      done = study_populations.train_runs(configs[arm], dirs, protocol.keep, budget)
+      runs.update({(arm, lr, s): r for (lr, s), r in done.items()})
+
+  # Seeds outermost: an interrupted study (one run after another) has balanced arms so far.
+  train([(arm, lr, seed) for seed in select_seeds for lr in lrs for arm in trained])
 
   def selection_means(arm, key, worst):
     """{lr: mean over the selection seeds of result[key]} for every rate the arm ran at."""
@@ -371,18 +387,15 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
       chosen[arm] = edge.chosen
       if not edge.edge or not protocol.extend_grid:
         break
-      for lr in edge.next_rates:
-        for seed in select_seeds:
-          run(arm, lr, seed)
+      train([(arm, lr, seed) for lr in edge.next_rates for seed in select_seeds])
   val_means = {
     (a, lr): v for a in trained for lr, v in selection_means(a, 'val_best', worst).items()
   }
   val_loss_means = {
     (a, lr): v for a in trained for lr, v in selection_means(a, 'val_loss_best', np.inf).items()
   }
-  for seed in seeds[num_select:]:  # With selection_seeds < seeds: the rest only at the chosen rate.
-    for arm in trained:
-      run(arm, chosen[arm], seed)
+  # With selection_seeds < seeds: the rest only at the chosen rate.
+  train([(arm, chosen[arm], seed) for seed in seeds[num_select:] for arm in trained])
 
   tests: dict[str, list[dict]] = {}
   outputs: dict[str, list[dict]] = {}

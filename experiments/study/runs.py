@@ -98,7 +98,6 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
       )
     _prune(config, workdir, result, keep)
     return result
-  metric, _ = primary_metric(config)
   start = time.perf_counter()
   diverged = None
   try:
@@ -110,6 +109,15 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
       train.train_and_evaluate(config, workdir)
   except FloatingPointError as e:
     diverged = str(e)
+  result = write_result(config, workdir, time.perf_counter() - start, diverged)
+  _prune(config, workdir, result, keep)
+  return result
+
+
+def write_result(config, workdir: str, seconds: float, diverged: Optional[str]) -> dict:
+  """Writes (and returns) result.json of a trained run dir (one run's, or a population member's):
+  its validation curve and the step and validation metric of its best checkpoint."""
+  metric, _ = primary_metric(config)
   curve = validation_curve(workdir, metric)
   best_step, val_best, val_loss_best = None, None, None
   if diverged is None:
@@ -127,8 +135,8 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
     val_best = values[best_step]
     val_loss_best = dict(validation_curve(workdir, 'loss')).get(best_step)
   result = {
-    'fingerprint': fp,
-    'seconds': time.perf_counter() - start,
+    'fingerprint': fingerprint(config),
+    'seconds': seconds,
     'params': study_arms.count_params(config),
     'diverged': diverged,
     'best_step': best_step,
@@ -136,8 +144,7 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
     'val_loss_best': val_loss_best,
     'val_curve': curve,
   }
-  fileio.write_json(path, result)
-  _prune(config, workdir, result, keep)
+  fileio.write_json(os.path.join(workdir, 'result.json'), result)
   return result
 
 

@@ -14,7 +14,9 @@ plus the head's label ('label' int32 [B] or 'target' float32 [B], normalized), a
 'mask' bool [B] (False on the padding rows of the last batch).
 """
 
+import hashlib
 import math
+import pickle
 
 from absl import flags
 import grain
@@ -44,36 +46,44 @@ def example_fn(source: datasets.Source) -> decoders.Example:
 
 
 MAX_EPOCHS = 2**24  # The train stream's length in epochs: endless for any practical run.
-CACHE_BYTES = 256 * 2**20  # Shards whose decoded records fit are decoded once and kept in memory.
+CACHE_BYTES = 256 * 2**20  # Splits whose decoded examples fit are decoded once and kept in memory.
+_DECODED: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (records, decoder) -> arrays [N, ...]
+_DECODED_KEPT = 2  # Splits kept decoded per process (the most recent first reads).
 
 
-class _Records:
-  """Reads records of `source` at `indices`; keeps the decoded shard in memory when it is small.
+class _Examples:
+  """The model examples of `records` (`example_fn` applied), read as batches by position.
 
-  Decoding a TFDS record costs more than a small model's step per example (sensor, text;
-  experiments/results/benchmark_input_pipeline.md): decoding a small shard once removes that cost.
-  Large shards (video clips) stream from disk.
+  Decoding a record costs more than a small model's step per example (sensor, text;
+  experiments/results/benchmark_input_pipeline.md), and every evaluation, every run of a study and
+  every seed of a population reads the same split again: a split whose decoded examples fit in
+  CACHE_BYTES is decoded once per process, kept as stacked arrays (shared by every reader of the
+  same records through the same decoder), and a batch is one index per array. Larger splits (video
+  clips) are decoded batch by batch from disk.
   """
 
-  def __init__(self, source, shard: np.ndarray):
-    self.source, self.shard, self.cache = source, shard, None
-    if len(shard):
-      first = source[int(shard[0])]
-      size = sum(np.asarray(v).nbytes for v in first.values()) * len(shard)
-      self.cacheable = size <= CACHE_BYTES
-    else:
-      self.cacheable = False
+  def __init__(self, records, example_fn):
+    self.records, self.example_fn = records, example_fn
+    self.key = None
+    if len(records):
+      first = example_fn(records[0])
+      if sum(np.asarray(v).nbytes for v in first.values()) * len(records) <= CACHE_BYTES:
+        decoder = hashlib.sha256(pickle.dumps(example_fn)).hexdigest()
+        self.key = (repr(records), decoder)
 
-  def read(self, positions: np.ndarray) -> list:
-    """Records at shard positions [n]."""
-    if self.cacheable:
-      if self.cache is None:
-        self.cache = _read(self.source, self.shard.tolist())
-      return [self.cache[p] for p in positions]
-    return _read(self.source, self.shard[positions].tolist())
-
-  def __repr__(self) -> str:
-    return repr(self.source)
+  def batch(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The collated examples at record positions [n]."""
+    if self.key is None:
+      return decoders.collate([self.example_fn(r) for r in _read(self.records, positions.tolist())])
+    arrays = _DECODED.get(self.key)
+    if arrays is None:
+      arrays = decoders.collate(
+        [self.example_fn(r) for r in _read(self.records, list(range(len(self.records))))]
+      )
+      while len(_DECODED) >= _DECODED_KEPT:
+        del _DECODED[next(iter(_DECODED))]
+      _DECODED[self.key] = arrays
+    return {name: values[positions] for name, values in arrays.items()}
 
 
 def _read(records, indices: list[int]) -> list:
@@ -98,11 +108,11 @@ class _TrainBatches:
   def __init__(
     self, records, global_batch: int, process_index: int, process_count: int, seed: int, example_fn
   ):
-    self.records, self.seed, self.example_fn = records, seed, example_fn
+    self.records, self.seed = records, seed
+    self.examples = _Examples(records, example_fn)
     self.global_batch = global_batch
     self.batch = global_batch // process_count
     self.offset = process_index * self.batch  # This process's rows within a global batch.
-    self.reader = _Records(records, np.arange(len(records)))
     self.batches_per_epoch = len(records) // global_batch
     self._epoch, self._order = -1, None
 
@@ -127,8 +137,7 @@ class _TrainBatches:
         np.random.default_rng([self.seed, epoch]).permutation(len(self.records)),
       )
     start = b * self.global_batch + self.offset
-    records = self.reader.read(self._order[start : start + self.batch])
-    return decoders.collate([self.example_fn(r) for r in records])
+    return self.examples.batch(self._order[start : start + self.batch])
 
 
 class _EvalBatches:
@@ -136,7 +145,7 @@ class _EvalBatches:
 
   def __init__(self, records, start: int, stop: int, batch: int, num_batches: int, example_fn):
     self.records, self.start, self.stop, self.batch = records, start, stop, batch
-    self.num_batches, self.example_fn = num_batches, example_fn
+    self.num_batches, self.examples = num_batches, _Examples(records, example_fn)
 
   def __len__(self) -> int:
     return self.num_batches
@@ -148,10 +157,18 @@ class _EvalBatches:
     rows = self.start + np.arange(b * self.batch, (b + 1) * self.batch)
     mask = rows < self.stop
     filler = min(self.start, len(self.records) - 1)  # Padding rows repeat a real row (masked out).
-    examples = [
-      self.example_fn(r) for r in _read(self.records, np.where(mask, rows, filler).tolist())
-    ]
-    return {**decoders.collate(examples), 'mask': mask}
+    return {**self.examples.batch(np.where(mask, rows, filler)), 'mask': mask}
+
+
+def _read_options(examples: _Examples) -> grain.ReadOptions:
+  """Batches of decoded examples in memory are read in the calling thread: grain's prefetch threads
+  cost ~0.3 ms per batch, more than indexing the arrays (and than a small model's step); batches
+  decoded from disk are prefetched by grain's default threads."""
+  return (
+    grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    if examples.key
+    else grain.ReadOptions()
+  )
 
 
 def _processes(process_index, process_count) -> tuple[int, int]:
@@ -201,6 +218,7 @@ def create_train_iterator(source: datasets.Source, *, process_index=None, proces
     data_source=batches,
     worker_count=_workers(config),
     sampler=grain.samplers.IndexSampler(num_records=len(batches), shuffle=False, num_epochs=1),
+    read_options=_read_options(batches.examples),
   )
   return iter(loader)
 
@@ -246,5 +264,6 @@ def create_eval_batches(
     data_source=batches,
     worker_count=_workers(config),
     sampler=grain.samplers.IndexSampler(num_records=num_batches, shuffle=False, num_epochs=1),
+    read_options=_read_options(batches.examples),
   )
   return EvalBatches(loader, num_batches)
