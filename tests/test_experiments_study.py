@@ -225,6 +225,10 @@ def test_flags_map_onto_the_protocol():
   values(['study.py', '--seeds=4,7', '--validation_from_train'])
   protocol = study_main.protocol_from_flags(values, ['study.py'])
   assert protocol.seeds == [4, 7] and protocol.validation_split == 'train[90%:]'
+  assert (protocol.population, protocol.population_memory_gb) == ('auto', 4.0)
+  values(['study.py', '--population=on', '--population_memory_gb=0.5'])
+  protocol = study_main.protocol_from_flags(values, ['study.py'])
+  assert (protocol.population, protocol.population_memory_gb) == ('on', 0.5)
   values(['study.py', '--steps=bbc_news'])
   with pytest.raises(ConfigError, match='dataset=N'):
     study_main.protocol_from_flags(values, ['study.py'])

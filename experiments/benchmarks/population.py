@@ -55,7 +55,12 @@ def study_config(dataset: str, steps: int | None = None, root: str = '/tmp/unuse
   """The dataset's config as the study trains it (`protocol.base_config`: resolved, its run length
   and evaluation cadence), or with `steps` a shorter run with the same number of evaluations."""
   study = protocol.Protocol(
-    study_dir=root, results_dir=root, datasets=[dataset], steps={dataset: steps} if steps else {}
+    study_dir=root,
+    results_dir=root,
+    datasets=[dataset],
+    steps={dataset: steps} if steps else {},
+    train_split='train',  # The command's default: each dataset's own splits.
+    validation_split='validation',
   )
   return protocol.base_config(dataset, study)
 

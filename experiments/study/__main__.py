@@ -104,9 +104,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     'population',
     'auto',
     ['auto', 'on', 'off'],
-    "Train each arm's runs (rates x seeds) as populations in one vmapped step, or one after "
-    'another (off). auto: on a GPU/TPU, and on a CPU for the sensor models (where it pays: '
-    'experiments/results/benchmark_population.md).',
+    "Train each arm's runs (rates x seeds) as populations in one vmapped step (on), or one after "
+    'another (off). auto: on a GPU/TPU; on a CPU a population trains no more runs per hour '
+    '(experiments/results/benchmark_population.md).',
     **f,
   )
   flags.DEFINE_float(

@@ -11,10 +11,12 @@ it exactly as a single run's (a finished run is reused whichever way it was trai
 are bounded by a memory budget (`population.member_bytes`); a population interrupted by a kill
 resumes from its own checkpoint when the same runs are pending again.
 
-When it pays (`use_populations`, --population=auto): on a GPU or TPU always; on a CPU for the
-sensor models, whose population trains more runs per hour than the same runs one after another,
-while the vmapped convolutions of the text and video models are slower on XLA:CPU than K single
-ones (experiments/results/benchmark_population.md).
+When it pays (`use_populations`, --population=auto): on a GPU or TPU, where one small run leaves
+most of the device idle. Not on a CPU: there a member's step costs what its single run's step costs
+(the vmapped step of K members takes about K single steps' time), so a population saves only what a
+run spends outside its steps, and the study's populations (6 to 8 members) train no more runs per
+hour than one run after another (experiments/results/benchmark_population.md); --population=on
+groups on a CPU too.
 """
 
 import copy
@@ -32,11 +34,9 @@ from hybrid_jax import population
 from hybrid_jax import population_train
 
 
-def use_populations(mode: str, config) -> bool:
-  """Whether the study trains `config`'s runs as populations under --population=`mode`."""
-  if mode == 'auto':
-    return jax.default_backend() != 'cpu' or config.task == 'sensor'
-  return mode == 'on'
+def use_populations(mode: str) -> bool:
+  """Whether the study trains its runs as populations under --population=`mode`."""
+  return jax.default_backend() != 'cpu' if mode == 'auto' else mode == 'on'
 
 
 def plan(pending: list[tuple[float, int]], max_members: int) -> list[tuple[list[int], list[float]]]:

@@ -337,7 +337,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
   select_seeds = seeds[:num_select]
   runs: dict[tuple[str, float, int], dict] = {}
 
-  grouped = study_populations.use_populations(protocol.population, base)
+  grouped = study_populations.use_populations(protocol.population)
 
   def train(wanted: list[tuple[str, float, int]]) -> None:
     """Trains (or reuses) the runs (arm, lr, seed): one after another in the given order, or each
