@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 from typing import Any, Optional, Sequence
 
 import jax
@@ -45,6 +44,7 @@ from hybrid_jax import input_kinds
 from hybrid_jax import metrics as metrics_lib
 from hybrid_jax import parallel
 from hybrid_jax import population
+from hybrid_jax import population_members as members_lib
 from hybrid_jax import reporting
 from hybrid_jax import run_progress
 from hybrid_jax import steps
@@ -78,32 +78,6 @@ class _SeedIterators:
         it.start_prefetch()
 
 
-@dataclasses.dataclass
-class _Member:
-  """Host-side state of one member: its config, early stopping, train window, writer, manager.
-
-  diverged: the step at which its loss or parameters stopped being finite (then it is stopped:
-    its last checkpoints are its last finite states); None while it trains normally.
-  """
-
-  member: population.Member
-  config: ml_collections.ConfigDict
-  directory: str
-  stopping: run_progress.EarlyStopping
-  window: list
-  writer: Any = None
-  manager: Any = None
-  last_eval: Optional[dict] = None
-  diverged: Optional[int] = None
-  # What its checkpoints will hold (`_record`): its best evaluated step and the step it stopped at.
-  best: Optional[dict] = None
-  last: Optional[dict] = None
-
-  @property
-  def active(self) -> bool:
-    return not self.stopping.stopped and self.diverged is None
-
-
 def train_population(
   config: ml_collections.ConfigDict, workdir: str, devices: Optional[Sequence[Any]] = None
 ) -> list[dict[str, object]]:
@@ -133,7 +107,7 @@ def train_population(
     ]
   )
   hosts = [
-    _Member(
+    members_lib.MemberRun(
       m,
       population.member_config(config, m),
       population.member_dir(workdir, m.index),
@@ -143,7 +117,7 @@ def train_population(
     for m in members
   ]
   for host in hosts:  # Before anything is written: a member dir of another run is refused.
-    _check_member_dir(host)
+    members_lib.check_dir(host)
   restored = checkpoints.restore_latest(
     workdir,
     config.keep_checkpoints,
@@ -180,7 +154,7 @@ def train_population(
       )
       member_source = dataclasses.replace(run.source, config=host.config)
       inference.save_spec(host.directory, inference.build_spec(member_source))
-      _drop_replayed_steps(host.directory, latest)
+      members_lib.drop_replayed_steps(host.directory, latest)
     host.manager = checkpoints.create_manager(
       host.directory, config.keep_checkpoints, run.best_metric
     )
@@ -192,7 +166,7 @@ def train_population(
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints, run.best_metric)
   try:
     stacks = _loop(run, hosts, stacks, iterators, manager)
-    _write_members(hosts, stacks)
+    members_lib.write_checkpoints(hosts, stacks)
     return _results(run, hosts, int(parallel.to_host(stacks['current'].step).max()))
   finally:
     for host in hosts:
@@ -209,32 +183,6 @@ def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.C
   config = copy.deepcopy(config)
   config.seed = seed
   return config
-
-
-def _check_member_dir(host: _Member) -> None:
-  """A member dir already holding another run's config is refused (its checkpoints are kept)."""
-  path = os.path.join(host.directory, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path, encoding='utf-8') as f:
-    stored = config_validation.fingerprint(json.load(f))
-  diffs = config_validation.fingerprint_diff(stored, host.config)
-  if diffs:
-    raise ConfigError(
-      f'{host.directory} holds another run ({"; ".join(diffs[:3])}): use a new --workdir for '
-      'this population.'
-    )
-
-
-def _drop_replayed_steps(directory: str, latest: int) -> None:
-  """Removes member checkpoints after the population's step `latest`: written before a kill, they
-  are replayed by the resumed population, identically."""
-  root = checkpoints.checkpoint_dir(directory)
-  if not os.path.isdir(root):
-    return
-  for name in os.listdir(root):
-    if name.isdigit() and int(name) > latest:
-      shutil.rmtree(os.path.join(root, name))
 
 
 def _loop(run, hosts, stacks, iterators, manager) -> dict[str, steps.TrainState]:
@@ -259,38 +207,42 @@ def _loop(run, hosts, stacks, iterators, manager) -> dict[str, steps.TrainState]
     states, device_metrics = p_train(states, batches, dropout_keys, index, active)
     step += 1
     if pending is not None:  # The step before (already done), without stalling dispatch.
-      _take_metrics(hosts, *pending, chief)
+      members_lib.take_metrics(hosts, *pending, chief)
     pending = (step, device_metrics, active)
     at_end = step == total
     do_eval = at_end or step % config.eval_every_steps == 0
     do_save = do_eval or step % config.checkpoint_every_steps == 0
     if not (do_save or step % config.log_every_steps == 0):
       continue
-    _take_metrics(hosts, *pending, chief)
+    members_lib.take_metrics(hosts, *pending, chief)
     pending = None
     if step % config.log_every_steps == 0 or at_end:
       for host in hosts:
         if host.window and host.diverged is None:
-          _log_train(host, step, config)
+          members_lib.log_train(host, step, config)
       progress.update(step, {'members_training': float(sum(h.active for h in hosts))})
     if do_save:  # A member whose update made its state non-finite diverged there.
       finite = parallel.to_host(population.all_finite(states))
       for host in hosts:
         if host.active and not finite[host.member.index]:
-          _diverge(host, step, chief)
+          members_lib.diverge(host, step, chief)
     evaluated = [h for h in hosts if h.active] if do_eval else []
     if evaluated:
       _evaluate(run, p_eval, states, evaluated, step, num_local)
-      reporting.say(_table(f'[eval] step {step}', hosts, run.best_metric), chief)
+      reporting.say(members_lib.table(f'[eval] step {step}', hosts, run.best_metric), chief)
       improved = [h for h in evaluated if h.stopping.evals_since_best == 0]
       best = population.keep_best(
         best, states, np.isin(np.arange(len(hosts)), [h.member.index for h in improved])
       )
       for host in improved:
-        host.best = _record(host, iterators, index, step)
+        host.best = members_lib.record(
+          host, iterators.iterators[index[host.member.index]].get_state(), step
+        )
       for host in evaluated:
         if host.stopping.stopped or at_end:
-          host.last = _record(host, iterators, index, step)
+          host.last = members_lib.record(
+            host, iterators.iterators[index[host.member.index]].get_state(), step
+          )
     if do_save:
       checkpoints.save(
         manager,
@@ -316,67 +268,14 @@ def _loop(run, hosts, stacks, iterators, manager) -> dict[str, steps.TrainState]
   return {'current': states, 'best': best}
 
 
-def _take_metrics(hosts, step: int, device_metrics, active: np.ndarray, chief: bool) -> None:
-  """Appends each active member's train metrics of `step` to its window; a non-finite loss or
-  gradient norm makes the member diverge there."""
-  values = parallel.to_host(device_metrics)
-  for host in hosts:
-    k = host.member.index
-    if active[k] and host.diverged is None:
-      host.window.append({name: float(v[k]) for name, v in values.items()})
-      if not all(np.isfinite(host.window[-1][n]) for n in ('loss', 'grad_norm')):
-        _diverge(host, step, chief)
-
-
-def _record(host: _Member, iterators: _SeedIterators, index: np.ndarray, step: int) -> dict:
-  """What member `host`'s checkpoint of `step` holds besides its state: its seed's data position,
-  its eval metrics and its progress (JSON-able: it is saved with the population's checkpoints)."""
-  return {
-    'step': step,
-    'data': iterators.iterators[index[host.member.index]].get_state().decode(),
-    'metrics': metrics_lib.scalars(host.last_eval),
-    'progress': run_progress.to_save(host.stopping, host.window),
-  }
-
-
-class _DataPosition:
-  """A saved data position, checkpointed like the iterator it was read from."""
-
-  def __init__(self, state: str):
-    self.state = state
-
-  def get_state(self) -> bytes:
-    return self.state.encode()
-
-
-def _write_members(hosts: Sequence[_Member], stacks: dict[str, steps.TrainState]) -> None:
-  """Writes each member's checkpoints, as a single run's: its best evaluated step (from the best
-  stack) and the step it stopped at (from the current one). Steps already there are kept."""
-  for host in hosts:
-    for record, stack in ((host.best, stacks['best']), (host.last, stacks['current'])):
-      if record is None:
-        continue
-      state = population.member_state(stack, host.member.index)
-      tx, _ = steps.create_optimizer(host.config)
-      checkpoints.save(
-        host.manager,
-        record['step'],
-        state.replace(opt_state=state.opt_state.inner_state, tx=tx),
-        _DataPosition(record['data']),
-        record['metrics'],
-        config_validation.fingerprint(host.config),
-        record['progress'],
-      )
-  for host in hosts:
-    checkpoints.finish(host.manager)
-
-
-def _results(run, hosts: Sequence[_Member], step: int) -> list[dict[str, object]]:
+def _results(run, hosts: Sequence[members_lib.MemberRun], step: int) -> list[dict[str, object]]:
   """Each member's final eval metrics, with its index, seed, rate and how it ended."""
   for host in hosts:
     if host.last_eval is None and host.diverged is None:  # A finished population, re-run.
       host.last_eval = train.evaluate(host.config, host.directory, 'latest', run.devices)
-  reporting.say(_table(f'[final eval] step {step}', hosts, run.best_metric), run.is_chief)
+  reporting.say(
+    members_lib.table(f'[final eval] step {step}', hosts, run.best_metric), run.is_chief
+  )
   return [
     {
       'member': h.member.index,
@@ -388,26 +287,6 @@ def _results(run, hosts: Sequence[_Member], step: int) -> list[dict[str, object]
     }
     for h in hosts
   ]
-
-
-def _diverge(host: _Member, step: int, chief: bool) -> None:
-  host.diverged = step
-  reporting.say(
-    f'Member {host.member.index} (seed {host.member.seed}, learning rate '
-    f'{host.member.learning_rate:g}) diverged at step {step} (non-finite loss or state): it stops '
-    'here; its checkpoints are its last finite states. The other members go on.',
-    chief,
-  )
-
-
-def _log_train(host: _Member, step: int, config: ml_collections.ConfigDict) -> None:
-  values = {k: float(np.mean([w[k] for w in host.window])) for k in host.window[0]}
-  schedule = steps.SCHEDULES[config.lr_schedule](
-    host.member.learning_rate, int(config.warmup_steps), int(config.num_train_steps)
-  )
-  values['learning_rate'] = float(schedule(step - 1))
-  host.writer.write(step, 'train', values)
-  host.window = []
 
 
 def _evaluate(run, p_eval, states, hosts, step, num_local) -> None:
@@ -424,25 +303,6 @@ def _evaluate(run, p_eval, states, hosts, step, num_local) -> None:
     )
     host.writer.write(step, 'eval', host.last_eval)
     host.stopping.update(host.last_eval)
-
-
-def _table(title: str, hosts: Sequence[_Member], best_metric: str) -> str:
-  """One row per member: its seed, rate, status and last eval loss and best metric."""
-  lines = [
-    title,
-    f'| member | seed | learning rate | status | eval loss | eval {best_metric} |',
-    '|---:|---:|---:|---|---:|---:|',
-  ]
-  for h in hosts:
-    e = h.last_eval or {}
-    status = (
-      f'diverged at {h.diverged}' if h.diverged else 'stopped' if h.stopping.stopped else 'training'
-    )
-    lines.append(
-      f'| {h.member.index} | {h.member.seed} | {h.member.learning_rate:g} | {status} | '
-      f'{e.get("loss", float("nan")):.4f} | {e.get(best_metric, float("nan")):.4f} |'
-    )
-  return '\n'.join(lines)
 
 
 def evaluate_population(
