@@ -327,3 +327,41 @@ def test_a_population_plan_covers_the_pending_runs_within_the_budget():
     assert sorted(covered) == sorted(pending)  # Each pending run once, nothing else.
     assert all(len(seeds) * len(rates) <= max_members for seeds, rates in plan)
   assert populations.plan(pending, 100) == [([0, 1, 2], [1e-3, 3e-3]), ([0], [1e-2])]
+
+
+def test_the_rate_is_chosen_among_every_rate_the_grid_extension_ran(
+  tiny_data_dir, tmp_path, monkeypatch
+):
+  # Validation improves with the rate, so every extension goes upward; the rate chosen must be the
+  # largest one run (a rate run by the last extension and then ignored was the bug).
+  trained, tested = [], []
+
+  def fake_train_run(config, workdir, keep='best'):
+    del workdir, keep
+    trained.append(config.learning_rate)
+    return {
+      'val_best': 1.0 / config.learning_rate,
+      'val_loss_best': 1.0,
+      'best_step': 4,
+      'seconds': 0.0,
+      'val_curve': [[4, 1.0 / config.learning_rate]],
+      'diverged': None,
+    }
+
+  class Chosen(Exception):
+    pass
+
+  def fake_test_run(config, *args, **kwargs):
+    del args, kwargs
+    tested.append(config.learning_rate)
+    raise Chosen
+
+  monkeypatch.setattr(study_runs, 'train_run', fake_train_run)
+  monkeypatch.setattr(study_runs, 'test_run', fake_test_run)
+  protocol = tiny_protocol(
+    study, tiny_data_dir, tmp_path, arms=['cnn'], seeds=[0], lrs=[1e-3, 3e-3], extend_grid=True
+  )
+  with pytest.raises(Chosen):
+    study.run_study(protocol)
+  assert sorted(set(trained)) == [1e-3, 3e-3, 1e-2, 3e-2]  # The grid and two extensions.
+  assert tested == [max(trained)]

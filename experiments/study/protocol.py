@@ -377,7 +377,8 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
   chosen = {}
   for arm in trained:
     # When an edge rate of the grid wins, the next rate outward is run and the choice re-made.
-    for _ in range(MAX_GRID_EXTENSIONS + 1):
+    # The choice is re-made over every rate tried after each extension (the last one included).
+    for extension in range(MAX_GRID_EXTENSIONS + 1):
       means = selection_means(arm, 'val_best', worst)
       losses = selection_means(arm, 'val_loss_best', np.inf)
       tried = sorted(means)
@@ -385,7 +386,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
         tried, [means[lr] for lr in tried], lower, [losses[lr] for lr in tried]
       )
       chosen[arm] = edge.chosen
-      if not edge.edge or not protocol.extend_grid:
+      if not edge.edge or not protocol.extend_grid or extension == MAX_GRID_EXTENSIONS:
         break
       train([(arm, lr, seed) for lr in edge.next_rates for seed in select_seeds])
   val_means = {
