@@ -230,19 +230,15 @@ def _loop(run, hosts, stacks, iterators, manager) -> dict[str, steps.TrainState]
     if evaluated:
       _evaluate(run, p_eval, states, evaluated, step, num_local)
       reporting.say(members_lib.table(f'[eval] step {step}', hosts, run.best_metric), chief)
-      improved = [h for h in evaluated if h.stopping.evals_since_best == 0]
-      best = population.keep_best(
-        best, states, np.isin(np.arange(len(hosts)), [h.member.index for h in improved])
-      )
-      for host in improved:
-        host.best = members_lib.record(
-          host, iterators.iterators[index[host.member.index]].get_state(), step
-        )
+      improved = np.zeros(len(hosts), bool)
+      improved[[h.member.index for h in evaluated if h.stopping.evals_since_best == 0]] = True
+      best = population.keep_best(best, states, improved)
       for host in evaluated:
+        position = iterators.iterators[index[host.member.index]].get_state()
+        if improved[host.member.index]:
+          host.best = members_lib.record(host, position, step)
         if host.stopping.stopped or at_end:
-          host.last = members_lib.record(
-            host, iterators.iterators[index[host.member.index]].get_state(), step
-          )
+          host.last = members_lib.record(host, position, step)
     if do_save:
       checkpoints.save(
         manager,
