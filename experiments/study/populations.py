@@ -65,6 +65,17 @@ def _member_config(config, lr: float, seed: int):
   return config
 
 
+_MEMBER_BYTES: dict[str, int] = {}  # fingerprint of an arm's config -> population.member_bytes.
+
+
+def _member_bytes(config) -> int:
+  """population.member_bytes of an arm's config, compiled once per config and process."""
+  key = study_runs.fingerprint(config)
+  if key not in _MEMBER_BYTES:
+    _MEMBER_BYTES[key] = population.member_bytes(config, input_kinds.create_model(config))
+  return _MEMBER_BYTES[key]
+
+
 def train_runs(
   config, run_dirs: dict[tuple[float, int], str], keep: str, budget_bytes: int
 ) -> dict[tuple[float, int], dict]:
@@ -78,9 +89,7 @@ def train_runs(
       pending[lr, seed] = workdir
   if not pending:
     return results
-  max_members = max(
-    1, budget_bytes // population.member_bytes(config, input_kinds.create_model(config))
-  )
+  max_members = max(1, budget_bytes // _member_bytes(config))
   for seeds, rates in plan(list(pending), max_members):
     grouped = copy.deepcopy(config)
     grouped.population.seeds = ','.join(str(s) for s in seeds)
