@@ -33,6 +33,7 @@ from hybrid_jax import input_kinds
 from hybrid_jax import parallel
 from hybrid_jax import steps
 from hybrid_jax.errors import ConfigError
+from hybrid_jax.models import lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,14 +212,18 @@ def train_step(
     new, metrics = steps.train_step(state, batch, key, head=head, aux_loss_weight=aux_loss_weight)
     return jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state), metrics
 
-  return jax.vmap(one)(states, dropout_keys, seed_index, active)
+  with (
+    lstm.vmappable()
+  ):  # Traced here: the members' LSTMs run the scan (cuDNN's cannot be vmapped).
+    return jax.vmap(one)(states, dropout_keys, seed_index, active)
 
 
 def eval_step(
   states: steps.TrainState, batch: dict[str, jax.Array], **kwargs
 ) -> dict[str, jax.Array]:
   """`steps.eval_step` of every member on the same batch: sums with a leading K axis."""
-  return jax.vmap(lambda state: steps.eval_step(state, batch, **kwargs))(states)
+  with lstm.vmappable():
+    return jax.vmap(lambda state: steps.eval_step(state, batch, **kwargs))(states)
 
 
 @functools.lru_cache(maxsize=None)
@@ -277,6 +282,11 @@ def member_bytes(config: ml_collections.ConfigDict, model: Any) -> int:
   """Memory one member adds to a population's step, in bytes: XLA's temporaries of one train step
   (compiled for one device and the config's batch, not run) plus three copies of its state (the
   current one, its best one, and the step's new one)."""
+  with lstm.vmappable():  # The step is the population's (scan LSTM); the state is the same.
+    return _member_bytes(config, model)
+
+
+def _member_bytes(config: ml_collections.ConfigDict, model: Any) -> int:
   state = jax.eval_shape(lambda: steps.create_train_state(config, model, jax.random.key(0)))
   head = input_kinds.head(config)
   batch = {

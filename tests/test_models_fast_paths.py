@@ -29,6 +29,16 @@ def test_auto_picks_the_scan_off_gpu():
     lstm.resolve_implementation('cudnnn')
 
 
+def test_auto_picks_the_scan_where_models_are_vmapped(monkeypatch):
+  # cuDNN's fused LSTM has no batching rule: a population's vmapped step must trace the scan.
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert lstm.resolve_implementation('auto') == 'cudnn'
+  with lstm.vmappable():
+    assert lstm.resolve_implementation('auto') == 'scan'
+    assert lstm.resolve_implementation('cudnn') == 'cudnn'
+  assert lstm.resolve_implementation('auto') == 'cudnn'
+
+
 def test_every_implementation_declares_the_same_parameters():
   x, lengths = lstm_inputs()
   trees = [

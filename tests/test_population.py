@@ -12,6 +12,7 @@ from hybrid_jax import parallel
 from hybrid_jax import population
 from hybrid_jax import steps
 from hybrid_jax.errors import ConfigError
+from hybrid_jax.models import lstm
 
 # vmap batches the convolutions and matmuls of the members: XLA may sum in another order than for
 # one member, so a member equals its single run to float32 rounding (Adam scales the differences
@@ -116,6 +117,26 @@ def test_population_members_equal_their_single_runs(model):
     )
   # The members really differ: same seed, other rate; same rate, other seed.
   assert not np.allclose(losses[0], losses[1]) and not np.allclose(losses[0], losses[2])
+
+
+def test_the_members_lstms_trace_the_scan_where_auto_picks_cudnn(monkeypatch):
+  # On a GPU 'auto' picks cuDNN's fused LSTM, which has no batching rule: the vmapped steps (and
+  # member_bytes) must trace the scan. An LSTM size no other test uses, so the steps are traced.
+  config = _config('0,1', '1e-3', lstm_units=9)
+  members = population.members(config)
+  states = population.init_states(config, input_kinds.create_model(config), members)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')  # After init: no cuDNN on this CPU.
+  assert lstm.resolve_implementation('auto') == 'cudnn'
+  p_train, p_eval = population.make_steps(tuple(jax.devices()[:1]), 'regression', 0)
+  batches = _batches(config, [0, 1], steps_=1)
+  sharded = population.shard_batches([batches[0][0], batches[1][0]], 1)
+  _, dropout_keys = population.keys(members)
+  index, active = population.seed_index(members), np.ones(len(members), bool)
+  states, metrics = p_train(states, sharded, dropout_keys, index, active)
+  assert np.isfinite(np.asarray(metrics['loss'])).all()
+  sums = p_eval(states, parallel.shard_batch(batches[0][0], 1))
+  assert np.isfinite(np.asarray(sums['loss'])).all()
+  assert population.member_bytes(config, input_kinds.create_model(config)) > 0
 
 
 def test_a_stopped_member_keeps_its_state_and_four_devices_equal_one():

@@ -8,11 +8,15 @@ Two implementations share one parameter tree (`input_kernel/{kernel, bias}`,
   steps at once or inside each step (`projection`, chosen by the input's width).
 - 'cudnn': cuDNN's fused LSTM through `jax.experimental.rnn.lstm` (GPU), fed the same parameters
   packed into cuDNN's flat layout (`pack_cudnn_weights`).
-'auto' picks 'cudnn' on a GPU backend and 'scan' elsewhere. 'cudnn_reference' runs the cuDNN
+'auto' picks 'cudnn' on a GPU backend and 'scan' elsewhere, and 'scan' inside `vmappable()`:
+cuDNN's fused LSTM (jax.experimental.rnn's `rnn_fwd`) has no batching rule, so a step that
+`jax.vmap` maps over models (a population's members) traces the scan. 'cudnn_reference' runs the cuDNN
 packing through `jax.experimental.rnn.lstm_ref` (pure JAX, any backend): the CPU tests use it to
 check the packing against the scan.
 """
 
+import contextlib
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -35,14 +39,29 @@ def _forget_bias_init(units: int):
   return init
 
 
+_VMAPPABLE = contextvars.ContextVar('hybrid_jax_lstm_vmappable', default=False)
+
+
+@contextlib.contextmanager
+def vmappable():
+  """'auto' resolves to 'scan' while this is open (at trace time): for functions that jax.vmap
+  maps over models, which cuDNN's fused LSTM cannot be (no batching rule). Same parameters."""
+  token = _VMAPPABLE.set(True)
+  try:
+    yield
+  finally:
+    _VMAPPABLE.reset(token)
+
+
 def resolve_implementation(implementation: str) -> str:
-  """'auto' -> 'cudnn' on a GPU backend, else 'scan'; other names pass through after a check."""
+  """'auto' -> 'cudnn' on a GPU backend (outside `vmappable()`), else 'scan'; other names pass
+  through after a check."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(
       f'Unknown LSTM implementation {implementation!r}: use one of {IMPLEMENTATIONS}.'
     )
   if implementation == 'auto':
-    return 'cudnn' if jax.default_backend() == 'gpu' else 'scan'
+    return 'cudnn' if jax.default_backend() == 'gpu' and not _VMAPPABLE.get() else 'scan'
   return implementation
 
 
