@@ -22,7 +22,6 @@ outside its steps (compiling, evaluating, checkpointing, reading data).
 
 import argparse
 import copy
-import copy
 import os
 import platform
 import tempfile
@@ -177,6 +176,8 @@ def main() -> None:
           f'{k * one_step / pop_step:.2f}x |'
         )
         print(lines[-1], flush=True)
+        if args.out:  # Each row as it comes: a long benchmark stopped early keeps its rows.
+          tables.write_table(lines, args.out, COMMAND)
   tables.write_table(lines, args.out, COMMAND)
 
 
