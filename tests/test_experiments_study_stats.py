@@ -107,29 +107,6 @@ def test_example_bootstrap_of_an_mae_brackets_the_mean_with_the_normal_width():
   assert (hi - lo) / 2 == pytest.approx(half_normal, rel=0.1)
 
 
-def test_cka_identity_orthogonal_and_scale_invariance_and_independence():
-  rng = np.random.default_rng(5)
-  x = rng.normal(size=(400, 20)) @ rng.normal(size=(20, 20))  # Correlated features.
-  q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
-  assert stats.linear_cka(x, x) == pytest.approx(1.0)
-  assert stats.linear_cka(x, 3.7 * x @ q) == pytest.approx(1.0)
-  assert stats.linear_cka(x, x + 5.0) == pytest.approx(1.0)  # Centred: offsets do not matter.
-  assert stats.linear_cka(x, rng.normal(size=(400, 10))) < 0.1
-  assert stats.linear_cka(x, x[:, :5]) < 1.0  # A subset of the features is less than identical.
-
-
-def test_cka_wide_features_use_the_gram_form_and_debiasing_removes_the_bias():
-  rng = np.random.default_rng(6)
-  x, y = rng.normal(size=(200, 1_000)), rng.normal(size=(200, 300))  # Wider than N.
-  plain = stats.linear_cka(x, y)
-  xc, yc = x - x.mean(0), y - y.mean(0)
-  direct = np.sum((yc.T @ xc) ** 2) / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
-  assert plain == pytest.approx(direct)
-  assert plain > 0.5  # Independent but wide: the plain estimate is strongly biased upwards.
-  assert abs(stats.linear_cka(x, y, debiased=True)) < 0.05
-  assert stats.linear_cka(x, 2 * x, debiased=True) == pytest.approx(1.0)
-
-
 # Two-level (seeds x test examples) and block bootstraps: coverage on simulated data with a known
 # true mean. Scores x[s, i] = TRUE + seed effect + block effect (shared by the block's examples and
 # by every seed: all seeds are scored on the same test set) + noise.
@@ -226,38 +203,3 @@ def test_per_example_scores_average_to_accuracy_and_mae():
   np.testing.assert_array_equal(scores, [1.0, 0.0, 1.0])
   outputs = {'prediction': np.array([0.5, -1.0]), 'target': np.array([0.0, 0.0]), 'scale': 4.0}
   np.testing.assert_allclose(stats.per_example_scores(outputs), [2.0, 4.0])
-
-
-def test_select_best_breaks_metric_ties_by_validation_loss():
-  # Accuracy on 54 validation series moves in steps of 1/54: ties are common.
-  acc = [50 / 54, 53 / 54, 53 / 54, 52 / 54]
-  assert stats.select_best(acc) == 1  # Without losses: the first of the tied.
-  assert stats.select_best(acc, losses=[0.1, 0.30, 0.20, 0.05]) == 2  # Lower loss among the tied.
-  assert stats.select_best([3.1, 3.1 + 1e-12, 3.4], [0.5, 0.4, 0.1], lower_is_better=True) == 1
-  assert stats.select_best([None, 0.5, float('nan')], [0.0, 1.0, 0.0]) == 1  # Diverged: never.
-  assert stats.select_best([0.9, 0.9], [None, 0.3]) == 1  # A missing loss loses the tie.
-  with pytest.raises(ValueError, match='finite validation metric'):
-    stats.select_best([None, float('nan')])
-
-
-@pytest.mark.parametrize(
-  'lrs,means,edge,next_rates',
-  [
-    ((3e-4, 1e-3, 3e-3), (0.90, 0.92, 0.95), 'largest', (1e-2,)),
-    ((3e-4, 1e-3, 3e-3), (0.95, 0.92, 0.90), 'smallest', (1e-4,)),
-    ((3e-4, 1e-3, 3e-3), (0.90, 0.95, 0.92), None, ()),
-    ((1e-3, 2e-3, 4e-3), (0.90, 0.92, 0.95), 'largest', (8e-3,)),  # The grid's own ratio (2).
-    ((1e-3,), (0.9,), 'only', (3e-4, 3e-3)),  # One rate: both neighbours, x / sqrt(10) and x.
-  ],
-)
-def test_grid_edge_says_which_rate_to_add(lrs, means, edge, next_rates):
-  result = stats.grid_edge(lrs, means)
-  assert result.edge == edge and result.next_rates == pytest.approx(next_rates)
-
-
-def test_grid_edge_uses_the_loss_tie_break_and_lower_is_better():
-  # Tied at the top between 1e-3 and 3e-3: the lower validation loss (1e-3) wins, inside the grid.
-  tied = stats.grid_edge((3e-4, 1e-3, 3e-3), (0.9, 0.95, 0.95), val_losses=(0.3, 0.1, 0.2))
-  assert (tied.chosen, tied.edge) == (1e-3, None)
-  mae = stats.grid_edge((3e-4, 1e-3, 3e-3), (4.0, 3.8, 3.6), lower_is_better=True)
-  assert (mae.chosen, mae.edge, mae.next_rates) == (3e-3, 'largest', (1e-2,))

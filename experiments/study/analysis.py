@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from experiments.study import selection as study_selection
 from experiments.study import stats as study_stats
 
 ALPHA = 0.05
@@ -100,7 +101,7 @@ def best_single_branch(summary: dict) -> Optional[str]:
     return None
   keys = [f'{a}@{summary["chosen_lr"][a]:g}' for a in singles]
   losses = summary.get('val_loss_means')
-  index = study_stats.select_best(
+  index = study_selection.select_best(
     [summary['val_means'][k] for k in keys],
     [losses.get(k) for k in keys] if losses else None,
     summary['lower_is_better'],
@@ -149,7 +150,7 @@ def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, Opti
 
 def grid_edges(summary: dict) -> dict[str, dict]:
   """Per trained arm, where its chosen learning rate sits in the rates it was run at
-  (`stats.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
+  (`selection.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
   losses = summary.get('val_loss_means') or {}
   out = {}
   for arm in summary['chosen_lr']:
@@ -159,7 +160,7 @@ def grid_edges(summary: dict) -> dict[str, dict]:
     if not keys:
       continue
     lrs = sorted(keys)
-    edge = study_stats.grid_edge(
+    edge = study_selection.grid_edge(
       lrs,
       [summary['val_means'][keys[lr]] for lr in lrs],
       summary['lower_is_better'],

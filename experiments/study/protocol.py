@@ -60,6 +60,7 @@ from experiments.study import arms as study_arms
 from experiments.study import populations as study_populations
 from experiments.study import report as study_report
 from experiments.study import runs as study_runs
+from experiments.study import selection as study_selection
 from experiments.study import stats as study_stats
 from hybrid_jax import fileio
 from hybrid_jax.data import datasets
@@ -382,7 +383,7 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
       means = selection_means(arm, 'val_best', worst)
       losses = selection_means(arm, 'val_loss_best', np.inf)
       tried = sorted(means)
-      edge = study_stats.grid_edge(
+      edge = study_selection.grid_edge(
         tried, [means[lr] for lr in tried], lower, [losses[lr] for lr in tried]
       )
       chosen[arm] = edge.chosen

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from experiments.study import arms as study_arms
+from experiments.study import cka as study_cka
 from experiments.study import stats as study_stats
 from hybrid_jax import ablation
 from hybrid_jax import checkpoints
@@ -311,8 +312,8 @@ def test_run(
     n = len(features[0])
     sub = np.sort(rng.permutation(n)[:cka_max_examples])
     record['redundancy'] = {
-      'cka': study_stats.linear_cka(features[0], features[1]),
-      'cka_debiased': study_stats.linear_cka(features[0][sub], features[1][sub], debiased=True),
+      'cka': study_cka.linear_cka(features[0], features[1]),
+      'cka_debiased': study_cka.linear_cka(features[0][sub], features[1][sub], debiased=True),
       'widths': [int(f.shape[1]) for f in features],
       'zeroed': [
         metric_of(predict_split(source, workdir, step, split, ablate=(i, 'zero'))) for i in range(2)

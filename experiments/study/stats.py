@@ -1,4 +1,4 @@
-"""Statistics of the study (numpy only): seed and two-level bootstraps, paired tests, Holm, CKA.
+"""Statistics of the study (numpy only): seed and two-level bootstraps, paired tests, Holm.
 
 Conventions. Every per-seed array is float [num_seeds]; arms compared "paired" hold the same seeds in
 the same order (seed k of arm A and seed k of arm B saw the same data order). Differences are
@@ -11,12 +11,11 @@ reproducible from its seed.
   adjusted = holm([d.p_value, ...])                          # family-wise correction of a dataset
   lo, hi = wilson_interval(correct=830, n=1000)              # test-set sampling CI of one accuracy
   lo, hi = mean_ci_over_examples(abs_errors_N)               # the same for an MAE
-  cka = linear_cka(features_a_NP, features_b_NQ)             # representational similarity in [0, 1]
   mean, lo, hi = two_level_ci(scores_SN, blocks_N)            # over seeds and test examples (blocks)
   mean, lo, hi = two_level_paired_ci(a_SN, b_SN, blocks_N)    # the same for a paired difference
   adjusted = holm_by_family(p_values, ['primary', 'secondary', ...])  # Holm per declared family
-  i = select_best(val_metrics, val_losses)                   # ties on the metric: lower loss wins
-  edge = grid_edge(lrs, val_means)                           # chosen rate at the grid's edge?
+
+The learning-rate and checkpoint choice is in selection.py, CKA in cka.py.
 
 Why the "expanded percentile" bootstrap (Hesterberg 2015, "What teachers should know about the
 bootstrap", The American Statistician 69(4), sec. 3.5): with 5-10 seeds the plain percentile interval
@@ -431,136 +430,3 @@ def holm_by_family(p_values: Sequence[float], families: Sequence[str]) -> np.nda
     idx = [i for i, f in enumerate(names) if f == name]
     out[idx] = holm(p[idx])
   return out
-
-
-def select_best(
-  metrics: Sequence[Optional[float]],
-  losses: Optional[Sequence[Optional[float]]] = None,
-  lower_is_better: bool = False,
-  tol: float = 1e-9,
-) -> int:
-  """Index of the best candidate by validation metric; ties broken by the lower validation loss.
-
-  Used for a learning rate (metric and loss: means over the selection seeds) and for a run's kept
-  checkpoint (one value per evaluation). Accuracy on a small validation set moves in steps of
-  1 / N, so ties are common; the loss is continuous. Candidates within `tol` of the best metric
-  tie; among them the lowest loss wins, and among equal losses the first (e.g. the earliest step).
-  None or NaN (a diverged run) is never preferred.
-  """
-  m = np.array([np.nan if v is None else v for v in metrics], np.float64)
-  if not len(m) or np.all(np.isnan(m)):
-    raise ValueError('No candidate has a finite validation metric.')
-  score = np.where(np.isnan(m), np.inf, -m if not lower_is_better else m)
-  tied = np.flatnonzero(score <= score.min() + tol)
-  if losses is None or len(tied) == 1:
-    return int(tied[0])
-  loss = np.array([np.nan if v is None else v for v in losses], np.float64)
-  if len(loss) != len(m):
-    raise ValueError(f'One loss per candidate: {len(loss)} losses for {len(m)} metrics.')
-  tied_loss = np.where(np.isnan(loss[tied]), np.inf, loss[tied])
-  return int(tied[np.argmin(tied_loss)])
-
-
-@dataclasses.dataclass(frozen=True)
-class GridEdge:
-  """Where the chosen learning rate sits in the grid.
-
-  chosen: the selected rate. edge: 'largest' or 'smallest' when the choice is at that end of the
-  grid (the optimum may lie beyond it), 'only' for a one-rate grid, None inside. next_rates: the
-  rates to add before choosing again (empty inside the grid).
-  """
-
-  chosen: float
-  edge: Optional[str]
-  next_rates: tuple[float, ...]
-
-
-def _nice(x: float) -> float:
-  """Snaps a rate to the 1-3 half-decade grid (1e-3, 3e-3, 1e-2, ...) when within 20%, else 2 s.f."""
-  exponent = math.floor(math.log10(x))
-  for mantissa in (1.0, 3.0, 10.0):
-    candidate = mantissa * 10.0**exponent
-    if abs(math.log(x / candidate)) < math.log(1.2):
-      return float(f'{candidate:.1g}')
-  return float(f'{x:.2g}')
-
-
-def grid_edge(
-  lrs: Sequence[float],
-  val_means: Sequence[Optional[float]],
-  lower_is_better: bool = False,
-  val_losses: Optional[Sequence[Optional[float]]] = None,
-) -> GridEdge:
-  """Whether an arm's chosen learning rate is at the grid's edge, and the rate to add next.
-
-  Args:
-    lrs: the rates tried; val_means[i] (and val_losses[i]) the arm's mean validation metric (loss)
-      at lrs[i] over the selection seeds. The choice is `select_best` (ties: validation loss).
-  Returns:
-    GridEdge. The next rate goes one step outward by the grid's own geometric ratio
-    ((max / min) ** (1 / (k - 1)); sqrt(10) for a one-rate grid, which gets both neighbours),
-    snapped to the 1-3 half-decade grid when close: 3e-4, 1e-3, 3e-3 -> 1e-2 above, 1e-4 below.
-  """
-  if len(lrs) != len(val_means) or not len(lrs):
-    raise ValueError(f'One validation mean per rate: {len(val_means)} for {len(lrs)} rates.')
-  chosen = float(lrs[select_best(val_means, val_losses, lower_is_better)])
-  low, high = float(min(lrs)), float(max(lrs))
-  if low == high:
-    return GridEdge(chosen, 'only', (_nice(low / math.sqrt(10)), _nice(low * math.sqrt(10))))
-  ratio = (high / low) ** (1.0 / (len(set(lrs)) - 1))
-  if chosen == high:
-    return GridEdge(chosen, 'largest', (_nice(high * ratio),))
-  if chosen == low:
-    return GridEdge(chosen, 'smallest', (_nice(low / ratio),))
-  return GridEdge(chosen, None, ())
-
-
-def _gram_frobenius_sq(x: np.ndarray, y: np.ndarray) -> float:
-  """||y^T x||_F^2 = trace(x x^T y y^T), through the smaller of the two products."""
-  if x.shape[1] * y.shape[1] <= x.shape[0] * x.shape[0]:
-    return float(np.sum(np.square(y.T @ x)))
-  return float(np.sum((x @ x.T) * (y @ y.T)))
-
-
-def linear_cka(x_NP: np.ndarray, y_NQ: np.ndarray, debiased: bool = False) -> float:
-  """Linear centered kernel alignment (Kornblith et al. 2019) of two feature sets of N examples.
-
-  CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), columns centred: 1 for the same
-  features up to an orthogonal transform and an isotropic scale, about 0 for unrelated features when
-  N is large relative to the widths. With few examples and wide features the plain estimate is
-  biased upwards; `debiased` uses the unbiased HSIC estimator (Song et al. 2012; Nguyen, Raghu &
-  Kornblith 2021), which needs the N x N Gram matrices (subsample N to a few thousand).
-
-  Args:
-    x_NP, y_NQ: features [examples, width]; rows must be the same examples in the same order.
-  """
-  x = np.asarray(x_NP, np.float64).reshape(len(x_NP), -1)
-  y = np.asarray(y_NQ, np.float64).reshape(len(y_NQ), -1)
-  if len(x) != len(y):
-    raise ValueError(f'CKA needs the same examples: got {len(x)} and {len(y)} rows.')
-  x = x - x.mean(axis=0)
-  y = y - y.mean(axis=0)
-  if debiased:
-    if len(x) < 4:
-      raise ValueError('Debiased CKA needs at least 4 examples.')
-    k, l = x @ x.T, y @ y.T
-    hsic_kl, hsic_kk, hsic_ll = _unbiased_hsic(k, l), _unbiased_hsic(k, k), _unbiased_hsic(l, l)
-    denom = math.sqrt(max(hsic_kk, 0.0) * max(hsic_ll, 0.0))
-    return float(hsic_kl / denom) if denom > 0 else float('nan')
-  cross = _gram_frobenius_sq(x, y)
-  denom = math.sqrt(_gram_frobenius_sq(x, x) * _gram_frobenius_sq(y, y))
-  return cross / denom if denom > 0 else float('nan')
-
-
-def _unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:
-  """Song et al. (2012) unbiased HSIC of Gram matrices [n, n] (diagonals are ignored)."""
-  n = len(k)
-  k = k - np.diag(np.diag(k))
-  l = l - np.diag(np.diag(l))
-  ones_k, ones_l = k.sum(axis=0), l.sum(axis=0)
-  value = (
-    np.sum(k * l)
-    + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2))
-    - 2.0 / (n - 2) * float(ones_k @ ones_l)
-  )
-  return float(value / (n * (n - 3)))
