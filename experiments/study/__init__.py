@@ -8,6 +8,7 @@ stats.py       statistics (numpy only): seed and two-level bootstraps, paired te
 selection.py   the choice on validation (loss tie-break) and the learning-rate grid's edge
 cka.py         linear CKA between the concat model's branch features
 analysis.py    the verdict rule and its revisions, the comparisons, the controls' gate
-report.py      the markdown reports and the plots
+report.py      the markdown reports
+plots.py       their plots (matplotlib)
 __main__.py    the command-line flags
 """
