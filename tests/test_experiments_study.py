@@ -14,6 +14,7 @@ from experiments.study import runs as study_runs
 from hybrid_jax import train
 from hybrid_jax.data import datasets
 from hybrid_jax.data import pipeline
+from hybrid_jax.errors import CheckpointError
 from hybrid_jax.errors import ConfigError
 
 
@@ -176,6 +177,20 @@ def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
   (workdir / 'result.json').write_text(json.dumps({'fingerprint': 'something else'}))
   with pytest.raises(ConfigError, match='another config'):
     study_runs.train_run(base, str(workdir))
+
+
+def test_a_selected_run_without_its_checkpoint_or_test_is_one_line(tiny_data_dir, tmp_path):
+  # E.g. a study dir brought back from another machine without its checkpoints: the test cannot be
+  # evaluated, and the message says to delete the run so that the study trains it again.
+  protocol = tiny_protocol(study, tiny_data_dir, tmp_path)
+  base = study.base_config('weather_stations', protocol)
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  result = {'fingerprint': study_runs.fingerprint(base), 'best_step': 4}
+  (workdir / 'result.json').write_text(json.dumps(result))
+  with pytest.raises(CheckpointError, match=r'kept checkpoint \(step 4\) is gone.*delete that run'):
+    study_runs.test_run(base, str(workdir), result, redundancy=False)
+  assert (workdir / 'result.json').exists()  # Nothing deleted.
 
 
 def test_train_order_depends_only_on_the_seed(tiny_data_dir):

@@ -295,6 +295,12 @@ def test_run(
   ):
     return done
   step = result['best_step']
+  if not os.path.isdir(os.path.join(checkpoints.checkpoint_dir(workdir), str(step))):
+    raise CheckpointError(
+      f'{workdir}: its kept checkpoint (step {step}) is gone and its test is not done (a study '
+      'dir copied without its checkpoints?): delete that run dir and run the study again, which '
+      'trains it again.'
+    )
   source = datasets.resolve(config)
   outputs = predict_split(source, workdir, step, split, with_features=redundancy)
   features = [outputs.pop(k) for k in sorted(k for k in outputs if k.startswith('features_'))]
