@@ -212,9 +212,8 @@ def train_step(
     new, metrics = steps.train_step(state, batch, key, head=head, aux_loss_weight=aux_loss_weight)
     return jax.tree.map(lambda n, o: jnp.where(on, n, o), new, state), metrics
 
-  with (
-    lstm.vmappable()
-  ):  # Traced here: the members' LSTMs run the scan (cuDNN's cannot be vmapped).
+  # Traced here: the members' LSTMs run the scan (cuDNN's fused LSTM cannot be vmapped).
+  with lstm.vmappable():
     return jax.vmap(one)(states, dropout_keys, seed_index, active)
 
 

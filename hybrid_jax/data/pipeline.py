@@ -47,7 +47,7 @@ def example_fn(source: datasets.Source) -> decoders.Example:
 
 MAX_EPOCHS = 2**24  # The train stream's length in epochs: endless for any practical run.
 # Splits whose decoded examples fit are decoded once and kept in memory: 1 GiB holds moving_digits'
-# train clips (14,400 x 10 x 64 x 64 uint8, 590 MB) as well as every sensor and text split.
+# train clips (14,400 x 10 x 64 x 64 uint8, 590 MB).
 CACHE_BYTES = 2**30
 _DECODED: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (records, decoder) -> arrays [N, ...]
 _DECODED_KEPT = 2  # Splits kept decoded per process (the most recent first reads).

@@ -10,9 +10,9 @@ Two implementations share one parameter tree (`input_kernel/{kernel, bias}`,
   packed into cuDNN's flat layout (`pack_cudnn_weights`).
 'auto' picks 'cudnn' on a GPU backend and 'scan' elsewhere, and 'scan' inside `vmappable()`:
 cuDNN's fused LSTM (jax.experimental.rnn's `rnn_fwd`) has no batching rule, so a step that
-`jax.vmap` maps over models (a population's members) traces the scan. 'cudnn_reference' runs the cuDNN
-packing through `jax.experimental.rnn.lstm_ref` (pure JAX, any backend): the CPU tests use it to
-check the packing against the scan.
+`jax.vmap` maps over models (a population's members) traces the scan. 'cudnn_reference' runs the
+cuDNN packing through `jax.experimental.rnn.lstm_ref` (pure JAX, any backend): the CPU tests use it
+to check the packing against the scan.
 """
 
 import contextlib
