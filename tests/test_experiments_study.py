@@ -265,6 +265,15 @@ def test_plan_counts_the_runs_of_the_grid(tmp_path):
   assert '= 18 runs' in study.plan(protocol)
   protocol.selection_seeds = None  # The dataset's default: rates chosen on seeds 0 and 1.
   assert '= 15 runs' in study.plan(protocol)
+  # Finished runs: a table per arm and rate of their best validation metric, before any report.
+  for seed, (value, best_step, tested) in enumerate([(3.5, 1_000, True), (3.7, 400, False)]):
+    run = tmp_path / 'weather_stations' / 'lstm' / f'lr0.003_seed{seed}'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps({'val_best': value, 'best_step': best_step}))
+    if tested:
+      (run / 'test.json').write_text('{}')
+  assert '2 finished' in study.plan(protocol)
+  assert '| lstm | 0.003 | 2 | 3.6000 | 3.5000 | 3.7000 | 1 | 0 | 1 |' in study.plan(protocol)
 
 
 def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tmp_path):

@@ -221,6 +221,19 @@ def test_grid_edges_read_every_rate_an_arm_was_run_at():
   assert edges['lstm']['edge'] == 'only'
 
 
+def test_the_report_names_the_rates_the_grid_extension_added(tmp_path):
+  summary, per_example = _summary(['cnn', 'lstm', 'concat'])
+  summary['analysis'] = analysis.analyse(summary, num_resamples=200, per_example=per_example)
+  header = open(report.write_dataset_report(summary, str(tmp_path), PROVENANCE)).read()
+  assert 'chosen from 0.001 by mean' in header
+  summary['val_means'].update({'concat@0.003': 0.95, 'concat@0.01': 0.96, 'cnn@0.0003': 0.2})
+  header = open(report.write_dataset_report(summary, str(tmp_path), PROVENANCE)).read()
+  assert (
+    "chosen from 0.001 (extended to 0.0003, 0.003, 0.01 where an arm chose the grid's edge)"
+    in (header)
+  )
+
+
 PROVENANCE = {
   'command': 'pytest',
   'commit': 'abc',

@@ -9,9 +9,8 @@ def test_select_best_breaks_metric_ties_by_validation_loss():
   # Accuracy on 54 validation series moves in steps of 1/54: ties are common.
   acc = [50 / 54, 53 / 54, 53 / 54, 52 / 54]
   assert selection.select_best(acc) == 1  # Without losses: the first of the tied.
-  assert (
-    selection.select_best(acc, losses=[0.1, 0.30, 0.20, 0.05]) == 2
-  )  # Lower loss among the tied.
+  # Lower loss among the tied:
+  assert selection.select_best(acc, losses=[0.1, 0.30, 0.20, 0.05]) == 2
   assert selection.select_best([3.1, 3.1 + 1e-12, 3.4], [0.5, 0.4, 0.1], lower_is_better=True) == 1
   assert selection.select_best([None, 0.5, float('nan')], [0.0, 1.0, 0.0]) == 1  # Diverged: never.
   assert selection.select_best([0.9, 0.9], [None, 0.3]) == 1  # A missing loss loses the tie.

@@ -4,7 +4,7 @@ protocol.py    datasets, their grids and the protocol; runs a dataset end to end
 arms.py        the arms: what each trains, and the parameter-matched capacity controls
 runs.py        one run: train (or reuse / resume), then its kept checkpoint on test
 populations.py an arm's runs trained as populations
-stats.py       statistics (numpy only): seed and two-level bootstraps, paired tests, Holm, test-set CIs
+stats.py       statistics (numpy only): seed and two-level bootstraps, paired tests, Holm, CIs
 selection.py   the choice on validation (loss tie-break) and the learning-rate grid's edge
 cka.py         linear CKA between the concat model's branch features
 analysis.py    the verdict rule and its revisions, the comparisons, the controls' gate

@@ -1,7 +1,7 @@
-"""The study's plots (matplotlib, imported only when one is drawn): forests of the paired differences
-and validation curves, each saved at the path the report gives.
+"""The study's plots (matplotlib, imported only when one is drawn): forests of the paired
+differences and validation curves, each saved at the path the report gives.
 
-  plots.forest(summary, path)                  # concat − arm with 95% CIs, the ±margin band shaded
+  plots.forest(summary, path)                  # concat − arm, 95% CIs, the ±margin band shaded
   plots.validation_curves(summary, path)       # validation metric against step, per arm
   plots.summary_forest(summaries, path)        # one panel per dataset: the primary comparisons
 """

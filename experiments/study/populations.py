@@ -4,8 +4,9 @@
 
 Runs of one arm differ only in learning rate and seed, so the pending ones (no result.json yet)
 are trained as populations of seeds x rates in one vmapped step. A member equals the single run
-with its seed and rate (tests/test_population_train.py: to float32 rounding, not bit for bit), has
-the same config and fingerprint, and its dir is a single run's: once the population has finished,
+with its seed and rate (tests/test_population_train.py, on a CPU: to float32 rounding, not bit for
+bit; on a GPU its LSTM is the scan where the single run's is cuDNN's), has the same config and
+fingerprint, and its dir is a single run's: once the population has finished,
 each member's dir gets its result.json and is moved to the run's own dir, where the study reads
 it exactly as a single run's (a finished run is reused whichever way it was trained). Populations
 are bounded by a memory budget (`population.member_bytes`); a population interrupted by a kill

@@ -16,10 +16,11 @@ Protocol (per dataset; see experiments/results/study_summary.md for the decision
      the best mean (over seeds) best-validation metric. The test split is then evaluated once, on
      the kept checkpoint of each seed at the chosen learning rate, with per-example outputs saved
      (test_outputs.npz) for the ensemble, the test-set sampling CIs and the redundancy measures.
-  4. Statistics (stats.py) and the report (report.py): per-arm mean with 95% bootstrap CIs over
-     seeds, paired differences of concat against every other arm with CIs, P(concat better), exact
-     sign-flip p-values with Holm correction, test-set sampling CIs, redundancy of the concat model
-     (CKA between its CNN and LSTM features; the metric with either branch zeroed).
+  4. Statistics (stats.py, cka.py), the verdict (analysis.py) and the report (report.py, plots.py):
+     per-arm mean with 95% bootstrap CIs over seeds, paired differences of concat against every
+     other arm with CIs, P(concat better), exact sign-flip p-values with Holm correction, test-set
+     sampling CIs, redundancy of the concat model (CKA between its CNN and LSTM features; the
+     metric with either branch mean-ablated or zeroed).
 
 The datasets are the shipped ones (`hybrid_jax.data.shipped.SHIPPED`: each one's config file in
 configs/ and its equivalence margin), the synthetic controls first, one dataset per variant
@@ -570,7 +571,40 @@ def plan(protocol: Protocol) -> str:
       f'of {run_length(dataset, protocol, config)} steps; {done} finished. '
       f'Arms: {", ".join(trained)}.'
     )
+    if done:
+      lines += finished_runs(protocol, dataset, trained, run_length(dataset, protocol, config))
   return '\n'.join(lines)
+
+
+def finished_runs(protocol: Protocol, dataset: str, arms: Sequence[str], steps: int) -> list[str]:
+  """A markdown table of the finished runs of `dataset` per arm and rate: their best validation
+  metric (mean, min, max over seeds), how many kept their last step (still improving when the
+  run ended) and how many are tested. A study's progress before its report exists."""
+  lines = [
+    '',
+    '| arm | rate | finished | best validation: mean | min | max | best at the last step | '
+    'diverged | tested |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for arm in arms:
+    arm_dir = os.path.join(protocol.study_dir, dataset, arm)
+    by_rate: dict[float, list[tuple[dict, bool]]] = {}
+    for name in sorted(os.listdir(arm_dir)) if os.path.isdir(arm_dir) else []:
+      result = study_runs.read_json(os.path.join(arm_dir, name, 'result.json'))
+      if result is not None and name.startswith('lr') and '_seed' in name:
+        tested = os.path.exists(os.path.join(arm_dir, name, 'test.json'))
+        by_rate.setdefault(float(name[2:].split('_seed')[0]), []).append((result, tested))
+    for lr, done in sorted(by_rate.items()):
+      values = [r['val_best'] for r, _ in done if r['val_best'] is not None]
+      stats = (
+        f'{np.mean(values):.4f} | {min(values):.4f} | {max(values):.4f}' if values else '– | – | –'
+      )
+      lines.append(
+        f'| {arm} | {lr:g} | {len(done)} | {stats} | '
+        f'{sum(r["best_step"] == steps for r, _ in done)} | {len(done) - len(values)} | '
+        f'{sum(t for _, t in done)} |'
+      )
+  return lines + ['']
 
 
 def run_study(protocol: Protocol) -> list[dict]:

@@ -8,7 +8,6 @@ write_summary(summaries, results_dir, provenance)        # study_summary.md
 import os
 from typing import Optional, Sequence
 
-
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
 from experiments.study import plots as study_plots
@@ -27,6 +26,15 @@ def _header(provenance: dict) -> list[str]:
     '(their config fingerprint must match), so a run may have been trained at an earlier commit.',
     '',
   ]
+
+
+def _extended(summary: dict) -> str:
+  """' (extended to 0.01, 0.03 where an arm chose the grid's edge)', or '' when no arm did."""
+  tried = {float(key.rsplit('@', 1)[1]) for key in summary.get('val_means', {})}
+  extra = sorted(tried - {float(x) for x in summary['lrs']})
+  if not extra:
+    return ''
+  return f' (extended to {", ".join(f"{x:g}" for x in extra)} where an arm chose the grid\'s edge)'
 
 
 def _grid_note(summary: dict) -> list[str]:
@@ -80,7 +88,8 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       f'Data `{summary["data"]}`, splits train `{summary["splits"][0]}`, validation '
       f'`{summary["splits"][1]}`, test `{summary["splits"][2]}` ({summary["num_test_examples"]} '
       f'examples). {summary["steps"]} steps per run; learning rate per arm chosen from '
-      f'{", ".join(f"{x:g}" for x in summary["lrs"])} by mean best-validation {metric}; the kept '
+      f'{", ".join(f"{x:g}" for x in summary["lrs"])}{_extended(summary)} by mean '
+      f'best-validation {metric}; the kept '
       f'checkpoint of each run is the best on validation; test evaluated once per selected run. '
       f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order)'
       + (

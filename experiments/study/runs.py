@@ -297,9 +297,9 @@ def test_run(
   step = result['best_step']
   if not os.path.isdir(os.path.join(checkpoints.checkpoint_dir(workdir), str(step))):
     raise CheckpointError(
-      f'{workdir}: its kept checkpoint (step {step}) is gone and its test is not done (a study '
-      'dir copied without its checkpoints?): delete that run dir and run the study again, which '
-      'trains it again.'
+      f'{workdir}: its kept checkpoint (step {step}) is gone and it has no usable test.json (a '
+      'study dir copied without its checkpoints?): delete that run dir and run the study again, '
+      'which trains it again.'
     )
   source = datasets.resolve(config)
   outputs = predict_split(source, workdir, step, split, with_features=redundancy)

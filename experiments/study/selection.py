@@ -19,8 +19,8 @@ def select_best(
 ) -> int:
   """Index of the best candidate by validation metric; ties broken by the lower validation loss.
 
-  Used for a learning rate (metric and loss: means over the selection seeds) and for a run's kept
-  checkpoint (one value per evaluation). Accuracy on a small validation set moves in steps of
+  Used for an arm's learning rate (metric and loss: means over the selection seeds); a run's kept
+  checkpoint is chosen the same way by `checkpoints.best_score` (orbax's best_fn). Accuracy on a small validation set moves in steps of
   1 / N, so ties are common; the loss is continuous. Candidates within `tol` of the best metric
   tie; among them the lowest loss wins, and among equal losses the first (e.g. the earliest step).
   None or NaN (a diverged run) is never preferred.

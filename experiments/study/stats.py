@@ -15,7 +15,7 @@ reproducible from its seed.
   mean, lo, hi = two_level_paired_ci(a_SN, b_SN, blocks_N)    # the same for a paired difference
   adjusted = holm_by_family(p_values, ['primary', 'secondary', ...])  # Holm per declared family
 
-The learning-rate and checkpoint choice is in selection.py, CKA in cka.py.
+The choice of a learning rate is in selection.py, CKA in cka.py.
 
 Why the "expanded percentile" bootstrap (Hesterberg 2015, "What teachers should know about the
 bootstrap", The American Statistician 69(4), sec. 3.5): with 5-10 seeds the plain percentile interval
