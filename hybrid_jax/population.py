@@ -277,15 +277,11 @@ def all_finite(states: steps.TrainState) -> jax.Array:
   return jax.vmap(one)(states)
 
 
+@lstm.vmappable()  # The step is the population's (scan LSTM); the state is the same.
 def member_bytes(config: ml_collections.ConfigDict, model: Any) -> int:
   """Memory one member adds to a population's step, in bytes: XLA's temporaries of one train step
   (compiled for one device and the config's batch, not run) plus three copies of its state (the
   current one, its best one, and the step's new one)."""
-  with lstm.vmappable():  # The step is the population's (scan LSTM); the state is the same.
-    return _member_bytes(config, model)
-
-
-def _member_bytes(config: ml_collections.ConfigDict, model: Any) -> int:
   state = jax.eval_shape(lambda: steps.create_train_state(config, model, jax.random.key(0)))
   head = input_kinds.head(config)
   batch = {

@@ -177,8 +177,7 @@ def main() -> None:
           f'{k * one_step / pop_step:.2f}x |'
         )
         print(lines[-1], flush=True)
-        if args.out:  # Each row as it comes: a long benchmark stopped early keeps its rows.
-          tables.write_table(lines, args.out, command)
+        tables.save_table(lines, args.out, command)  # A benchmark stopped early keeps its rows.
   tables.write_table(lines, args.out, command)
 
 

@@ -17,8 +17,14 @@ def write_table(lines: Sequence[str], out: Optional[str], command: str) -> None:
     out: the --out file, or None / '' to print only.
     command: how the benchmark is run, without its arguments (this process's are appended).
   """
-  table = '\n'.join(lines)
-  print(table)
+  print('\n'.join(lines))
+  save_table(lines, out, command)
+
+
+def save_table(lines: Sequence[str], out: Optional[str], command: str) -> None:
+  """Writes the table to `out` (if given) followed by the full command line, without printing it
+  (a long benchmark saves its rows as they come)."""
   if out:
+    table = '\n'.join(lines)
     with open(out, 'w', encoding='utf-8') as f:
       f.write(f'{table}\n\nCommand: `{command} {" ".join(sys.argv[1:])}`\n')

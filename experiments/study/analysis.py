@@ -148,15 +148,23 @@ def comparisons(summary: dict) -> tuple[Optional[str], list[tuple[str, str, Opti
   return best, [(label, arm, role) for label, arm, role in wanted if arm in arms]
 
 
+def rates_tried(summary: dict) -> dict[str, dict[float, str]]:
+  """Per trained arm, {rate: its key in 'val_means' ('<arm>@<lr>')} for every rate it was run at."""
+  out: dict[str, dict[float, str]] = {}
+  for key in summary.get('val_means', {}):
+    arm, _, lr = key.rpartition('@')
+    out.setdefault(arm, {})[float(lr)] = key
+  return out
+
+
 def grid_edges(summary: dict) -> dict[str, dict]:
   """Per trained arm, where its chosen learning rate sits in the rates it was run at
-  (`selection.grid_edge` on the summary's 'val_means', keyed '<arm>@<lr>'; ties: 'val_loss_means')."""
+  (`selection.grid_edge` on the summary's 'val_means'; ties: 'val_loss_means')."""
   losses = summary.get('val_loss_means') or {}
+  tried = rates_tried(summary)
   out = {}
   for arm in summary['chosen_lr']:
-    keys = {
-      float(k.rpartition('@')[2]): k for k in summary['val_means'] if k.rpartition('@')[0] == arm
-    }
+    keys = tried.get(arm, {})
     if not keys:
       continue
     lrs = sorted(keys)

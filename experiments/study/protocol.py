@@ -559,41 +559,48 @@ def plan(protocol: Protocol) -> str:
     k = min(len(seeds), protocol.selection_seeds or spec.selection_seeds or len(seeds))
     trained = [a for a in (protocol.arms or spec.arms) if study_arms.ARMS[a].trained]
     per_arm = len(lrs) * k + len(seeds) - k
-    done = sum(
-      os.path.exists(os.path.join(protocol.study_dir, dataset, a, r, 'result.json'))
-      for a in trained
-      if os.path.isdir(os.path.join(protocol.study_dir, dataset, a))
-      for r in os.listdir(os.path.join(protocol.study_dir, dataset, a))
-    )
+    steps = run_length(dataset, protocol, config)
+    finished = _finished_runs(protocol, dataset, trained)
+    done = sum(len(runs) for by_rate in finished.values() for runs in by_rate.values())
     lines.append(
       f'{dataset}: {len(trained)} trained arms x {per_arm} runs ({len(lrs)} rates x {k} '
       f'selection seeds + {len(seeds) - k} more seeds) = {len(trained) * per_arm} runs '
-      f'of {run_length(dataset, protocol, config)} steps; {done} finished. '
-      f'Arms: {", ".join(trained)}.'
+      f'of {steps} steps; {done} finished. Arms: {", ".join(trained)}.'
     )
     if done:
-      lines += finished_runs(protocol, dataset, trained, run_length(dataset, protocol, config))
+      lines += finished_table(finished, steps)
   return '\n'.join(lines)
 
 
-def finished_runs(protocol: Protocol, dataset: str, arms: Sequence[str], steps: int) -> list[str]:
-  """A markdown table of the finished runs of `dataset` per arm and rate: their best validation
-  metric (mean, min, max over seeds), how many kept their last step (still improving when the
-  run ended) and how many are tested. A study's progress before its report exists."""
+def _finished_runs(
+  protocol: Protocol, dataset: str, arms: Sequence[str]
+) -> dict[str, dict[float, list[tuple[dict, bool]]]]:
+  """{arm: {rate: [(result.json, tested?)]}} of the runs of `dataset` that have a result.json."""
+  out: dict[str, dict[float, list[tuple[dict, bool]]]] = {}
+  for arm in arms:
+    arm_dir = os.path.join(protocol.study_dir, dataset, arm)
+    for name in sorted(os.listdir(arm_dir)) if os.path.isdir(arm_dir) else []:
+      result = study_runs.read_json(os.path.join(arm_dir, name, 'result.json'))
+      if result is not None and name.startswith('lr') and '_seed' in name:  # run_dir's names.
+        tested = os.path.exists(os.path.join(arm_dir, name, 'test.json'))
+        lr = float(name[2:].split('_seed')[0])
+        out.setdefault(arm, {}).setdefault(lr, []).append((result, tested))
+  return out
+
+
+def finished_table(
+  finished: dict[str, dict[float, list[tuple[dict, bool]]]], steps: int
+) -> list[str]:
+  """A markdown table of finished runs (`_finished_runs`) per arm and rate: their best validation
+  metric (mean, min, max over seeds), how many kept their last step (`steps`: still improving when
+  the run ended), diverged and tested. A study's progress before its report exists."""
   lines = [
     '',
     '| arm | rate | finished | best validation: mean | min | max | best at the last step | '
     'diverged | tested |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
-  for arm in arms:
-    arm_dir = os.path.join(protocol.study_dir, dataset, arm)
-    by_rate: dict[float, list[tuple[dict, bool]]] = {}
-    for name in sorted(os.listdir(arm_dir)) if os.path.isdir(arm_dir) else []:
-      result = study_runs.read_json(os.path.join(arm_dir, name, 'result.json'))
-      if result is not None and name.startswith('lr') and '_seed' in name:
-        tested = os.path.exists(os.path.join(arm_dir, name, 'test.json'))
-        by_rate.setdefault(float(name[2:].split('_seed')[0]), []).append((result, tested))
+  for arm, by_rate in finished.items():
     for lr, done in sorted(by_rate.items()):
       values = [r['val_best'] for r, _ in done if r['val_best'] is not None]
       stats = (

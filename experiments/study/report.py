@@ -30,7 +30,7 @@ def _header(provenance: dict) -> list[str]:
 
 def _extended(summary: dict) -> str:
   """' (extended to 0.01, 0.03 where an arm chose the grid's edge)', or '' when no arm did."""
-  tried = {float(key.rsplit('@', 1)[1]) for key in summary.get('val_means', {})}
+  tried = {lr for rates in study_analysis.rates_tried(summary).values() for lr in rates}
   extra = sorted(tried - {float(x) for x in summary['lrs']})
   if not extra:
     return ''

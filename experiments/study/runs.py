@@ -27,6 +27,7 @@ from experiments.study import arms as study_arms
 from experiments.study import cka as study_cka
 from experiments.study import stats as study_stats
 from hybrid_jax import ablation
+from hybrid_jax import checkpoint_verification as verification
 from hybrid_jax import checkpoints
 from hybrid_jax import fileio
 from hybrid_jax import input_kinds
@@ -295,7 +296,7 @@ def test_run(
   ):
     return done
   step = result['best_step']
-  if not os.path.isdir(os.path.join(checkpoints.checkpoint_dir(workdir), str(step))):
+  if not os.path.isdir(verification.step_dir(checkpoints.checkpoint_dir(workdir), step)):
     raise CheckpointError(
       f'{workdir}: its kept checkpoint (step {step}) is gone and it has no usable test.json (a '
       'study dir copied without its checkpoints?): delete that run dir and run the study again, '
