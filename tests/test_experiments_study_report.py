@@ -138,6 +138,8 @@ def _summary(arms, concat_gain=0.05, seeds=8, n=60, redundancy=False):
     'redundancy': [],
     'val_curves': {a: [[[1, 0.9]]] * seeds for a in trained},
     'seconds': {a: 1.0 for a in trained},
+    'num_runs': len(trained) * seeds,
+    'train_seconds': 1800.0 * len(trained),
     'steps': 1,
     'note': '',
     'splits': ['train', 'validation', 'test'],
@@ -198,6 +200,7 @@ def test_report_declares_the_family_lists_revisions_and_shows_both_ablations(tmp
   family = 'addressed by name): best single branch (lstm), late ensemble (2 comparisons)'
   assert family in text
   assert 'Holm over all 4 reported comparisons -> over the 2 primary ones' in text
+  assert '32 runs, 2.0 h of training' in text  # 4 trained arms x 8 seeds, 30 min each.
   assert 'CNN features mean-ablated | LSTM features mean-ablated | CNN features zeroed' not in text
   assert '| CNN features mean-ablated | CNN features zeroed | LSTM features mean-ablated |' in text
   assert 'Mean-ablation (a branch\'s features replaced by their mean) is the standard' in text
@@ -315,6 +318,9 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
   text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
   assert 'The verdicts below are claimed' in text and f'| **{verdict}** |' in text
   assert '| [controls/both](study_controls_both.md) | helps: why | **helps** | yes |' in text
+  # The wall time of the whole study: per dataset (3 and 2 trained arms x 8 seeds) and in all.
+  assert '| synthetic | 24 | 1.5 |' in text and '| controls/both | 24 | 1.5 |' in text
+  assert '| **all** | 72 | 4.5 |' in text
 
   xor['analysis']['verdict'] = 'helps'
   text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()

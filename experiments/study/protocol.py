@@ -501,6 +501,9 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
       a: float(np.mean([r['seconds'] for (arm, _, _), r in runs.items() if arm == a]))
       for a in trained
     },
+    # What the study cost: the runs' own wall times summed (a population member counts its share).
+    'num_runs': len(runs),
+    'train_seconds': float(sum(r['seconds'] for r in runs.values())),
     'steps': int(base.num_train_steps),
     'note': spec.note
     + (

@@ -46,6 +46,37 @@ def _grid_note(summary: dict) -> list[str]:
   return [' '.join(lines), ''] if lines else []
 
 
+def _cost(summary: dict) -> str:
+  """'196 runs, 1.9 h of training': the runs' own wall times summed (not the reports' or tests')."""
+  return (
+    f'{summary["num_runs"]} runs, {summary["train_seconds"] / 3600:.1f} h of training (the runs\' '
+    'wall times summed: evaluations and checkpoints included, the test phase not)'
+  )
+
+
+def _cost_section(summaries: Sequence[dict]) -> list[str]:
+  """The wall time of the whole study: one row per dataset and the total."""
+  lines = [
+    '## What the study cost',
+    '',
+    'Training wall time: each run\'s own, summed (evaluations and checkpoints included; the test '
+    'phase and the reports, minutes in all, not), on the devices each run was trained on.',
+    '',
+    '| dataset | runs | training (h) |',
+    '|---|---|---|',
+  ]
+  known = [s for s in summaries if 'train_seconds' in s]  # A summary.json older than this count.
+  for s in summaries:
+    cells = [str(s['num_runs']), f'{s["train_seconds"] / 3600:.1f}'] if s in known else ['–'] * 2
+    lines.append(f'| {s["dataset"]} | {" | ".join(cells)} |')
+  runs = sum(s['num_runs'] for s in known)
+  hours = sum(s['train_seconds'] for s in known) / 3600
+  return lines + [
+    f'| **all**{"" if len(known) == len(summaries) else " counted"} | {runs} | {hours:.1f} |',
+    '',
+  ]
+
+
 def file_stem(dataset: str) -> str:
   """The reports' file stem of a dataset: 'study_bbc_news', 'study_controls_both'."""
   return 'study_' + dataset.replace('/', '_')
@@ -99,6 +130,8 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
         'the other seeds run at the chosen rate'
       )
       + '.',
+      '',
+      f'{_cost(summary)}.',
       '',
     ]
     + _grid_note(summary)
@@ -409,6 +442,7 @@ def write_summary(
     '',
     study_analysis.DECISION_RULE,
     '',
+    *_cost_section([*controls, *real]),
   ]
   path = os.path.join(results_dir, f'{stem}.md')
   fileio.write_text(path, '\n'.join(lines))
