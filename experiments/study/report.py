@@ -59,8 +59,8 @@ def _cost_section(summaries: Sequence[dict]) -> list[str]:
   lines = [
     '## What the study cost',
     '',
-    'Training wall time: each run\'s own, summed (evaluations and checkpoints included; the test '
-    'phase and the reports, minutes in all, not), on the devices each run was trained on.',
+    'Training wall time: each run\'s own, summed (its evaluations and checkpoints included; the test '
+    'phase, the probe and the reports not), on the device each run was trained on.',
     '',
     '| dataset | runs | training (h) |',
     '|---|---|---|',
