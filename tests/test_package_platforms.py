@@ -1,5 +1,6 @@
 """hybrid_jax.platforms: the CPU is chosen quietly only where JAX's CUDA plugin has no driver."""
 
+import json
 import os
 import subprocess
 import sys
@@ -194,3 +195,50 @@ def test_the_default_cpu_xla_flags_reach_xla_and_keep_the_float32_values(tmp_pat
   for key in ('value', 'g1', 'g2', 'g3'):  # float32 rounding only, relative to each array's size.
     scale = float(np.abs(results[1][key]).max())
     np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-5 * scale)
+
+
+def entry_points() -> list[str]:
+  """The modules a reader runs with `python -m`: each `__main__.py` and each module with a
+  `if __name__ == '__main__':` block, in the package and in experiments/."""
+  modules = []
+  for top in ('hybrid_jax', 'experiments'):
+    for root, _, files in os.walk(os.path.join(REPO, top)):
+      for name in sorted(files):
+        if not name.endswith('.py'):
+          continue
+        with open(os.path.join(root, name), encoding='utf-8') as f:
+          source = f.read()
+        if name == '__main__.py' or "if __name__ == '__main__':" in source:
+          path = os.path.relpath(os.path.join(root, name), REPO)[: -len('.py')]
+          modules.append(path.replace(os.sep, '.'))
+  return sorted(modules)
+
+
+def test_every_entry_point_sets_the_xla_flags_before_jax_starts():
+  """An entry point that imports JAX has run `platforms.choose_platform()` by then: the study's
+  command line once trained every video run on XLA:CPU's default kernels, ~2x slower than
+  `hybrid_jax.main` (experiments/results/benchmark_xla_flags.md)."""
+  assert {'hybrid_jax.main', 'experiments.study.__main__'} <= set(entry_points())
+  expected = platforms.compose_xla_flags(
+    '', platforms.default_cpu_xla_flags(platforms.jaxlib_version())
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  code = (
+    'import importlib, json, os, sys; importlib.import_module(sys.argv[1]); '
+    'print(json.dumps(["jax" in sys.modules, os.environ.get("XLA_FLAGS", "")]))'
+  )
+  children = {  # One fresh interpreter per module, all at once.
+    m: subprocess.Popen(
+      [sys.executable, '-c', code, m], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    for m in entry_points()
+  }
+  late = {}
+  for module, child in children.items():
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, f'importing {module} failed'
+    imported_jax, xla_flags = json.loads(out.strip().splitlines()[-1])
+    if imported_jax and xla_flags != expected:
+      late[module] = xla_flags
+  assert late == {}, f'call platforms.choose_platform() before these import JAX: {late}'

@@ -9,12 +9,18 @@ import os
 import sys
 from typing import Sequence
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 
 from experiments.study import protocol
 from hybrid_jax import cli
 from hybrid_jax.errors import ConfigError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
