@@ -50,7 +50,8 @@ def _cost(summary: dict) -> str:
   """'196 runs, 1.9 h of training': the runs' own wall times summed (not the reports' or tests')."""
   return (
     f'{summary["num_runs"]} runs, {summary["train_seconds"] / 3600:.1f} h of training (the runs\' '
-    'wall times summed: evaluations and checkpoints included, the test phase not)'
+    'wall times summed: evaluations and checkpoints included, the test phase not; a run resumed '
+    'after an interruption counts its last sitting)'
   )
 
 
@@ -60,7 +61,8 @@ def _cost_section(summaries: Sequence[dict]) -> list[str]:
     '## What the study cost',
     '',
     'Training wall time: each run\'s own, summed (its evaluations and checkpoints included; the test '
-    'phase, the probe and the reports not), on the device each run was trained on.',
+    'phase, the probe and the reports not; a run resumed after an interruption counts its last '
+    'sitting), on the device each run was trained on.',
     '',
     '| dataset | runs | training (h) |',
     '|---|---|---|',
