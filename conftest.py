@@ -20,7 +20,9 @@ os.environ["XLA_FLAGS"] = (
 
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="hybrid_jax_tests_xla_")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+# Set, not defaulted: a cache of the user's own is neither read nor filled with the tests' programs
+# (`JAX_ENABLE_COMPILATION_CACHE=false` turns the cache off).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
 # Every program, however quick to compile or small (the defaults skip those under 1 s).
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"

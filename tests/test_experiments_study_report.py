@@ -200,7 +200,7 @@ def test_report_declares_the_family_lists_revisions_and_shows_both_ablations(tmp
   family = 'addressed by name): best single branch (lstm), late ensemble (2 comparisons)'
   assert family in text
   assert 'Holm over all 4 reported comparisons -> over the 2 primary ones' in text
-  assert '32 runs, 2.0 h of training' in text  # 4 trained arms x 8 seeds, 30 min each.
+  assert '32 runs, 2.0 h of training' in text  # 4 trained arms x 8 seeds, 30 min per arm.
   assert 'CNN features mean-ablated | LSTM features mean-ablated | CNN features zeroed' not in text
   assert '| CNN features mean-ablated | CNN features zeroed | LSTM features mean-ablated |' in text
   assert 'Mean-ablation (a branch\'s features replaced by their mean) is the standard' in text
@@ -318,9 +318,13 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
   text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
   assert 'The verdicts below are claimed' in text and f'| **{verdict}** |' in text
   assert '| [controls/both](study_controls_both.md) | helps: why | **helps** | yes |' in text
-  # The wall time of the whole study: per dataset (3 and 2 trained arms x 8 seeds) and in all.
-  assert '| synthetic | 24 | 1.5 |' in text and '| controls/both | 24 | 1.5 |' in text
-  assert '| **all** | 72 | 4.5 |' in text
+  # The wall time of the whole study: per dataset (3 trained arms x 8 seeds) and in all.
+  assert '| synthetic | 24 | 1.50 |' in text and '| controls/both | 24 | 1.50 |' in text
+  assert '| **all** | 72 | 4.50 |' in text
+  # A summary.json written before the count: its cells are empty and the total says what it counts.
+  del xor['num_runs'], xor['train_seconds']
+  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+  assert '| controls/xor | – | – |' in text and '| **all** counted | 48 | 3.00 |' in text
 
   xor['analysis']['verdict'] = 'helps'
   text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()

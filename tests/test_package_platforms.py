@@ -215,13 +215,18 @@ def entry_points() -> list[str]:
 
 
 def test_every_entry_point_sets_the_xla_flags_before_jax_starts():
-  """An entry point that imports JAX has run `platforms.choose_platform()` by then: the study's
-  command line once trained every video run on XLA:CPU's default kernels, ~2x slower than
-  `hybrid_jax.main` (experiments/results/benchmark_xla_flags.md)."""
+  """An entry point whose imports bring in JAX has run `platforms.choose_platform()` by then: the
+  study's command line once trained every video run on XLA:CPU's default kernels, ~2x slower than
+  `hybrid_jax.main` (experiments/results/benchmark_xla_flags.md). What is checked is the module's
+  import (where the entry points choose); JAX imported later, inside a function, is not.
+
+  Skips on a jaxlib whose table entry is empty (no flag to check).
+  """
+  flags = platforms.default_cpu_xla_flags(platforms.jaxlib_version())
+  if not flags:
+    pytest.skip(f'no default XLA:CPU flags for jaxlib {platforms.jaxlib_version()}')
   assert {'hybrid_jax.main', 'experiments.study.__main__'} <= set(entry_points())
-  expected = platforms.compose_xla_flags(
-    '', platforms.default_cpu_xla_flags(platforms.jaxlib_version())
-  )
+  expected = platforms.compose_xla_flags('', flags)
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   code = (
@@ -235,10 +240,15 @@ def test_every_entry_point_sets_the_xla_flags_before_jax_starts():
     for m in entry_points()
   }
   late = {}
-  for module, child in children.items():
-    out, _ = child.communicate(timeout=120)
-    assert child.returncode == 0, f'importing {module} failed'
-    imported_jax, xla_flags = json.loads(out.strip().splitlines()[-1])
-    if imported_jax and xla_flags != expected:
-      late[module] = xla_flags
+  try:
+    for module, child in children.items():
+      out, _ = child.communicate(timeout=180)
+      assert child.returncode == 0, f'importing {module} failed'
+      imported_jax, xla_flags = json.loads(out.strip().splitlines()[-1])
+      if imported_jax and xla_flags != expected:
+        late[module] = xla_flags
+  finally:
+    for child in children.values():
+      child.kill()
+      child.wait()
   assert late == {}, f'call platforms.choose_platform() before these import JAX: {late}'

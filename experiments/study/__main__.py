@@ -11,7 +11,7 @@ from typing import Sequence
 
 from hybrid_jax import platforms
 
-platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+platforms.choose_platform()  # Before JAX starts: the platform and the XLA:CPU flags of every entry point.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags

@@ -69,12 +69,13 @@ def _cost_section(summaries: Sequence[dict]) -> list[str]:
   ]
   known = [s for s in summaries if 'train_seconds' in s]  # A summary.json older than this count.
   for s in summaries:
-    cells = [str(s['num_runs']), f'{s["train_seconds"] / 3600:.1f}'] if s in known else ['–'] * 2
+    counted = 'train_seconds' in s
+    cells = [str(s['num_runs']), f'{s["train_seconds"] / 3600:.2f}'] if counted else ['–'] * 2
     lines.append(f'| {s["dataset"]} | {" | ".join(cells)} |')
   runs = sum(s['num_runs'] for s in known)
   hours = sum(s['train_seconds'] for s in known) / 3600
   return lines + [
-    f'| **all**{"" if len(known) == len(summaries) else " counted"} | {runs} | {hours:.1f} |',
+    f'| **all**{"" if len(known) == len(summaries) else " counted"} | {runs} | {hours:.2f} |',
     '',
   ]
 
