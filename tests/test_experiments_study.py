@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import sensor
+from experiments import kernel_check
 from experiments.study import __main__ as study_main
 from experiments.study import arms as study_arms
 from experiments.study import protocol as study
@@ -101,6 +102,10 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   reference = train.evaluate(config, str(workdir), checkpoint=test['step'])
   assert test['metric'] == pytest.approx(reference['mae_original_units'], rel=1e-5)
   assert summary['test']['concat'][1] == test['metric']
+  # experiments.kernel_check reads the run back and re-evaluates it (here on the same kernels).
+  check = kernel_check.check_run(str(workdir))
+  assert check['max_abs_difference'] == 0.0
+  assert check['metric_now'] == check['metric_saved'] == test['metric']
 
   # The ensemble averages the members' aligned predictions.
   members = [
