@@ -24,6 +24,7 @@ platforms.choose_platform()  # Before JAX starts: the kernels every entry point 
 import ml_collections
 import numpy as np
 
+from experiments.study import protocol as study_protocol
 from experiments.study import runs as study_runs
 from hybrid_jax import fileio
 from hybrid_jax.data import datasets
@@ -74,7 +75,7 @@ def main(argv) -> None:
     for arm in args.arms.split(','):
       lr = summary['chosen_lr'][arm]
       checks = [
-        check_run(os.path.join(args.study_dir, dataset, arm, f'lr{lr:g}_seed{seed}'))
+        check_run(os.path.join(args.study_dir, dataset, arm, study_protocol.run_name(lr, seed)))
         for seed in summary['seeds']
       ]
       metric = [abs(c['metric_now'] - c['metric_saved']) for c in checks]

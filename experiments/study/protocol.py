@@ -306,8 +306,13 @@ def test_blocks(
   return np.array([int(records[i][feature]) // size for i in range(len(records))])
 
 
+def run_name(lr: float, seed: int) -> str:
+  """A run's dir name inside its arm's dir: 'lr0.001_seed3'."""
+  return f'lr{lr:g}_seed{seed}'
+
+
 def run_dir(protocol: Protocol, dataset: str, arm: str, lr: float, seed: int) -> str:
-  return os.path.join(protocol.study_dir, dataset, arm, f'lr{lr:g}_seed{seed}')
+  return os.path.join(protocol.study_dir, dataset, arm, run_name(lr, seed))
 
 
 def study_dataset(dataset: str, protocol: Protocol) -> dict:

@@ -46,12 +46,18 @@ def _grid_note(summary: dict) -> list[str]:
   return [' '.join(lines), ''] if lines else []
 
 
+# What a study's training time counts (summary['train_seconds']).
+_COST_COUNTS = (
+  "the runs' own wall times summed: their evaluations and checkpoints included; the test phase, "
+  'the probe and the reports not; a run resumed after an interruption counts its last sitting'
+)
+
+
 def _cost(summary: dict) -> str:
-  """'196 runs, 1.9 h of training': the runs' own wall times summed (not the reports' or tests')."""
+  """'196 runs, 1.9 h of training (...)'."""
   return (
-    f'{summary["num_runs"]} runs, {summary["train_seconds"] / 3600:.1f} h of training (the runs\' '
-    'wall times summed: evaluations and checkpoints included, the test phase not; a run resumed '
-    'after an interruption counts its last sitting)'
+    f'{summary["num_runs"]} runs, {summary["train_seconds"] / 3600:.1f} h of training '
+    f'({_COST_COUNTS})'
   )
 
 
@@ -60,17 +66,18 @@ def _cost_section(summaries: Sequence[dict]) -> list[str]:
   lines = [
     '## What the study cost',
     '',
-    'Training wall time: each run\'s own, summed (its evaluations and checkpoints included; the test '
-    'phase, the probe and the reports not; a run resumed after an interruption counts its last '
-    'sitting), on the device each run was trained on.',
+    f'Training wall time: {_COST_COUNTS}; on the device each run was trained on.',
     '',
     '| dataset | runs | training (h) |',
     '|---|---|---|',
   ]
   known = [s for s in summaries if 'train_seconds' in s]  # A summary.json older than this count.
   for s in summaries:
-    counted = 'train_seconds' in s
-    cells = [str(s['num_runs']), f'{s["train_seconds"] / 3600:.2f}'] if counted else ['–'] * 2
+    cells = (
+      [str(s['num_runs']), f'{s["train_seconds"] / 3600:.2f}']
+      if 'train_seconds' in s
+      else ['–'] * 2
+    )
     lines.append(f'| {s["dataset"]} | {" | ".join(cells)} |')
   runs = sum(s['num_runs'] for s in known)
   hours = sum(s['train_seconds'] for s in known) / 3600
