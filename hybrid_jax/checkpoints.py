@@ -31,6 +31,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from hybrid_jax import checkpoint_verification as verification
 from hybrid_jax import metrics as metrics_lib
+from hybrid_jax import parallel
 from hybrid_jax.errors import CheckpointError
 
 # orbax's temporary step directory (`<step>` + this) is renamed to `<step>` when a save commits.
@@ -379,7 +380,8 @@ def restore_latest(
 ) -> Optional[Restored]:
   """The latest intact checkpoint of `workdir`, restored to resume training (the data iterator
   repositioned in place); None when the workdir has no checkpoint yet. Reads only."""
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  # Process 0's reading on every process: a slower one may find the directory it just created.
+  if not parallel.as_process_0_sees_it(os.path.isdir(checkpoint_dir(workdir))):
     return None
   reader = create_manager(workdir, keep, best_metric, read_only=True)
   try:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hybrid_jax.errors import ConfigError
@@ -61,6 +62,18 @@ def initialize_distributed(requested: bool = False) -> None:
     jax.local_device_count(),
     jax.device_count(),
   )
+
+
+def as_process_0_sees_it(flag: bool) -> bool:
+  """`flag` as process 0 computed it, on every process (one collective; `flag` itself when alone).
+
+  For a decision that every process must take the same way although it reads the file system,
+  which another process may change in the meantime: process 0 of a fresh run creates the checkpoint
+  directory that a slower process 1 would otherwise find and try to restore from.
+  """
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def default_devices() -> list[Any]:

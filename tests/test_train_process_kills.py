@@ -18,8 +18,12 @@ import two_process_kills as kills
 
 @pytest.fixture(scope='module')
 def uninterrupted(tiny_data_dir, tmp_path_factory):
+  """The reference run, with process 1 late: it looks for checkpoints only once process 0 could
+  have created their directory. Processes that read the file system at different moments must
+  still agree that a fresh run has none (they used to diverge at orbax's first barrier)."""
   workdir = str(tmp_path_factory.mktemp('two_process') / 'uninterrupted')
-  assert kills.train_two_processes(tiny_data_dir, workdir) == [0, 0], _log(workdir, 'run')
+  codes = kills.train_two_processes(tiny_data_dir, workdir, late_process_1=True)
+  assert codes == [0, 0], _log(workdir, 'run')
   return workdir
 
 

@@ -39,6 +39,10 @@ FLAGS = [
 ]
 POINTS = ('before', 'during', 'after')
 _KILL_ENV = 'HYBRID_JAX_TEST_KILL'  # "<process>:<point>:<step>", read by this file as a script.
+# Set: process 1 looks for checkpoints only once process 0 has created the run's checkpoint
+# directory (or LATE_S seconds have passed), the order a loaded machine can produce.
+_LATE_ENV = 'HYBRID_JAX_TEST_LATE_PROCESS_1'
+LATE_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +59,11 @@ def _free_port() -> int:
 
 
 def train_two_processes(
-  data_dir: str, workdir: str, kill: Optional[Kill] = None, timeout: float = 400
+  data_dir: str,
+  workdir: str,
+  kill: Optional[Kill] = None,
+  timeout: float = 400,
+  late_process_1: bool = False,
 ) -> list[Optional[int]]:
   """Runs (or resumes) the two-process run; returns the exit codes (None: killed by us)."""
   port = _free_port()
@@ -70,6 +78,9 @@ def train_two_processes(
       JAX_PROCESS_ID=str(process_id),
     )
     env.pop(_KILL_ENV, None)
+    env.pop(_LATE_ENV, None)
+    if late_process_1:
+      env[_LATE_ENV] = '1'
     if kill is not None:
       env[_KILL_ENV] = f'{kill.process}:{kill.point}:{kill.step}'
     log = open(f'{workdir}.{"killed" if kill else "run"}.{process_id}.log', 'a', encoding='utf-8')
@@ -231,6 +242,24 @@ def _install_kill(spec: str) -> None:
   checkpoint_verification.write_manifest = killing_write_manifest
 
 
+def _install_late_process_1() -> None:
+  """In a worker process: process 1 looks for checkpoints after process 0 created their directory."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from hybrid_jax import checkpoints  # pylint: disable=g-import-not-at-top
+
+  restore_latest = checkpoints.restore_latest
+
+  def late_restore_latest(workdir, *args, **kwargs):
+    deadline = time.time() + LATE_S
+    if jax.process_index() == 1:
+      while time.time() < deadline and not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+        time.sleep(0.05)
+    return restore_latest(workdir, *args, **kwargs)
+
+  checkpoints.restore_latest = late_restore_latest
+
+
 def _matrix(data_dir: str, out: str) -> None:
   import shutil  # pylint: disable=g-import-not-at-top
 
@@ -273,6 +302,8 @@ if __name__ == '__main__':
 
     if os.environ.get(_KILL_ENV):
       _install_kill(os.environ[_KILL_ENV])
+    if os.environ.get(_LATE_ENV):
+      _install_late_process_1()
     cli.run(main.main)
   else:
     _matrix(sys.argv[1], sys.argv[2])
