@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import time
 
 import numpy as np
 import pytest
@@ -168,10 +169,29 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
       for p in sorted(step_dir.rglob('*'), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
       step_dir.rmdir()
+  # What the interrupted sitting recorded of its time: the run's seconds count it too.
+  (lost / study_runs.CLOCK_FILE).write_text(json.dumps({'seconds': 1000.0}))
   [third] = study.run_study(protocol)
   after = json.loads((lost / 'result.json').read_text())
   assert (after['best_step'], after['val_best']) == (before['best_step'], before['val_best'])
+  assert 1000.0 < after['seconds'] < 1000.0 + 10 * before['seconds'] + 60
+  assert not (lost / study_runs.CLOCK_FILE).exists()  # result.json holds the total now.
   assert third['test'] == summary['test']
+
+
+def test_a_runs_clock_records_each_sitting_and_adds_them_up(tmp_path, monkeypatch):
+  monkeypatch.setattr(study_runs, 'CLOCK_RECORD_S', 0.02)
+  record = tmp_path / study_runs.CLOCK_FILE
+  with study_runs.clock(str(tmp_path)) as seconds:
+    time.sleep(0.3)
+    recorded = json.loads(record.read_text())['seconds']  # What a kill now would leave.
+    assert 0 < recorded <= seconds()
+  first = json.loads(record.read_text())['seconds']  # The sitting's last record.
+  assert recorded <= first <= seconds()
+  with study_runs.clock(str(tmp_path)) as seconds:  # The next sitting starts from it.
+    assert first <= seconds() < first + 0.2
+    time.sleep(0.1)
+  assert seconds() >= first + 0.1
 
 
 def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):

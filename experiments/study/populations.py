@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 
 import jax
 
@@ -100,9 +99,9 @@ def train_runs(
     key = json.dumps([study_runs.fingerprint(config), seeds, rates])
     workdir = os.path.join(arm_dir, 'population_' + hashlib.sha256(key.encode()).hexdigest()[:12])
     print(f'[study] population of {len(members)}: seeds {seeds} x rates {rates}', flush=True)
-    start = time.perf_counter()
-    outcome = population_train.train_population(grouped, workdir)
-    seconds = (time.perf_counter() - start) / len(members)  # Each member's share of the time.
+    with study_runs.clock(workdir) as elapsed:
+      outcome = population_train.train_population(grouped, workdir)
+    seconds = elapsed() / len(members)  # Each member's share of the time.
     for member, out in zip(members, outcome, strict=True):
       lr, seed = member.learning_rate, member.seed
       single = _member_config(config, lr, seed)

@@ -49,7 +49,8 @@ def _grid_note(summary: dict) -> list[str]:
 # What a study's training time counts (summary['train_seconds']).
 _COST_COUNTS = (
   "the runs' own wall times summed: their evaluations and checkpoints included; the test phase, "
-  'the probe and the reports not; a run resumed after an interruption counts its last sitting'
+  'the probe and the reports not; a run interrupted and resumed counts every sitting, to within '
+  '30 s (runs.clock; one resumed before 2026-11-26 11:00 UTC, when the clock came, only its last)'
 )
 
 

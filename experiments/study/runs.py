@@ -9,13 +9,15 @@ training pipeline's eval batches. Branch features, and the metric with one branc
 zeroed, come from `hybrid_jax.ablation.branch_features` (the same helper `hybrid_jax.load` uses).
 """
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
 import jax
@@ -78,6 +80,41 @@ def validation_curve(workdir: str, metric: str) -> list[tuple[int, float]]:
   return sorted(points.items())
 
 
+# A run's wall time over all its sittings: a sitting adds its time to `workdir/seconds.json`,
+# rewritten every CLOCK_RECORD_S seconds, so that a sitting cut short (a kill, the end of a
+# session) loses at most that much of it; the file goes once result.json holds the total.
+CLOCK_FILE = 'seconds.json'
+CLOCK_RECORD_S = 30.0
+
+
+@contextlib.contextmanager
+def clock(workdir: str) -> Iterator[Callable[[], float]]:
+  """Yields a function that returns the run's seconds so far, earlier sittings included."""
+  path = os.path.join(workdir, CLOCK_FILE)
+  earlier = float((read_json(path) or {}).get('seconds', 0.0))
+  start = time.perf_counter()
+
+  def seconds() -> float:
+    return earlier + time.perf_counter() - start
+
+  stop = threading.Event()
+
+  def record() -> None:
+    while not stop.wait(CLOCK_RECORD_S):
+      try:
+        fileio.write_json(path, {'seconds': seconds()})
+      except FileNotFoundError:  # The run dir is not made yet, or is being restarted.
+        pass
+
+  recorder = threading.Thread(target=record, name=f'clock {workdir}', daemon=True)
+  recorder.start()
+  try:
+    yield seconds
+  finally:
+    stop.set()
+    recorder.join()
+
+
 def _manager(workdir: str, config, read_only: bool):
   return checkpoints.create_manager(workdir, 1, config.best_metric, read_only=read_only)
 
@@ -100,18 +137,18 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
       )
     _prune(config, workdir, result, keep)
     return result
-  start = time.perf_counter()
   diverged = None
-  try:
+  with clock(workdir) as seconds:
     try:
-      train.train_and_evaluate(config, workdir)
-    except CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
-      logging.warning('Restarting %s from scratch: %s', workdir, e)
-      shutil.rmtree(workdir)
-      train.train_and_evaluate(config, workdir)
-  except FloatingPointError as e:
-    diverged = str(e)
-  result = write_result(config, workdir, time.perf_counter() - start, diverged)
+      try:
+        train.train_and_evaluate(config, workdir)
+      except CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
+        logging.warning('Restarting %s from scratch: %s', workdir, e)
+        shutil.rmtree(workdir)
+        train.train_and_evaluate(config, workdir)
+    except FloatingPointError as e:
+      diverged = str(e)
+  result = write_result(config, workdir, seconds(), diverged)
   _prune(config, workdir, result, keep)
   return result
 
@@ -147,6 +184,8 @@ def write_result(config, workdir: str, seconds: float, diverged: Optional[str]) 
     'val_curve': curve,
   }
   fileio.write_json(os.path.join(workdir, 'result.json'), result)
+  if os.path.exists(os.path.join(workdir, CLOCK_FILE)):
+    os.remove(os.path.join(workdir, CLOCK_FILE))
   return result
 
 
