@@ -1,11 +1,12 @@
 """Test set-up, before JAX is imported anywhere: JAX on CPU with 4 fake devices, and one persistent
-compilation cache per test session.
+compilation cache per test process (each pytest-xdist worker).
 
 The suite trains many tiny models, in-process and in the command lines it launches, and most of its
 time went to compiling the same train and eval steps again and again; the cache hands a process the
 executable XLA already built for the same program (same HLO, options and versions), so results are
-unchanged. A fresh directory per session, removed at exit: no test reads what an earlier session or
-another checkout compiled. The launched commands inherit it through the environment.
+unchanged. A fresh directory per process, removed at exit: no test reads what an earlier session,
+the other worker or another checkout compiled. The launched commands inherit it through the
+environment.
 """
 
 import atexit
