@@ -24,6 +24,7 @@ platforms.choose_platform()  # Before JAX starts: the kernels every entry point 
 import ml_collections
 import numpy as np
 
+from experiments.study import outputs as study_outputs
 from experiments.study import protocol as study_protocol
 from experiments.study import runs as study_runs
 from hybrid_jax import fileio
@@ -37,13 +38,13 @@ def check_run(workdir: str) -> dict:
     config = ml_collections.ConfigDict(json.load(f))
   result = study_runs.read_json(os.path.join(workdir, 'result.json'))
   split = study_runs.read_json(os.path.join(workdir, 'test.json'))['split']
-  saved = study_runs.load_outputs(workdir)
-  now = study_runs.predict_split(datasets.resolve(config), workdir, result['best_step'], split)
+  saved = study_outputs.load_outputs(workdir)
+  now = study_outputs.predict_split(datasets.resolve(config), workdir, result['best_step'], split)
   key = 'prediction' if 'prediction' in saved else 'probs'
   return {
     'max_abs_difference': float(np.max(np.abs(now[key] - saved[key]))),
-    'metric_saved': study_runs.metric_of(saved),
-    'metric_now': study_runs.metric_of(now),
+    'metric_saved': study_outputs.metric_of(saved),
+    'metric_now': study_outputs.metric_of(now),
   }
 
 

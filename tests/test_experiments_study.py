@@ -11,6 +11,7 @@ from configs import sensor
 from experiments import kernel_check
 from experiments.study import __main__ as study_main
 from experiments.study import arms as study_arms
+from experiments.study import outputs as study_outputs
 from experiments.study import protocol as study
 from experiments.study import runs as study_runs
 from hybrid_jax import train
@@ -110,7 +111,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
 
   # The ensemble averages the members' aligned predictions.
   members = [
-    study_runs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
+    study_outputs.load_outputs(str(runs / arm / f'lr{summary["chosen_lr"][arm]:g}_seed0'))
     for arm in ('cnn', 'lstm')
   ]
   expected = (
@@ -214,7 +215,7 @@ def test_a_selected_run_without_its_checkpoint_or_test_is_one_line(tiny_data_dir
   result = {'fingerprint': study_runs.fingerprint(base), 'best_step': 4}
   (workdir / 'result.json').write_text(json.dumps(result))
   with pytest.raises(CheckpointError, match=r'kept checkpoint \(step 4\) is gone.*delete that run'):
-    study_runs.test_run(base, str(workdir), result, redundancy=False)
+    study_outputs.test_run(base, str(workdir), result, redundancy=False)
   assert (workdir / 'result.json').exists()  # Nothing deleted.
 
 
@@ -406,7 +407,7 @@ def test_the_rate_is_chosen_among_every_rate_the_grid_extension_ran(
     raise Chosen
 
   monkeypatch.setattr(study_runs, 'train_run', fake_train_run)
-  monkeypatch.setattr(study_runs, 'test_run', fake_test_run)
+  monkeypatch.setattr(study_outputs, 'test_run', fake_test_run)
   protocol = tiny_protocol(
     study, tiny_data_dir, tmp_path, arms=['cnn'], seeds=[0], lrs=[1e-3, 3e-3], extend_grid=True
   )

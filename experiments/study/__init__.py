@@ -2,7 +2,8 @@
 
 protocol.py    datasets, their grids and the protocol; runs a dataset end to end (`run_study`)
 arms.py        the arms: what each trains, and the parameter-matched capacity controls
-runs.py        one run: train (or reuse / resume), then its kept checkpoint on test
+runs.py        one run: train it, or reuse it when finished, or resume it; its time over all sittings
+outputs.py     the test phase: a kept checkpoint's per-example outputs, the late ensemble, the probe
 populations.py an arm's runs trained as populations
 stats.py       statistics (numpy only): seed and two-level bootstraps, paired tests, Holm, CIs
 selection.py   the choice on validation (loss tie-break) and the learning-rate grid's edge

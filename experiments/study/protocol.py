@@ -58,6 +58,7 @@ import numpy as np
 
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
+from experiments.study import outputs as study_outputs
 from experiments.study import populations as study_populations
 from experiments.study import report as study_report
 from experiments.study import runs as study_runs
@@ -315,11 +316,9 @@ def run_dir(protocol: Protocol, dataset: str, arm: str, lr: float, seed: int) ->
   return os.path.join(protocol.study_dir, dataset, arm, run_name(lr, seed))
 
 
-def study_dataset(dataset: str, protocol: Protocol) -> dict:
-  """Runs (or reuses) every run of `dataset`, selects on validation, tests, writes its report."""
-  spec = _spec(dataset, protocol)
-  base = base_config(dataset, protocol)
-  metric, lower = study_runs.primary_metric(base)
+def _study_arms(protocol: Protocol, spec: DatasetSpec, sizes: dict, base) -> tuple:
+  """(arms, narrow): the arms run on `dataset` (checked), and the learned fusions left out as
+  narrower than the narrower branch."""
   arms = list(protocol.arms or spec.arms)
   unknown = [a for a in arms if a not in study_arms.ARMS]
   if unknown:
@@ -328,157 +327,183 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     missing = [m for m in study_arms.ENSEMBLE_MEMBERS if m not in arms]
     if combined in arms and missing:
       raise ConfigError(f'The {combined!r} arm needs the arms {missing} too: add them to --arms.')
-  seeds = list(protocol.seeds if protocol.seeds is not None else range(spec.seeds))
-  lrs = [float(lr) for lr in (protocol.lrs or spec.lrs)]
-  sizes = study_arms.match_sizes(base)
   narrow = study_arms.narrow_fusions(sizes, study_arms.branch_widths(base))
-  arms = [a for a in arms if a not in narrow]
-  trained = [a for a in arms if study_arms.ARMS[a].trained]
-  configs = {a: study_arms.ARMS[a].configure(base, sizes) for a in trained}
+  return [a for a in arms if a not in narrow], narrow
 
-  num_select = (
-    len(seeds)
-    if not (protocol.selection_seeds or spec.selection_seeds)
-    else min(len(seeds), protocol.selection_seeds or spec.selection_seeds)
-  )
-  select_seeds = seeds[:num_select]
-  runs: dict[tuple[str, float, int], dict] = {}
 
-  grouped = study_populations.use_populations(protocol.population)
+@dataclasses.dataclass
+class _Runs:
+  """The trained runs of one dataset: trains (or reuses) them and keeps their result.json records
+  by (arm, lr, seed)."""
 
-  def train(wanted: list[tuple[str, float, int]]) -> None:
+  dataset: str
+  protocol: Protocol
+  configs: dict[str, ml_collections.ConfigDict]  # By trained arm.
+  results: dict[tuple[str, float, int], dict] = dataclasses.field(default_factory=dict)
+
+  def config(self, arm: str, lr: float, seed: int) -> ml_collections.ConfigDict:
+    config = copy.deepcopy(self.configs[arm])
+    config.update(learning_rate=lr, seed=seed)
+    return config
+
+  def workdir(self, arm: str, lr: float, seed: int) -> str:
+    return run_dir(self.protocol, self.dataset, arm, lr, seed)
+
+  def train(self, wanted: list[tuple[str, float, int]]) -> None:
     """Trains (or reuses) the runs (arm, lr, seed): one after another in the given order, or each
     arm's as populations."""
-    if not grouped:
+    if not study_populations.use_populations(self.protocol.population):
       for arm, lr, seed in wanted:
-        config = copy.deepcopy(configs[arm])
-        config.update(learning_rate=lr, seed=seed)
-        print(f'[study] {dataset} {arm} lr={lr:g} seed={seed}', flush=True)
-        runs[arm, lr, seed] = study_runs.train_run(
-          config, run_dir(protocol, dataset, arm, lr, seed), protocol.keep
+        print(f'[study] {self.dataset} {arm} lr={lr:g} seed={seed}', flush=True)
+        self.results[arm, lr, seed] = study_runs.train_run(
+          self.config(arm, lr, seed), self.workdir(arm, lr, seed), self.protocol.keep
         )
       return
+    budget = int(self.protocol.population_memory_gb * 2**30)
     for arm in dict.fromkeys(a for a, _, _ in wanted):
-      print(f'[study] {dataset} {arm}', flush=True)
-      dirs = {(lr, s): run_dir(protocol, dataset, a, lr, s) for a, lr, s in wanted if a == arm}
-      budget = int(protocol.population_memory_gb * 2**30)
-      done = study_populations.train_runs(configs[arm], dirs, protocol.keep, budget)
-      runs.update({(arm, lr, s): r for (lr, s), r in done.items()})
+      print(f'[study] {self.dataset} {arm}', flush=True)
+      dirs = {(lr, s): self.workdir(a, lr, s) for a, lr, s in wanted if a == arm}
+      done = study_populations.train_runs(self.configs[arm], dirs, self.protocol.keep, budget)
+      self.results.update({(arm, lr, s): r for (lr, s), r in done.items()})
 
-  # Seeds outermost: an interrupted study (one run after another) has balanced arms so far.
-  train([(arm, lr, seed) for seed in select_seeds for lr in lrs for arm in trained])
-
-  def selection_means(arm, key, worst):
-    """{lr: mean over the selection seeds of result[key]} for every rate the arm ran at."""
-    tried = sorted({lr for (a, lr, s) in runs if a == arm and s in select_seeds})
+  def selection_means(self, arm: str, key: str, worst: float, seeds: list[int]) -> dict:
+    """{lr: mean over `seeds` of result[key]} for every rate the arm ran at on those seeds."""
+    tried = sorted({lr for (a, lr, s) in self.results if a == arm and s in seeds})
     return {
       lr: float(
         np.mean(
-          [worst if runs[arm, lr, s][key] is None else runs[arm, lr, s][key] for s in select_seeds]
+          [
+            worst if self.results[arm, lr, s][key] is None else self.results[arm, lr, s][key]
+            for s in seeds
+          ]
         )
       )
       for lr in tried
     }
 
+
+def _choose_rates(
+  runs: _Runs, trained: list[str], select_seeds: list[int], lower: bool, extend: bool
+) -> dict[str, float]:
+  """Each arm's learning rate, chosen on the selection seeds' validation means (ties broken by the
+  validation loss). When an edge rate of the grid wins, the next rate outward is run and the
+  choice re-made over every rate tried (up to MAX_GRID_EXTENSIONS times)."""
   worst = np.inf if lower else -np.inf
   chosen = {}
   for arm in trained:
-    # When an edge rate of the grid wins, the next rate outward is run and the choice re-made.
-    # The choice is re-made over every rate tried after each extension (the last one included).
     for extension in range(MAX_GRID_EXTENSIONS + 1):
-      means = selection_means(arm, 'val_best', worst)
-      losses = selection_means(arm, 'val_loss_best', np.inf)
+      means = runs.selection_means(arm, 'val_best', worst, select_seeds)
+      losses = runs.selection_means(arm, 'val_loss_best', np.inf, select_seeds)
       tried = sorted(means)
       edge = study_selection.grid_edge(
         tried, [means[lr] for lr in tried], lower, [losses[lr] for lr in tried]
       )
       chosen[arm] = edge.chosen
-      if not edge.edge or not protocol.extend_grid or extension == MAX_GRID_EXTENSIONS:
+      if not edge.edge or not extend or extension == MAX_GRID_EXTENSIONS:
         break
-      train([(arm, lr, seed) for lr in edge.next_rates for seed in select_seeds])
-  val_means = {
-    (a, lr): v for a in trained for lr, v in selection_means(a, 'val_best', worst).items()
-  }
-  val_loss_means = {
-    (a, lr): v for a in trained for lr, v in selection_means(a, 'val_loss_best', np.inf).items()
-  }
-  # With selection_seeds < seeds: the rest only at the chosen rate.
-  train([(arm, chosen[arm], seed) for seed in seeds[num_select:] for arm in trained])
+      runs.train([(arm, lr, seed) for lr in edge.next_rates for seed in select_seeds])
+  return chosen
 
+
+def _test_phase(
+  runs: _Runs, trained: list[str], arms: list[str], chosen: dict[str, float], seeds: list[int]
+) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+  """Every trained arm's kept checkpoints on the test split (at its chosen rate), then the late
+  ensemble and the probe built from them: (test records by arm, per-example scores by arm
+  [seeds, examples])."""
+  protocol = runs.protocol
   tests: dict[str, list[dict]] = {}
-  outputs: dict[str, list[dict]] = {}
   for arm in trained:
     lr = chosen[arm]
-    tests[arm], outputs[arm] = [], []
+    tests[arm] = []
     for seed in seeds:
-      workdir = run_dir(protocol, dataset, arm, lr, seed)
-      result = runs[arm, lr, seed]
+      result = runs.results[arm, lr, seed]
       if result['best_step'] is None:
         raise ConfigError(
-          f'{dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
+          f'{runs.dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
           'rate; drop that rate from --lrs.'
         )
-      config = copy.deepcopy(configs[arm])
-      config.update(learning_rate=lr, seed=seed)
       tests[arm].append(
-        study_runs.test_run(
-          config, workdir, result, arm == 'concat', protocol.test_split, protocol.cka_max_examples
+        study_outputs.test_run(
+          runs.config(arm, lr, seed),
+          runs.workdir(arm, lr, seed),
+          result,
+          arm == 'concat',
+          protocol.test_split,
+          protocol.cka_max_examples,
         )
       )
-      if arm in study_arms.ENSEMBLE_MEMBERS and 'ensemble' in arms:
-        outputs[arm].append(study_runs.load_outputs(workdir))
-  per_example = {
-    a: np.stack(
-      [
-        study_stats.per_example_scores(
-          study_runs.load_outputs(run_dir(protocol, dataset, a, chosen[a], s))
-        )
-        for s in seeds
-      ]
-    )
-    for a in trained
+  outputs = {
+    a: [study_outputs.load_outputs(runs.workdir(a, chosen[a], s)) for s in seeds] for a in trained
   }
   if 'ensemble' in arms:
     rng = np.random.default_rng(0)
-    tests['ensemble'] = []
-    ensembles = []
-    for k in range(len(seeds)):
-      ens = study_runs.ensemble_outputs([outputs[m][k] for m in study_arms.ENSEMBLE_MEMBERS])
-      ensembles.append(study_stats.per_example_scores(ens))
-      tests['ensemble'].append(
-        {
-          'metric': study_runs.metric_of(ens),
-          'sampling_ci': study_runs.sampling_ci(ens, rng),
-          'num_examples': study_runs.num_examples(ens),
-        }
-      )
-    per_example['ensemble'] = np.stack(ensembles)
+    outputs['ensemble'] = [
+      study_outputs.ensemble_outputs([outputs[m][k] for m in study_arms.ENSEMBLE_MEMBERS])
+      for k in range(len(seeds))
+    ]
+    tests['ensemble'] = [
+      {
+        'metric': study_outputs.metric_of(ens),
+        'sampling_ci': study_outputs.sampling_ci(ens, rng),
+        'num_examples': study_outputs.num_examples(ens),
+      }
+      for ens in outputs['ensemble']
+    ]
   if 'probe' in arms:
-    tests['probe'] = []
+    tests['probe'], outputs['probe'] = [], []
+    splits = (protocol.train_split, protocol.validation_split, protocol.test_split)
     for seed in seeds:
-      members = []
-      for m in study_arms.ENSEMBLE_MEMBERS:
-        config = copy.deepcopy(configs[m])
-        config.update(learning_rate=chosen[m], seed=seed)
-        members.append(
-          (
-            datasets.resolve(config),
-            run_dir(protocol, dataset, m, chosen[m], seed),
-            runs[m, chosen[m], seed]['best_step'],
-          )
+      members = [
+        (
+          datasets.resolve(runs.config(m, chosen[m], seed)),
+          runs.workdir(m, chosen[m], seed),
+          runs.results[m, chosen[m], seed]['best_step'],
         )
-      workdir = os.path.join(protocol.study_dir, dataset, 'probe', f'seed{seed}')
-      splits = (protocol.train_split, protocol.validation_split, protocol.test_split)
-      tests['probe'].append(study_runs.probe_run(members, workdir, splits))
-    per_example['probe'] = np.stack(
-      [
-        study_stats.per_example_scores(
-          study_runs.load_outputs(os.path.join(protocol.study_dir, dataset, 'probe', f'seed{s}'))
-        )
-        for s in seeds
+        for m in study_arms.ENSEMBLE_MEMBERS
       ]
-    )
+      workdir = os.path.join(protocol.study_dir, runs.dataset, 'probe', f'seed{seed}')
+      tests['probe'].append(study_outputs.probe_run(members, workdir, splits))
+      outputs['probe'].append(study_outputs.load_outputs(workdir))
+  per_example = {
+    a: np.stack([study_stats.per_example_scores(o) for o in outs]) for a, outs in outputs.items()
+  }
+  return tests, per_example
+
+
+def study_dataset(dataset: str, protocol: Protocol) -> dict:
+  """Runs (or reuses) every run of `dataset`, selects on validation, tests, writes its report."""
+  spec = _spec(dataset, protocol)
+  base = base_config(dataset, protocol)
+  metric, lower = study_runs.primary_metric(base)
+  sizes = study_arms.match_sizes(base)
+  arms, narrow = _study_arms(protocol, spec, sizes, base)
+  trained = [a for a in arms if study_arms.ARMS[a].trained]
+  seeds = list(protocol.seeds if protocol.seeds is not None else range(spec.seeds))
+  lrs = [float(lr) for lr in (protocol.lrs or spec.lrs)]
+  num_select = protocol.selection_seeds or spec.selection_seeds
+  select_seeds = seeds[: min(len(seeds), num_select)] if num_select else seeds
+  runs = _Runs(dataset, protocol, {a: study_arms.ARMS[a].configure(base, sizes) for a in trained})
+
+  # Seeds outermost: an interrupted study (one run after another) has balanced arms so far.
+  runs.train([(arm, lr, seed) for seed in select_seeds for lr in lrs for arm in trained])
+  chosen = _choose_rates(runs, trained, select_seeds, lower, protocol.extend_grid)
+  worst = np.inf if lower else -np.inf
+  val_means = {
+    f'{a}@{lr:g}': v
+    for a in trained
+    for lr, v in runs.selection_means(a, 'val_best', worst, select_seeds).items()
+  }
+  val_loss_means = {
+    f'{a}@{lr:g}': v
+    for a in trained
+    for lr, v in runs.selection_means(a, 'val_loss_best', np.inf, select_seeds).items()
+  }
+  # With selection_seeds < seeds: the rest only at the chosen rate.
+  runs.train([(arm, chosen[arm], seed) for seed in seeds[len(select_seeds) :] for arm in trained])
+  tests, per_example = _test_phase(runs, trained, arms, chosen, seeds)
   blocks = test_blocks(dataset, protocol, base)
+  results = runs.results
 
   summary = {
     'dataset': dataset,
@@ -492,23 +517,23 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
     'lrs': lrs,
     'arms': arms,
     'chosen_lr': chosen,
-    'val_means': {f'{a}@{lr:g}': v for (a, lr), v in val_means.items()},
-    'val_loss_means': {f'{a}@{lr:g}': v for (a, lr), v in val_loss_means.items()},
+    'val_means': val_means,
+    'val_loss_means': val_loss_means,
     'bootstrap_unit': 'example' if blocks is None else bootstrap_unit(dataset, protocol),
     'sizes': sizes,
-    'params': {a: study_arms.count_params(configs[a]) for a in trained},
+    'params': {a: study_arms.count_params(runs.configs[a]) for a in trained},
     'test': {a: [t['metric'] for t in tests[a]] for a in tests},
     'sampling_ci': {a: [list(t['sampling_ci']) for t in tests[a]] for a in tests},
     'num_test_examples': tests[arms[0]][0]['num_examples'],
     'redundancy': [t['redundancy'] for t in tests.get('concat', []) if 'redundancy' in t],
-    'val_curves': {a: [runs[a, chosen[a], s]['val_curve'] for s in seeds] for a in trained},
+    'val_curves': {a: [results[a, chosen[a], s]['val_curve'] for s in seeds] for a in trained},
     'seconds': {
-      a: float(np.mean([r['seconds'] for (arm, _, _), r in runs.items() if arm == a]))
+      a: float(np.mean([r['seconds'] for (arm, _, _), r in results.items() if arm == a]))
       for a in trained
     },
     # What the study cost: the runs' own wall times summed (a population member counts its share).
-    'num_runs': len(runs),
-    'train_seconds': float(sum(r['seconds'] for r in runs.values())),
+    'num_runs': len(results),
+    'train_seconds': float(sum(r['seconds'] for r in results.values())),
     'steps': int(base.num_train_steps),
     'note': spec.note
     + (
