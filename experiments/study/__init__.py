@@ -1,6 +1,7 @@
 """The study: is concatenating CNN and LSTM outputs meaningful? (`python -m experiments.study`)
 
-protocol.py    datasets, their grids and the protocol; runs a dataset end to end (`run_study`)
+grids.py       the datasets and their default grids (arms, seeds, rates, run length)
+protocol.py    the protocol (flags -> configs); runs a dataset end to end (`run_study`)
 arms.py        the arms: what each trains, and the parameter-matched capacity controls
 runs.py        one run: train it, or reuse it when finished, or resume it; its time over all sittings
 outputs.py     the test phase: a kept checkpoint's per-example outputs, the late ensemble, the probe

@@ -17,6 +17,7 @@ platforms.choose_platform()  # Before JAX starts: the platform and the XLA:CPU f
 from absl import flags
 from absl import logging
 
+from experiments.study import grids as study_grids
 from experiments.study import protocol
 from hybrid_jax import cli
 from hybrid_jax.errors import ConfigError
@@ -26,10 +27,10 @@ from hybrid_jax.errors import ConfigError
 def define_flags(flag_values=flags.FLAGS) -> None:
   """Command-line flags (defined only when run as a script, so tests can import this module)."""
   f = dict(flag_values=flag_values)
-  datasets = list(protocol.DATASETS)
+  datasets = list(study_grids.DATASETS)
   flags.DEFINE_list('datasets', datasets, f'Datasets to study, of {datasets}.', **f)
   flags.DEFINE_list(
-    'arms', None, f"Arms (default: each dataset's own list), of {list(protocol.ALL_ARMS)}.", **f
+    'arms', None, f"Arms (default: each dataset's own list), of {list(study_grids.ALL_ARMS)}.", **f
   )
   flags.DEFINE_string(
     'seeds',

@@ -26,7 +26,7 @@ The datasets are the shipped ones (`hybrid_jax.data.shipped.SHIPPED`: each one's
 configs/ and its equivalence margin), the synthetic controls first, one dataset per variant
 ('controls/both', ...: each report states the verdict the control was designed to give and the one
 it got, and the summary claims nothing about the real datasets unless the positive control says
-"helps" and the negative ones do not); DATASETS holds each one's grid and budget. Or your files
+"helps" and the negative ones do not); grids.py holds each one's grid and budget. Or your files
 (`--config=configs/<kind>.py --files=...`, the same route as `--config.dataset.files`): one dataset,
 named like its prepared data (file stem + content hash), run with the default grid and the
 equivalence margin `--margin` (default: FILES_MARGIN accuracy, or FILES_MARGIN x the train
@@ -58,6 +58,7 @@ import numpy as np
 
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
+from experiments.study import grids as study_grids
 from experiments.study import outputs as study_outputs
 from experiments.study import populations as study_populations
 from experiments.study import report as study_report
@@ -71,95 +72,11 @@ from hybrid_jax.data import shipped
 from hybrid_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ALL_ARMS = tuple(study_arms.ARMS)
-# Video runs a reduced grid on a 2-core CPU (250-step runs: ~1 min cnn, ~5 min lstm or concat):
-# the arms of the comparison concat - best single branch and the late ensemble (which trains
-# nothing); the widened branches, CNN∥CNN, LSTM∥LSTM and the learned fusions are left out. 8 seeds,
-# because the exact sign-flip test cannot go below p = 2 / 2^n: with the 3 comparisons these arms
-# give, Holm needs n >= 7 to reach 0.05 at all (5 seeds never could). Learning rate chosen on seed
-# 0; 250 steps, half the config's 500, so that the 30 runs fit one session (the validation curves
-# in the report show how far each arm got); 5 validation evaluations. The cnn branch reads one key
-# frame (<= 50% by construction); the lstm branch reads the same CNN on every frame, so it sees
-# appearance and motion on its own.
-VIDEO_ARMS = ('cnn', 'lstm', 'concat', 'concat_norm', 'ensemble')
 # The equivalence margin of a files dataset without --margin: 0.01 accuracy (one point, as for the
 # shipped classification sets), or 0.01 x the train targets' std of MAE (regression).
 FILES_MARGIN = 0.01
 # How many times an arm's grid is extended outward when its edge rate wins (then it stays there).
 MAX_GRID_EXTENSIONS = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """How the study runs one shipped dataset (its config and margin: `shipped.SHIPPED`).
-
-  seeds: default number of seeds (0..seeds-1); arms: default arms; lrs: default learning rates.
-  evals_per_run: default validation evaluations (and checkpoints) per run.
-  steps: default run length (None: the config's num_train_steps).
-  note: why the dataset's default grid differs from the full protocol (printed in its report).
-  early_stopping_patience: config.early_stopping_patience of every run (0: full-length runs).
-  selection_seeds: choose the learning rate on the first K seeds only (None: all); the other seeds
-    then run only at the chosen rate (a budget lever for slow datasets).
-  """
-
-  seeds: int = 10
-  evals_per_run: int = 10
-  selection_seeds: Optional[int] = 2
-  arms: tuple[str, ...] = ALL_ARMS
-  steps: Optional[int] = None
-  note: str = ''
-  lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-  early_stopping_patience: int = 0
-
-
-# The grids that differ from DatasetSpec's defaults, by shipped dataset.
-_GRIDS: dict[str, DatasetSpec] = {
-  # Video to convergence (issue 18): every arm trains until validation stops improving
-  # (early stopping, patience 3 evaluations of 100 steps) within a 1,500-step cap; rates chosen on
-  # 2 seeds; 8 seeds (with 3 primary comparisons the exact sign-flip test needs at least 7 to
-  # pass Holm at 0.05). Arms: cnn, lstm, concat, concat_norm and the late ensemble; the widened
-  # branches, copies and learned fusions are left out (budget). Hours of CPU: resumable.
-  'moving_digits': DatasetSpec(
-    seeds=8,
-    arms=VIDEO_ARMS,
-    evals_per_run=15,
-    selection_seeds=2,
-    steps=1_500,
-    early_stopping_patience=3,
-    note=(
-      'Video grid: arms cnn, lstm, concat, concat_norm and the late ensemble; 8 seeds; rates '
-      'chosen on seeds 0-1; runs until the validation accuracy stops improving (3 evaluations '
-      'of 100 steps without a better one) within 1,500 steps.'
-    ),
-  ),
-  # Text: 1,000 steps, half the config's 2,000, so that a dataset's 154 runs fit one session.
-  'bbc_news': DatasetSpec(steps=1_000),
-  'tweet_sentiment': DatasetSpec(steps=1_000),
-}
-# The synthetic controls (one study dataset per variant, 'controls/both', ...; each report states the
-# verdict it was designed to give and the one it got): arms cnn, lstm, concat, the late ensemble and
-# the probe (the fix arms answer questions about the real datasets; the controls test the
-# instrument); 8 seeds (the primary family is 2 comparisons here: Holm needs n >= 7); rates chosen
-# on 2 seeds; the config's 1,000 steps, 5 evaluations (experiments/results/controls_calibration.md).
-CONTROL_ARMS = ('cnn', 'lstm', 'concat', 'ensemble', 'probe')
-_CONTROL_GRID = DatasetSpec(
-  seeds=8,
-  arms=CONTROL_ARMS,
-  evals_per_run=5,
-  selection_seeds=2,
-  note=(
-    'Controls grid: arms cnn, lstm, concat, the late ensemble and the probe; 8 seeds; rates chosen '
-    'on seeds 0-1; the config\'s 1,000 steps.'
-  ),
-)
-for _name in shipped.study_names():
-  if shipped.designed_verdict(_name):
-    _GRIDS.setdefault(_name, _CONTROL_GRID)
-# Every study dataset (the controls first, then the real datasets in the table's order), its grid.
-DATASETS: dict[str, DatasetSpec] = {
-  name: _GRIDS.get(name, DatasetSpec()) for name in shipped.study_names()
-}
-assert set(_GRIDS) <= set(DATASETS), f'_GRIDS names a dataset not studied: {list(_GRIDS)}'
 
 
 def run_length(dataset: str, protocol: 'Protocol', config: ml_collections.ConfigDict) -> int:
@@ -213,12 +130,14 @@ def files_dataset(protocol: 'Protocol') -> str:
   return file_dataset.files_name(task_config('', protocol.config_variant, protocol).dataset)[0]
 
 
-def _spec(dataset: str, protocol: Optional[Protocol] = None) -> DatasetSpec:
+def _spec(dataset: str, protocol: Optional[Protocol] = None) -> study_grids.DatasetSpec:
   if protocol is not None and protocol.files:
-    return DatasetSpec()
-  if dataset not in DATASETS:
-    raise ConfigError(f'Unknown --datasets entry {dataset!r}: use any of {sorted(DATASETS)}.')
-  return DATASETS[dataset]
+    return study_grids.DatasetSpec()
+  if dataset not in study_grids.DATASETS:
+    raise ConfigError(
+      f'Unknown --datasets entry {dataset!r}: use any of {sorted(study_grids.DATASETS)}.'
+    )
+  return study_grids.DATASETS[dataset]
 
 
 def task_config(
@@ -316,7 +235,7 @@ def run_dir(protocol: Protocol, dataset: str, arm: str, lr: float, seed: int) ->
   return os.path.join(protocol.study_dir, dataset, arm, run_name(lr, seed))
 
 
-def _study_arms(protocol: Protocol, spec: DatasetSpec, sizes: dict, base) -> tuple:
+def _study_arms(protocol: Protocol, spec: study_grids.DatasetSpec, sizes: dict, base) -> tuple:
   """(arms, narrow): the arms run on `dataset` (checked), and the learned fusions left out as
   narrower than the narrower branch."""
   arms = list(protocol.arms or spec.arms)
@@ -661,7 +580,7 @@ def earlier_controls(protocol: Protocol) -> list[dict]:
   """The controls an earlier invocation finished in the same study_dir (their summary.json), so
   that a study of some datasets (or of your files) is judged against the instrument's test."""
   out = []
-  for name in DATASETS:
+  for name in study_grids.DATASETS:
     path = os.path.join(protocol.study_dir, name, 'summary.json')
     if shipped.designed_verdict(name) and name not in protocol.datasets and os.path.exists(path):
       with open(path) as f:
