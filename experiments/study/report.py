@@ -50,7 +50,7 @@ def _grid_note(summary: dict) -> list[str]:
 _COST_COUNTS = (
   "the runs' own wall times summed: their evaluations and checkpoints included; the test phase, "
   'the probe and the reports not; a run interrupted and resumed counts every sitting, to within '
-  '30 s (runs.clock; one resumed before 2026-11-26 11:00 UTC, when the clock came, only its last)'
+  '30 s (runs.clock; one resumed before 2026-11-26 10:28 UTC, when the clock came, only its last)'
 )
 
 
