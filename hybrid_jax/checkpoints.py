@@ -379,8 +379,8 @@ def restore_latest(
   extra_target: Optional[dict[str, Any]] = None,
 ) -> Optional[Restored]:
   """The latest intact checkpoint of `workdir`, restored to resume training (the data iterator
-  repositioned in place); None when the workdir has no checkpoint yet. Reads only."""
-  # Process 0's reading on every process: a slower one may find the directory it just created.
+  repositioned in place); None when the workdir has no checkpoint yet. Reads only; every process
+  calls it (one collective). Process 0's reading: a slower process may see the directory it made."""
   if not parallel.as_process_0_sees_it(os.path.isdir(checkpoint_dir(workdir))):
     return None
   reader = create_manager(workdir, keep, best_metric, read_only=True)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny builds of the shipped datasets, prepared once per test session."""
+"""Shared fixtures: the tiny builds of the shipped datasets, prepared once per test process (each
+pytest-xdist worker)."""
 
 import pytest
 

@@ -39,8 +39,10 @@ FLAGS = [
 ]
 POINTS = ('before', 'during', 'after')
 _KILL_ENV = 'HYBRID_JAX_TEST_KILL'  # "<process>:<point>:<step>", read by this file as a script.
-# Set: process 1 looks for checkpoints only once process 0 has created the run's checkpoint
-# directory (or LATE_S seconds have passed), the order a loaded machine can produce.
+# Set (train_two_processes(..., late_process_1=True)): process 1 looks for checkpoints only once
+# process 0 has created the run's checkpoint directory (or LATE_S seconds have passed), the order a
+# loaded machine can produce. With the processes agreeing first (checkpoints.restore_latest),
+# process 0 waits for process 1 and the wait always runs its LATE_S.
 _LATE_ENV = 'HYBRID_JAX_TEST_LATE_PROCESS_1'
 LATE_S = 10.0
 

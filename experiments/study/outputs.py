@@ -85,7 +85,7 @@ def predict_split(
   abstract = checkpoints.abstract_like(
     steps.variables_target(shapes), jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   )
-  manager = study_runs.open_checkpoints(workdir, config, read_only=True)
+  manager = study_runs.run_checkpoints(workdir, config, read_only=True)
   try:
     variables = steps.variables_of(
       checkpoints.restore(manager, step, abstract, params_only=True).state

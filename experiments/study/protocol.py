@@ -235,9 +235,8 @@ def run_dir(protocol: Protocol, dataset: str, arm: str, lr: float, seed: int) ->
   return os.path.join(protocol.study_dir, dataset, arm, run_name(lr, seed))
 
 
-def _study_arms(protocol: Protocol, spec: study_grids.DatasetSpec, sizes: dict, base) -> tuple:
-  """(arms, narrow): the arms run on `dataset` (checked), and the learned fusions left out as
-  narrower than the narrower branch."""
+def _study_arms(protocol: Protocol, spec: study_grids.DatasetSpec) -> list[str]:
+  """The arms run on the dataset (--arms, else its grid's), checked."""
   arms = list(protocol.arms or spec.arms)
   unknown = [a for a in arms if a not in study_arms.ARMS]
   if unknown:
@@ -246,8 +245,7 @@ def _study_arms(protocol: Protocol, spec: study_grids.DatasetSpec, sizes: dict, 
     missing = [m for m in study_arms.ENSEMBLE_MEMBERS if m not in arms]
     if combined in arms and missing:
       raise ConfigError(f'The {combined!r} arm needs the arms {missing} too: add them to --arms.')
-  narrow = study_arms.narrow_fusions(sizes, study_arms.branch_widths(base))
-  return [a for a in arms if a not in narrow], narrow
+  return arms
 
 
 @dataclasses.dataclass
@@ -395,8 +393,11 @@ def study_dataset(dataset: str, protocol: Protocol) -> dict:
   spec = _spec(dataset, protocol)
   base = base_config(dataset, protocol)
   metric, lower = study_runs.primary_metric(base)
+  arms = _study_arms(protocol, spec)
   sizes = study_arms.match_sizes(base)
-  arms, narrow = _study_arms(protocol, spec, sizes, base)
+  # Left out: learned fusions with a projection narrower than the narrower branch.
+  narrow = study_arms.narrow_fusions(sizes, study_arms.branch_widths(base))
+  arms = [a for a in arms if a not in narrow]
   trained = [a for a in arms if study_arms.ARMS[a].trained]
   seeds = list(protocol.seeds if protocol.seeds is not None else range(spec.seeds))
   lrs = [float(lr) for lr in (protocol.lrs or spec.lrs)]

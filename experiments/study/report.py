@@ -49,8 +49,9 @@ def _grid_note(summary: dict) -> list[str]:
 # What a study's training time counts (summary['train_seconds']).
 _COST_COUNTS = (
   "the runs' own wall times summed: their evaluations and checkpoints included; the test phase, "
-  'the probe and the reports not; a run interrupted and resumed counts every sitting, to within '
-  '30 s (runs.clock; one resumed before 2026-11-26 10:28 UTC, when the clock came, only its last)'
+  'the probe and the reports not; a run interrupted and resumed counts every sitting (runs.clock), '
+  'each interruption losing up to 30 s; a sitting interrupted before the clock came (commit 67c881f, '
+  '2026-11-26 10:28 UTC) is not counted'
 )
 
 

@@ -71,6 +71,8 @@ def validation_curve(workdir: str, metric: str) -> list[tuple[int, float]]:
 # session) loses at most that much of it; the file goes once result.json holds the total.
 CLOCK_FILE = 'seconds.json'
 CLOCK_RECORD_S = 30.0
+# Held by each record and by the removal of a run dir while its clock runs (a restart from scratch).
+CLOCK_WRITES = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -86,22 +88,27 @@ def clock(workdir: str) -> Iterator[Callable[[], float]]:
   stop = threading.Event()
 
   def record() -> None:
-    while not stop.wait(CLOCK_RECORD_S):
+    with CLOCK_WRITES:
       try:
         fileio.write_json(path, {'seconds': seconds()})
-      except FileNotFoundError:  # The run dir is not made yet, or is being restarted.
+      except FileNotFoundError:  # The run dir is not made yet, or was just removed (a restart).
         pass
 
-  recorder = threading.Thread(target=record, name=f'clock {workdir}', daemon=True)
+  def record_every_interval() -> None:
+    while not stop.wait(CLOCK_RECORD_S):
+      record()
+
+  recorder = threading.Thread(target=record_every_interval, name=f'clock {workdir}', daemon=True)
   recorder.start()
   try:
     yield seconds
   finally:
     stop.set()
     recorder.join()
+    record()  # A sitting that ends in an error keeps all of its time too.
 
 
-def open_checkpoints(workdir: str, config, read_only: bool):
+def run_checkpoints(workdir: str, config, read_only: bool):
   """The run's checkpoint manager (1 kept by recency; the best by the config's best_metric)."""
   return checkpoints.create_manager(workdir, 1, config.best_metric, read_only=read_only)
 
@@ -131,7 +138,8 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
         train.train_and_evaluate(config, workdir)
       except CheckpointError as e:  # An interrupted run whose checkpoint is unusable.
         logging.warning('Restarting %s from scratch: %s', workdir, e)
-        shutil.rmtree(workdir)
+        with CLOCK_WRITES:  # The time so far stays with the clock; its next record rewrites it.
+          shutil.rmtree(workdir)
         train.train_and_evaluate(config, workdir)
     except FloatingPointError as e:
       diverged = str(e)
@@ -147,7 +155,7 @@ def write_result(config, workdir: str, seconds: float, diverged: Optional[str]) 
   curve = validation_curve(workdir, metric)
   best_step, val_best, val_loss_best = None, None, None
   if diverged is None:
-    manager = open_checkpoints(workdir, config, read_only=True)
+    manager = run_checkpoints(workdir, config, read_only=True)
     try:
       best_step = checkpoints.resolve_step(manager, 'best')
     finally:
@@ -185,7 +193,7 @@ def _prune(config, workdir: str, result: dict, keep: str) -> None:
     str(result['best_step'])
   ]:
     return  # Nothing to delete (the common case when a finished study is re-run).
-  manager = open_checkpoints(workdir, config, read_only=False)
+  manager = run_checkpoints(workdir, config, read_only=False)
   try:
     for step in manager.all_steps():
       if step != result['best_step']:
