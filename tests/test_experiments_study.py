@@ -11,7 +11,9 @@ from configs import sensor
 from experiments import kernel_check
 from experiments.study import __main__ as study_main
 from experiments.study import arms as study_arms
+from experiments.study import conduct
 from experiments.study import outputs as study_outputs
+from experiments.study import progress
 from experiments.study import protocol as study
 from experiments.study import runs as study_runs
 from hybrid_jax import train
@@ -44,7 +46,7 @@ def test_an_edge_rate_extends_the_grid_outward(tiny_data_dir, tmp_path):
   protocol = tiny_protocol(
     study, tiny_data_dir, tmp_path, arms=['cnn'], seeds=[0], lrs=[1e-3], extend_grid=True
   )
-  [summary] = study.run_study(protocol)
+  [summary] = conduct.run_study(protocol)
   tried = sorted(float(k.rpartition('@')[2]) for k in summary['val_means'])
   # A one-rate grid is an edge on both sides: its neighbours (x sqrt(10), rounded to the 1-3 grid)
   # are run, and then whichever edge wins, up to twice.
@@ -55,7 +57,7 @@ def test_an_edge_rate_extends_the_grid_outward(tiny_data_dir, tmp_path):
 def test_fix_arms_and_the_probe_run_end_to_end(tiny_data_dir, tmp_path):
   arms = ['cnn', 'lstm', 'concat', 'concat_norm', 'concat_aux', 'concat_branch_dropout', 'probe']
   protocol = tiny_protocol(study, tiny_data_dir, tmp_path, arms=arms, seeds=[0], lrs=[1e-3])
-  [summary] = study.run_study(protocol)
+  [summary] = conduct.run_study(protocol)
   assert set(summary['test']) == set(arms)
   probe = json.loads(
     (tmp_path / 'runs' / 'weather_stations' / 'probe' / 'seed0' / 'test.json').read_text()
@@ -67,7 +69,7 @@ def test_fix_arms_and_the_probe_run_end_to_end(tiny_data_dir, tmp_path):
 
 def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path, monkeypatch):
   protocol = tiny_protocol(study, tiny_data_dir, tmp_path, selection_seeds=1)
-  [summary] = study.run_study(protocol)
+  [summary] = conduct.run_study(protocol)
 
   runs = tmp_path / 'runs' / 'weather_stations'
   for arm, chosen in summary['chosen_lr'].items():
@@ -157,7 +159,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
     raise AssertionError('a finished run was trained again')
 
   monkeypatch.setattr(study_runs.train, 'train_and_evaluate', no_training)
-  [again] = study.run_study(protocol)
+  [again] = conduct.run_study(protocol)
   assert again['test'] == summary['test'] and again['chosen_lr'] == summary['chosen_lr']
   monkeypatch.undo()
 
@@ -172,7 +174,7 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
       step_dir.rmdir()
   # What the interrupted sitting recorded of its time: the run's seconds count it too.
   (lost / study_runs.CLOCK_FILE).write_text(json.dumps({'seconds': 1000.0}))
-  [third] = study.run_study(protocol)
+  [third] = conduct.run_study(protocol)
   after = json.loads((lost / 'result.json').read_text())
   assert (after['best_step'], after['val_best']) == (before['best_step'], before['val_best'])
   assert 1000.0 < after['seconds'] < 1000.0 + 10 * before['seconds'] + 60
@@ -290,11 +292,11 @@ def test_plan_counts_the_runs_of_the_grid(tmp_path):
     selection_seeds=1,
   )
   # 3 trained arms x (2 rates x 1 selection seed + 2 more seeds at the chosen rate).
-  assert '= 12 runs' in study.plan(protocol) and '0 finished' in study.plan(protocol)
+  assert '= 12 runs' in progress.plan(protocol) and '0 finished' in progress.plan(protocol)
   protocol.selection_seeds = 3  # Every seed at every rate.
-  assert '= 18 runs' in study.plan(protocol)
+  assert '= 18 runs' in progress.plan(protocol)
   protocol.selection_seeds = None  # The dataset's default: rates chosen on seeds 0 and 1.
-  assert '= 15 runs' in study.plan(protocol)
+  assert '= 15 runs' in progress.plan(protocol)
   # Finished runs: a table per arm and rate of their best validation metric, before any report.
   for seed, (value, best_step, tested) in enumerate([(3.5, 1_000, True), (3.7, 400, False)]):
     run = tmp_path / 'weather_stations' / 'lstm' / f'lr0.003_seed{seed}'
@@ -302,8 +304,8 @@ def test_plan_counts_the_runs_of_the_grid(tmp_path):
     (run / 'result.json').write_text(json.dumps({'val_best': value, 'best_step': best_step}))
     if tested:
       (run / 'test.json').write_text('{}')
-  assert '2 finished' in study.plan(protocol)
-  assert '| lstm | 0.003 | 2 | 3.6000 | 3.5000 | 3.7000 | 1 | 0 | 1 |' in study.plan(protocol)
+  assert '2 finished' in progress.plan(protocol)
+  assert '| lstm | 0.003 | 2 | 3.6000 | 3.5000 | 3.7000 | 1 | 0 | 1 |' in progress.plan(protocol)
 
 
 def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tmp_path):
@@ -312,7 +314,7 @@ def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tm
   protocol = tiny_protocol(
     study, tiny_data_dir, tmp_path, datasets=['controls/both'], arms=arms, seeds=[0, 1], lrs=[1e-3]
   )
-  [summary] = study.run_study(protocol)
+  [summary] = conduct.run_study(protocol)
   assert summary['data'] == 'controls/both_tiny'
   assert summary['designed_verdict'][0] == 'helps'
   assert (
@@ -330,7 +332,7 @@ def test_a_control_is_studied_and_reports_its_designed_verdict(tiny_data_dir, tm
 
   # A later study of a real dataset in the same study_dir is judged against those controls.
   later = tiny_protocol(study, tiny_data_dir, tmp_path, arms=['cnn', 'lstm', 'concat'], seeds=[0])
-  study.run_study(later)
+  conduct.run_study(later)
   summary_md = (tmp_path / 'results' / 'study_summary.md').read_text()
   assert '[controls/both](study_controls_both.md)' in summary_md
   assert '[weather_stations](study_weather_stations.md)' in summary_md
@@ -352,7 +354,7 @@ def test_populations_train_the_runs_that_one_after_another_trains(tiny_data_dir,
   kwargs = dict(arms=arms, seeds=[0, 1, 2], selection_seeds=2)
   grouped = tiny_protocol(study, tiny_data_dir, tmp_path / 'on', population='on', **kwargs)
   alone = tiny_protocol(study, tiny_data_dir, tmp_path / 'off', population='off', **kwargs)
-  [on], [off] = study.run_study(grouped), study.run_study(alone)
+  [on], [off] = conduct.run_study(grouped), conduct.run_study(alone)
   assert on['chosen_lr'] == off['chosen_lr']
   for arm in arms:
     names = sorted(p.name for p in (tmp_path / 'on' / 'runs' / 'weather_stations' / arm).iterdir())
@@ -416,6 +418,6 @@ def test_the_rate_is_chosen_among_every_rate_the_grid_extension_ran(
     study, tiny_data_dir, tmp_path, arms=['cnn'], seeds=[0], lrs=[1e-3, 3e-3], extend_grid=True
   )
   with pytest.raises(Chosen):
-    study.run_study(protocol)
+    conduct.run_study(protocol)
   assert sorted(set(trained)) == [1e-3, 3e-3, 1e-2, 3e-2]  # The grid and two extensions.
   assert tested == [max(trained)]

@@ -11,6 +11,7 @@ import os
 from absl import flags
 
 from experiments.study import __main__ as study_main
+from experiments.study import conduct
 from experiments.study import protocol as study
 from hybrid_jax.data import datasets
 
@@ -39,7 +40,7 @@ def test_study_on_a_files_dataset_end_to_end(tmp_path):
   [name] = protocol.datasets
   assert name.startswith('tiny_regression_') and protocol.steps == {'*': 2}
   protocol.num_resamples = 200
-  [summary] = study.run_study(protocol)
+  [summary] = conduct.run_study(protocol)
   assert summary['steps'] == 2 and summary['seeds'] == [0, 1] and summary['arms'] == protocol.arms
   base = study.base_config(name, protocol)
   target_std = datasets.resolve(base).info.target_std

@@ -6,6 +6,7 @@ import pytest
 
 from experiments.study import analysis
 from experiments.study import report
+from experiments.study import summary_report
 from experiments.study import stats
 
 # japanese_vowels as committed (experiments/results/study_japanese_vowels.md at d85125b, 10 seeds):
@@ -208,7 +209,7 @@ def test_report_declares_the_family_lists_revisions_and_shows_both_ablations(tmp
   # One rate tried: every arm is at the grid's edge, and the report says which rates to add.
   assert a['grid_edges']['concat'] == {'chosen': 1e-3, 'edge': 'only', 'next_rates': (3e-4, 3e-3)}
   assert 'concat at the only rate 0.001 (next 0.0003, 0.003)' in text
-  table = open(report.write_summary([summary], str(tmp_path), provenance)).read()
+  table = open(summary_report.write_summary([summary], str(tmp_path), provenance)).read()
   first = a['revisions'][0]['verdict_old']
   # No control ran: the verdict is shown but not claimed.
   assert f'not claimed (the rule gives: {a["verdict"]}) | {first} |' in table
@@ -315,7 +316,12 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
 
   both = control('controls/both', 'helps', 'helps')
   xor = control('controls/xor', 'redundant', 'redundant (equivalent within ±0.01)')
-  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+
+  def written_summary():
+    with open(summary_report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])) as f:
+      return f.read()
+
+  text = written_summary()
   assert 'The verdicts below are claimed' in text and f'| **{verdict}** |' in text
   assert '| [controls/both](study_controls_both.md) | helps: why | **helps** | yes |' in text
   # The wall time of the whole study: per dataset (3 trained arms x 8 seeds) and in all.
@@ -323,11 +329,11 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
   assert '| **all** | 72 | 4.50 |' in text
   # A summary.json written before the count: its cells are empty and the total says what it counts.
   del xor['num_runs'], xor['train_seconds']
-  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+  text = written_summary()
   assert '| controls/xor | – | – |' in text and '| **all** counted | 48 | 3.00 |' in text
 
   xor['analysis']['verdict'] = 'helps'
-  text = open(report.write_summary([summary], str(tmp_path), PROVENANCE, [both, xor])).read()
+  text = written_summary()
   assert 'No claim about the real datasets' in text and 'controls/xor' in text
   assert f'not claimed (the rule gives: {verdict})' in text
   assert '| **helps** | **no** |' in text

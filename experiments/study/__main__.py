@@ -17,7 +17,9 @@ platforms.choose_platform()  # Before JAX starts: the platform and the XLA:CPU f
 from absl import flags
 from absl import logging
 
+from experiments.study import conduct
 from experiments.study import grids as study_grids
+from experiments.study import progress
 from experiments.study import protocol
 from hybrid_jax import cli
 from hybrid_jax.errors import ConfigError
@@ -186,9 +188,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   del argv  # sys.argv: the command recorded in the reports.
   study = protocol_from_flags(flags.FLAGS, sys.argv)
-  print(protocol.plan(study), flush=True)
+  print(progress.plan(study), flush=True)
   if not flags.FLAGS.plan:
-    protocol.run_study(study)
+    conduct.run_study(study)
 
 
 if __name__ == '__main__':

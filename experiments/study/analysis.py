@@ -201,7 +201,7 @@ def analyse(
   the current rule and under each earlier one (the revisions).
 
   Args:
-    summary: the dataset's summary (protocol.study_dataset).
+    summary: the dataset's summary (conduct.study_dataset).
     per_example: arm -> per-example test scores [num_seeds, num_test_examples] in the seeds' order
       (`stats.per_example_scores` of each seed's test outputs: correctness, or absolute error in
       original units); None: no two-level CIs (then "redundant" cannot be established).

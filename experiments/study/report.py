@@ -1,12 +1,11 @@
-"""The study's markdown reports (their plots: plots.py); the statistics and the verdict are
-analysis.py's.
+"""Each dataset's markdown report of the study (its plots: plots.py); the statistics and the
+verdict are analysis.py's.
 
 write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
-write_summary(summaries, results_dir, provenance)        # study_summary.md
+(the summary across datasets, study_summary.md: summary_report.py)
 """
 
 import os
-from typing import Optional, Sequence
 
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
@@ -15,7 +14,7 @@ from experiments.study import stats as study_stats
 from hybrid_jax import fileio
 
 
-def _header(provenance: dict) -> list[str]:
+def header(provenance: dict) -> list[str]:
   v = ', '.join(f'{k} {x}' for k, x in provenance['versions'].items())
   dirty = ' (with uncommitted changes)' if provenance['dirty'] else ''
   return [
@@ -47,7 +46,7 @@ def _grid_note(summary: dict) -> list[str]:
 
 
 # What a study's training time counts (summary['train_seconds']).
-_COST_COUNTS = (
+COST_COUNTS = (
   "the runs' own wall times summed: their evaluations and checkpoints included; the test phase, "
   'the probe and the reports not; a run interrupted and resumed counts every sitting (runs.clock), '
   'each interruption losing up to 30 s; a sitting interrupted before the clock came (commit 67c881f, '
@@ -59,34 +58,8 @@ def _cost(summary: dict) -> str:
   """'196 runs, 1.9 h of training (...)'."""
   return (
     f'{summary["num_runs"]} runs, {summary["train_seconds"] / 3600:.1f} h of training '
-    f'({_COST_COUNTS})'
+    f'({COST_COUNTS})'
   )
-
-
-def _cost_section(summaries: Sequence[dict]) -> list[str]:
-  """The wall time of the whole study: one row per dataset and the total."""
-  lines = [
-    '## What the study cost',
-    '',
-    f'Training wall time: {_COST_COUNTS}; on the device each run was trained on.',
-    '',
-    '| dataset | runs | training (h) |',
-    '|---|---|---|',
-  ]
-  known = [s for s in summaries if 'train_seconds' in s]  # A summary.json older than this count.
-  for s in summaries:
-    cells = (
-      [str(s['num_runs']), f'{s["train_seconds"] / 3600:.2f}']
-      if 'train_seconds' in s
-      else ['–'] * 2
-    )
-    lines.append(f'| {s["dataset"]} | {" | ".join(cells)} |')
-  runs = sum(s['num_runs'] for s in known)
-  hours = sum(s['train_seconds'] for s in known) / 3600
-  return lines + [
-    f'| **all**{"" if len(known) == len(summaries) else " counted"} | {runs} | {hours:.2f} |',
-    '',
-  ]
 
 
 def file_stem(dataset: str) -> str:
@@ -126,7 +99,7 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
   name, metric = summary['dataset'], summary['metric']
   lines = (
     [f'# Study: {name}', '']
-    + _header(provenance)
+    + header(provenance)
     + [
       f'Data `{summary["data"]}`, splits train `{summary["splits"][0]}`, validation '
       f'`{summary["splits"][1]}`, test `{summary["splits"][2]}` ({summary["num_test_examples"]} '
@@ -345,117 +318,3 @@ def _revisions_section(analysis: dict) -> list[str]:
   for i, r in enumerate(revs, 1):
     lines.append(f'| {i} | {r["change"]} | {r["verdict_old"]} | {r["verdict_new"]} |')
   return lines + ['']
-
-
-def _controls_table(controls: Sequence[dict]) -> list[str]:
-  """One row per control: the verdict it was designed to give, the one it got, the main difference."""
-  lines = [
-    '| control | designed verdict | obtained verdict | as designed | concat − best single [CI], '
-    'Holm p | concat − late ensemble |',
-    '|---|---|---|---|---|---|',
-  ]
-  for s in controls:
-    a = s['analysis']
-    rows = {r['role']: r for r in a['comparisons'] if r.get('role')}
-    outcome = study_analysis.control_outcome(a['designed'][0], a['verdict'])
-    lines.append(
-      f'| [{s["dataset"]}]({file_stem(s["dataset"])}.md) | {a["designed"][0]}: '
-      f'{a["designed"][1]} | **{a["verdict"]}** | '
-      f'{"yes" if outcome["as_designed"] else "holds" if outcome["holds"] else "**no**"} | '
-      f'{_difference(rows.get("best_single"))} | {_difference(rows.get("ensemble"))} |'
-    )
-  return lines + ['']
-
-
-def _difference(row: Optional[dict]) -> str:
-  if row is None:
-    return '–'
-  return f'{row["mean"]:+.4f} [{row["low"]:+.4f}, {row["high"]:+.4f}], {row["holm_p"]:.3f}'
-
-
-def _datasets_table(summaries: Sequence[dict], claimed: bool) -> list[str]:
-  """One row per real dataset: concat and the best branch, the primary comparisons, the verdict
-  (withheld unless the controls held), and what the probe and the fixes say."""
-  lines = [
-    '| dataset | metric | concat [95% CI] | best single branch [95% CI] | concat − best single '
-    '[CI], Holm p | concat − late ensemble | concat − widened best | verdict | verdict under the '
-    'first rule | features complementary? (probe − best single) | a fix beats concat? |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
-  ]
-  for s in summaries:
-    a = s['analysis']
-    arms, rows = a['arms'], {r['role']: r for r in a['comparisons'] if r.get('role')}
-    best = a['best_single']
-
-    def cell(arm):
-      return (
-        f'{arms[arm]["mean"]:.4f} [{arms[arm]["low"]:.4f}, {arms[arm]["high"]:.4f}]'
-        if (arm in arms)
-        else '–'
-      )
-
-    verdict = f'**{a["verdict"]}**' if claimed else f'not claimed (the rule gives: {a["verdict"]})'
-    diagnosis = a.get('diagnosis', {})
-    complementary = diagnosis.get('complementary', {}).get('reading', '–').split(':')[0]
-    fixes = diagnosis.get('training')
-    fix = '–' if not fixes else (', '.join(fixes['beat_concat']) or 'no')
-    arrow = '↓' if s['lower_is_better'] else '↑'
-    lines.append(
-      f'| [{s["dataset"]}]({file_stem(s["dataset"])}.md) | {s["metric"]} {arrow} | '
-      f'{cell("concat")} | {best}: {cell(best) if best else "–"} | '
-      f'{_difference(rows.get("best_single"))} | {_difference(rows.get("ensemble"))} | '
-      f'{_difference(rows.get("widened"))} | {verdict} | '
-      f'{a["revisions"][0]["verdict_old"] if a.get("revisions") else "–"} | {complementary} | '
-      f'{fix} |'
-    )
-  return lines + ['']
-
-
-def write_summary(
-  summaries: Sequence[dict], results_dir: str, provenance: dict, controls: Sequence[dict] = ()
-) -> str:
-  """study_summary.md: the controls first (designed and obtained verdicts), then one row per real
-  dataset, whose verdicts are claimed only when the controls held (`analysis.controls_gate`).
-  A study of the controls alone (the instrument's test) writes study_controls_summary.md instead,
-  leaving the datasets' summary in place.
-
-  controls: summaries of controls run by an earlier invocation (their summary.json), counted
-    with any control among `summaries`.
-  """
-  os.makedirs(results_dir, exist_ok=True)
-  ran = [s for s in summaries if s['analysis'].get('designed')]
-  ran_names = {s['dataset'] for s in ran}
-  controls = ran + [c for c in controls if c['dataset'] not in ran_names]
-  real = [s for s in summaries if not s['analysis'].get('designed')]
-  claimed, why = study_analysis.controls_gate(controls)
-  lines = ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
-  lines += _header(provenance)
-  lines += [
-    f'**{"The verdicts below are claimed" if claimed else "No claim about the real datasets"}**: '
-    f'{why}.',
-    '',
-  ]
-  if controls:
-    lines += ['## The controls (known verdicts)', ''] + _controls_table(controls)
-  if real:
-    lines += ['## The datasets', ''] + _datasets_table(real, claimed)
-  stem = 'study_summary' if real else 'study_controls_summary'
-  forest = study_plots.summary_forest(
-    [*controls, *real], os.path.join(results_dir, f'{stem}_forest.png')
-  )
-  lines += [
-    *([f'![concat − arm per dataset]({os.path.basename(forest)})', ''] if forest else []),
-    'Holm p: within the declared family of primary comparisons. The first rule: Holm over every '
-    'reported comparison and "redundant" on the seed CI; each dataset\'s report lists the revisions '
-    'one by one with the verdict before and after each. Features complementary: a head trained on '
-    'the frozen cnn-only and lstm-only runs\' features (the probe) against the best single branch; '
-    'a fix beats concat: normalised concat, auxiliary branch losses, branch dropout or the probe '
-    'beats concat (secondary Holm p < 0.05).',
-    '',
-    study_analysis.DECISION_RULE,
-    '',
-    *_cost_section([*controls, *real]),
-  ]
-  path = os.path.join(results_dir, f'{stem}.md')
-  fileio.write_text(path, '\n'.join(lines))
-  return path
