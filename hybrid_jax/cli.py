@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from hybrid_jax import errors
+from hybrid_jax import orbax_logs
 
 # What config files and --config.x=y overrides raise while flags are parsed (ml_collections raises
 # these builtin types for a bad override or a missing file, so they are one line only in parsing).
@@ -96,19 +97,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     )
 
 
-class _QuietExpectedWarnings(pylogging.Filter):
-  """Drops orbax's warnings about choices made on purpose (not every save has metrics; evaluation
-  opens checkpoints read-only)."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    msg = record.getMessage()
-    return not (
-      msg.startswith('Requested `tracked_metric`; did not provide metrics')
-      or msg.startswith('Given directory is read only')
-      or msg.startswith('Metadata file does not exist')
-    )
-
-
 class _QuietAbandonedReads(pylogging.Filter):
   """After a refused restore, orbax's other pending reads fail too and asyncio logs each one
   ("... exception was never retrieved") when it is garbage-collected, often at exit, after the
@@ -139,7 +127,7 @@ def _quiet_unraisable(previous):
 
 def install_quiet_logging() -> None:
   """The command lines' process-wide log filters and unraisable hook (installed once, by `run`)."""
-  logging.get_absl_logger().addFilter(_QuietExpectedWarnings())
+  logging.get_absl_logger().addFilter(orbax_logs.ExpectedWarnings())
   pylogging.getLogger('asyncio').addFilter(_QuietAbandonedReads())
   if not getattr(sys.unraisablehook, 'hybrid_jax_quiet', False):
     sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)

@@ -39,6 +39,7 @@ from hybrid_jax import checkpoints
 from hybrid_jax import fileio
 from hybrid_jax import heads
 from hybrid_jax import input_kinds
+from hybrid_jax import orbax_logs
 from hybrid_jax import parallel
 from hybrid_jax import population
 from hybrid_jax import raw_inputs
@@ -214,11 +215,14 @@ def load(
     steps.variables_target(shapes), parallel.replicated_sharding(devices)
   )
   best_metric = config.best_metric or heads.head(spec['head']['kind']).best_metric
-  manager = checkpoints.create_manager(workdir, 1, best_metric, read_only=True)
-  try:
-    restored = checkpoints.restore(manager, checkpoint, abstract, config=config, params_only=True)
-  finally:
-    manager.close()
+  # Orbax warns about what is done here on purpose (a read-only manager; the checks read a step's
+  # item, which has no metadata file of its own): dropped for this span only, not process-wide.
+  with orbax_logs.quiet():
+    manager = checkpoints.create_manager(workdir, 1, best_metric, read_only=True)
+    try:
+      restored = checkpoints.restore(manager, checkpoint, abstract, config=config, params_only=True)
+    finally:
+      manager.close()
   return TrainedModel(
     spec,
     config,

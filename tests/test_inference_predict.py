@@ -5,9 +5,11 @@ Runs train on 4 fake CPU devices (conftest.py) and are predicted on 1.
 """
 
 import json
+import logging
 import os
 import shutil
 
+from absl import logging as absl_logging
 import jax
 import ml_collections
 import numpy as np
@@ -18,6 +20,7 @@ from configs import sensor
 from configs import text
 from configs import video
 from hybrid_jax import inference
+from hybrid_jax import orbax_logs
 from hybrid_jax import raw_inputs
 from hybrid_jax import train
 from hybrid_jax.data import datasets
@@ -193,6 +196,29 @@ def test_embed_zeroed_branch_and_head(text_run):
     model.predict(texts, zero_branches=('gru',))
   with pytest.raises(InputError, match="head reads"):
     model.apply_head({'cnn': features['cnn']})
+
+
+def test_load_drops_orbax_warnings_only_while_it_runs(text_run, caplog, monkeypatch):
+  absl_logger = absl_logging.get_absl_logger()
+  # Without the command lines' process-wide filter, whatever an earlier test installed.
+  monkeypatch.setattr(
+    absl_logger,
+    'filters',
+    [f for f in absl_logger.filters if not isinstance(f, orbax_logs.ExpectedWarnings)],
+  )
+  before = list(absl_logger.filters)
+  with caplog.at_level(logging.WARNING):
+    hybrid_jax.load(text_run, checkpoint='latest')
+  expected = [
+    r.getMessage()
+    for r in caplog.records
+    if r.getMessage().startswith(orbax_logs.EXPECTED_WARNINGS)
+  ]
+  assert expected == []
+  assert absl_logger.filters == before
+  with pytest.raises(CheckpointError), orbax_logs.quiet():
+    raise CheckpointError('refused')
+  assert absl_logger.filters == before
 
 
 def _one_line(error) -> str:

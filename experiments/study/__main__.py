@@ -74,15 +74,15 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   flags.DEFINE_integer(
     'evals_per_run',
     None,
-    'Validation evaluations (and checkpoints) per run (default: each dataset\'s own, 10; video 5).',
+    'Validation evaluations (and checkpoints) per run (default: each dataset\'s own, '
+    'experiments/study/grids.py).',
     **f,
   )
   flags.DEFINE_integer(
     'selection_seeds',
     None,
-    'Choose learning rates on the first K seeds; the '
-    "other seeds run only at the chosen rate (default: each dataset's own; "
-    '2, video 1).',
+    'Choose learning rates on the first K seeds; the other seeds run only at the chosen rate '
+    "(default: each dataset's own, experiments/study/grids.py).",
     **f,
   )
   flags.DEFINE_bool(
