@@ -6,6 +6,7 @@ import pytest
 
 from experiments.study import analysis
 from experiments.study import report
+from experiments.study import rule
 from experiments.study import summary_report
 from experiments.study import stats
 
@@ -61,10 +62,10 @@ def test_japanese_vowels_holm_over_the_declared_family_turns_inconclusive_into_h
   # Sorted 6/1024 * 3 = 0.0176, then max(8/1024 * 2, 0.0176) = 0.0176, then 56/1024 * 1 = 0.0547.
   assert primary == pytest.approx({'cnn': 18 / 1024, 'cnn_wide': 18 / 1024, 'ensemble': 56 / 1024})
   assert round(primary['cnn'], 3) == 0.018  # The "p 0.053 -> 0.018".
-  old = analysis.Rule(holm_family='all', equivalence_ci='seeds')
-  assert analysis.verdict(rows, 0.01, old) == 'inconclusive (CI reaches beyond ±0.01)'
-  assert analysis.verdict(rows, 0.01, analysis.RULE) == 'hurts'
-  revs = analysis.revisions(rows, 0.01)
+  old = rule.Rule(holm_family='all', equivalence_ci='seeds')
+  assert rule.verdict(rows, 0.01, old) == 'inconclusive (CI reaches beyond ±0.01)'
+  assert rule.verdict(rows, 0.01, rule.RULE) == 'hurts'
+  revs = rule.revisions(rows, 0.01)
   assert revs[0]['change'].startswith('Holm over all 11 reported comparisons -> over the 3 primary')
   assert (revs[0]['verdict_old'], revs[0]['verdict_new']) == (
     'inconclusive (CI reaches beyond ±0.01)',
@@ -86,16 +87,16 @@ def test_redundant_needs_the_two_level_interval_within_the_margin():
     'two_level_low': -0.018,
     'two_level_high': 0.02,
   }
-  revs = analysis.revisions([row], 0.01, unit='day')
+  revs = rule.revisions([row], 0.01, unit='day')
   assert 'test days' in revs[1]['change']
   assert revs[1]['verdict_old'] == 'redundant (equivalent within ±0.01)'
   assert revs[1]['verdict_new'] == 'inconclusive (CI reaches beyond ±0.01)'
   row.update(two_level_low=-0.008, two_level_high=0.009)
-  assert analysis.verdict([row], 0.01) == 'redundant (equivalent within ±0.01)'
+  assert rule.verdict([row], 0.01) == 'redundant (equivalent within ±0.01)'
   del row['two_level_low'], row['two_level_high']
-  assert analysis.verdict([row], 0.01).startswith('inconclusive (no two-level CI')
+  assert rule.verdict([row], 0.01).startswith('inconclusive (no two-level CI')
   row.update(low=-0.02)  # The seed CI alone already reaches beyond the margin.
-  assert analysis.verdict([row], 0.01) == 'inconclusive (CI reaches beyond ±0.01)'
+  assert rule.verdict([row], 0.01) == 'inconclusive (CI reaches beyond ±0.01)'
 
 
 def test_holm_by_family_corrects_each_family_on_its_own():
@@ -281,24 +282,24 @@ def _control(name, designed, obtained):
 
 
 def test_control_outcomes_and_the_gate():
-  assert analysis.control_outcome('helps', 'helps, but not beyond the control(s) ensemble') == {
+  assert rule.control_outcome('helps', 'helps, but not beyond the control(s) ensemble') == {
     'as_designed': True,
     'holds': True,
   }
-  assert analysis.control_outcome('redundant', 'inconclusive (CI reaches beyond ±0.01)') == {
+  assert rule.control_outcome('redundant', 'inconclusive (CI reaches beyond ±0.01)') == {
     'as_designed': False,
     'holds': True,
   }
-  assert analysis.control_outcome('redundant', 'helps')['holds'] is False
-  assert analysis.control_outcome('helps', 'redundant (equivalent within ±0.01)')['holds'] is False
+  assert rule.control_outcome('redundant', 'helps')['holds'] is False
+  assert rule.control_outcome('helps', 'redundant (equivalent within ±0.01)')['holds'] is False
 
   positive = _control('controls/both', 'helps', 'helps, beyond ensembling')
   negative = _control('controls/xor', 'redundant', 'redundant (equivalent within ±0.01)')
-  assert analysis.controls_gate([positive, negative])[0] is True
-  assert analysis.controls_gate([])[0] is False
-  assert analysis.controls_gate([negative])[1].startswith('no positive control ran')
+  assert rule.controls_gate([positive, negative])[0] is True
+  assert rule.controls_gate([])[0] is False
+  assert rule.controls_gate([negative])[1].startswith('no positive control ran')
   failed = _control('controls/xor', 'redundant', 'helps')
-  ok, why = analysis.controls_gate([positive, failed])
+  ok, why = rule.controls_gate([positive, failed])
   assert not ok and 'controls/xor' in why
 
 

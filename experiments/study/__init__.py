@@ -11,7 +11,8 @@ populations.py    an arm's runs trained as populations
 stats.py          statistics (numpy only): seed and two-level bootstraps, paired tests, Holm, CIs
 selection.py      the choice on validation (loss tie-break) and the learning-rate grid's edge
 cka.py            linear CKA between the concat model's branch features
-analysis.py       the verdict rule and its revisions, the comparisons, the controls' gate
+analysis.py       the comparisons of concat with every arm, their statistics, the diagnosis
+rule.py           the decision rule declared in advance, its revisions, the controls' gate
 report.py         each dataset's markdown report
 summary_report.py the summary across datasets (study_summary.md) and the study's cost
 plots.py          the reports' plots (matplotlib)

@@ -16,7 +16,7 @@ Protocol (per dataset; see experiments/results/study_summary.md for the decision
      the best mean (over seeds) best-validation metric. The test split is then evaluated once, on
      the kept checkpoint of each seed at the chosen learning rate, with per-example outputs saved
      (test_outputs.npz) for the ensemble, the test-set sampling CIs and the redundancy measures.
-  4. Statistics (stats.py, cka.py), the verdict (analysis.py) and the report (report.py, plots.py):
+  4. Statistics (stats.py, cka.py, analysis.py), the verdict (rule.py) and the report (report.py):
      per-arm mean with 95% bootstrap CIs over seeds, paired differences of concat against every
      other arm with CIs, P(concat better), exact sign-flip p-values with Holm correction, test-set
      sampling CIs, redundancy of the concat model (CKA between its CNN and LSTM features; the

@@ -1,5 +1,5 @@
-"""Each dataset's markdown report of the study (its plots: plots.py); the statistics and the
-verdict are analysis.py's.
+"""Each dataset's markdown report of the study (its plots: plots.py); the statistics are
+analysis.py's, the verdict rule.py's.
 
 write_dataset_report(summary, results_dir, provenance)   # study_<dataset>.md + 2 PNGs
 (the summary across datasets, study_summary.md: summary_report.py)
@@ -10,6 +10,7 @@ import os
 from experiments.study import analysis as study_analysis
 from experiments.study import arms as study_arms
 from experiments.study import plots as study_plots
+from experiments.study import rule as study_rule
 from experiments.study import stats as study_stats
 from hybrid_jax import fileio
 
@@ -72,7 +73,7 @@ def _verdict_section(analysis: dict) -> list[str]:
   lines = [f'## Verdict: concat **{analysis["verdict"]}**', '']
   if analysis.get('designed'):
     designed, reason = analysis['designed']
-    outcome = study_analysis.control_outcome(designed, analysis['verdict'])
+    outcome = study_rule.control_outcome(designed, analysis['verdict'])
     lines += [
       f'A control: designed to give **{designed}** ({reason}); obtained **{analysis["verdict"]}** '
       + (
@@ -128,7 +129,7 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
   forest = study_plots.forest(summary, f'{stem}_forest.png')
   curves = study_plots.validation_curves(summary, f'{stem}_val_curves.png')
   lines += _verdict_section(a) + _revisions_section(a)
-  lines += [study_analysis.DECISION_RULE, '']
+  lines += [study_rule.DECISION_RULE, '']
   if forest:
     lines += [f'![paired differences]({os.path.basename(forest)})', '']
   lines += [f'![validation curves]({os.path.basename(curves)})', '']

@@ -7,9 +7,9 @@ write_summary(summaries, results_dir, provenance)        # study_summary.md + it
 import os
 from typing import Optional, Sequence
 
-from experiments.study import analysis as study_analysis
 from experiments.study import plots as study_plots
 from experiments.study import report as study_report
+from experiments.study import rule as study_rule
 from hybrid_jax import fileio
 
 
@@ -49,7 +49,7 @@ def _controls_table(controls: Sequence[dict]) -> list[str]:
   for s in controls:
     a = s['analysis']
     rows = {r['role']: r for r in a['comparisons'] if r.get('role')}
-    outcome = study_analysis.control_outcome(a['designed'][0], a['verdict'])
+    outcome = study_rule.control_outcome(a['designed'][0], a['verdict'])
     lines.append(
       f'| [{s["dataset"]}]({study_report.file_stem(s["dataset"])}.md) | {a["designed"][0]}: '
       f'{a["designed"][1]} | **{a["verdict"]}** | '
@@ -107,7 +107,7 @@ def write_summary(
   summaries: Sequence[dict], results_dir: str, provenance: dict, controls: Sequence[dict] = ()
 ) -> str:
   """study_summary.md: the controls first (designed and obtained verdicts), then one row per real
-  dataset, whose verdicts are claimed only when the controls held (`analysis.controls_gate`).
+  dataset, whose verdicts are claimed only when the controls held (`rule.controls_gate`).
   A study of the controls alone (the instrument's test) writes study_controls_summary.md instead,
   leaving the datasets' summary in place.
 
@@ -119,7 +119,7 @@ def write_summary(
   ran_names = {s['dataset'] for s in ran}
   controls = ran + [c for c in controls if c['dataset'] not in ran_names]
   real = [s for s in summaries if not s['analysis'].get('designed')]
-  claimed, why = study_analysis.controls_gate(controls)
+  claimed, why = study_rule.controls_gate(controls)
   lines = ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
   lines += study_report.header(provenance)
   lines += [
@@ -144,7 +144,7 @@ def write_summary(
     'a fix beats concat: normalised concat, auxiliary branch losses, branch dropout or the probe '
     'beats concat (secondary Holm p < 0.05).',
     '',
-    study_analysis.DECISION_RULE,
+    study_rule.DECISION_RULE,
     '',
     *_cost_section([*controls, *real]),
   ]
