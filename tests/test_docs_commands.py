@@ -11,8 +11,8 @@ one TFDS_DATA_DIR for the whole session, so each shipped dataset is prepared onc
 still reads the full dataset).
 
 Mark only commands that take seconds: a smoke run with its eval and predict takes ~15-25 s here,
-preparing a shipped dataset 2-10 s (moving_digits is the slowest; a video smoke run, which evaluates
-800 clips, ~35 s, is not marked), and this file should stay under ~2 minutes on 2 cores.
+preparing a shipped dataset up to ~10 s (experiments/results/shipped_datasets.md; a video smoke
+run, which evaluates 800 clips, ~35 s, is not marked), and this file should stay under ~2 minutes on 2 cores.
 """
 
 import dataclasses

@@ -1,5 +1,6 @@
 """experiments/study end to end on tiny data: runs, selection, test outputs, reports, resumption."""
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -15,6 +16,7 @@ from experiments.study import conduct
 from experiments.study import outputs as study_outputs
 from experiments.study import progress
 from experiments.study import protocol as study
+from experiments.study import report as study_report
 from experiments.study import runs as study_runs
 from hybrid_jax import train
 from hybrid_jax.data import datasets
@@ -209,6 +211,80 @@ def test_a_run_dir_of_another_config_stops_the_study(tiny_data_dir, tmp_path):
   (workdir / 'result.json').write_text(json.dumps({'fingerprint': 'something else'}))
   with pytest.raises(ConfigError, match='another config'):
     study_runs.train_run(base, str(workdir))
+
+
+def test_an_interrupted_run_resumes_only_under_its_own_config(tiny_data_dir, tmp_path):
+  # A study killed during a run, run again with another --steps, --evals_per_run or
+  # --validation_split: train resumes under these changes (config_validation.MAY_CHANGE_ON_RESUME),
+  # which would give one result from two configs; the study refuses them in one line instead.
+  protocol = tiny_protocol(study, tiny_data_dir, tmp_path)
+  base = study.base_config('weather_stations', protocol)
+  changed = [
+    study.base_config('weather_stations', dataclasses.replace(protocol, **fields))
+    for fields in (
+      {'steps': {'*': 2 * base.num_train_steps}},
+      {'evals_per_run': 1},
+      {'validation_split': 'train[80%:]'},
+    )
+  ]
+  workdir = tmp_path / 'run'
+  finished = study_runs.train_run(base, str(workdir))
+  # A run dir of this code records its run's fingerprint; one of older code has only config.json.
+  for older_code in (False, True):
+    (workdir / 'result.json').unlink()  # Killed after its last checkpoint, before its result.
+    if older_code:
+      (workdir / study_runs.FINGERPRINT_FILE).unlink()
+    held = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+    for config in changed:
+      with pytest.raises(ConfigError, match='holds an interrupted run of another config') as error:
+        study_runs.train_run(config, str(workdir))
+      assert str(workdir) in str(error.value) and '\n' not in str(error.value)
+      assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == held
+    resumed = study_runs.train_run(base, str(workdir))  # Its own config resumes it.
+    for key in ('fingerprint', 'best_step', 'val_best'):
+      assert resumed[key] == finished[key]
+    assert json.loads((workdir / study_runs.FINGERPRINT_FILE).read_text()) == {
+      'fingerprint': finished['fingerprint']
+    }
+
+
+def test_a_run_restarted_from_scratch_keeps_its_fingerprint_record(tmp_path, monkeypatch):
+  config = sensor.get_config()
+  workdir = tmp_path / 'run'
+  records = []
+
+  def train_and_evaluate(config, workdir):
+    records.append(study_runs.read_json(f'{workdir}/{study_runs.FINGERPRINT_FILE}'))
+    if len(records) == 1:  # Accepted (as train does), then its checkpoint cannot be restored.
+      train.make_workdir(workdir)
+      raise CheckpointError('unusable checkpoint')
+
+  monkeypatch.setattr(study_runs.train, 'train_and_evaluate', train_and_evaluate)
+  monkeypatch.setattr(study_runs, 'write_result', lambda *args: {'best_step': None})
+  study_runs.train_run(config, str(workdir))
+  assert records == [{'fingerprint': study_runs.fingerprint(config)}] * 2
+
+
+def test_the_arms_table_says_which_way_a_matched_arm_misses_concats_size():
+  arms = ['concat', 'cnn_wide', 'lstm_wide', 'gated_matched']
+  per_arm = {'mean': 0.9, 'low': 0.8, 'high': 1.0, 'sd': 0.1, 'sampling_half_width': 0.05}
+  summary = {
+    'analysis': {'arms': {arm: per_arm for arm in arms}},
+    'metric': 'accuracy',
+    'lower_is_better': False,
+    'arms': arms,
+    'sizes': {'target': 10_000},
+    # cnn_wide above concat's size, lstm_wide below it, gated_matched within the tolerance.
+    'params': {'concat': 10_000, 'cnn_wide': 12_500, 'lstm_wide': 8_000, 'gated_matched': 10_500},
+    'chosen_lr': {arm: 1e-3 for arm in arms},
+    'val_means': {},
+    'seconds': {},
+  }
+  # The table's rows follow its title, blank line, header and rule: one per arm, in order.
+  rows = dict(zip(arms, study_report._arms_section(summary)[4:], strict=False))
+  assert "| 12,500 (not matched: 25% more than concat's 10,000) |" in rows['cnn_wide']
+  assert "| 8,000 (not matched: 20% fewer than concat's 10,000) |" in rows['lstm_wide']
+  assert 'not matched' not in rows['gated_matched'] + rows['concat']
 
 
 def test_a_selected_run_without_its_checkpoint_or_test_is_one_line(tiny_data_dir, tmp_path):

@@ -1,10 +1,14 @@
-"""experiments/study/analysis.py and report.py: the declared Holm family, revisions, roles (not
-positions), ablations, the controls' gate and what the probe and the fixes say."""
+"""experiments/study/analysis.py, rule.py and the reports: the declared Holm family, revisions,
+roles (not positions), ablations, the controls' gate and what the probe and the fixes say."""
+
+import json
 
 import numpy as np
 import pytest
 
 from experiments.study import analysis
+from experiments.study import conduct
+from experiments.study import protocol as study_protocol
 from experiments.study import report
 from experiments.study import rule
 from experiments.study import summary_report
@@ -272,9 +276,34 @@ def test_the_probe_and_a_fix_tell_complementary_from_trained_badly():
   test['probe'] = [v + s for v, s in zip(test['lstm'], np.linspace(-0.004, 0.004, 8))]
   test['concat_norm'] = list(test['concat'])
   a = analysis.analyse(summary, num_resamples=500)
-  assert a['diagnosis']['complementary']['reading'].startswith('not complementary: ')
+  assert a['diagnosis']['complementary']['reading'].startswith('not complementary beyond ±0.01: ')
   assert a['diagnosis']['training']['beat_concat'] == []
   assert a['diagnosis']['training']['reading'].startswith('no fix beats concat significantly')
+
+  # Above the best branch on 6 of 8 seeds, by less than the margin and not significantly: within
+  # the margin, not "no better" (the reading said so even when the interval lay above 0).
+  test['probe'] = [v + s for v, s in zip(test['lstm'], [0.004] * 6 + [-0.003] * 2)]
+  reading = analysis.analyse(summary, num_resamples=500)['diagnosis']['complementary']['reading']
+  assert reading.startswith('not complementary beyond ±0.01: ') and 'no better' not in reading
+
+
+def test_complementarity_within_the_margin_needs_the_two_level_interval():
+  # 60 test examples per seed: the probe's seed interval lies within ±0.01 of the best branch, but
+  # over seeds and test examples it does not; the reading follows the two-level interval, as
+  # "redundant" does.
+  summary, per_example = _summary(['cnn', 'lstm', 'concat', 'probe'])
+  per_example['lstm'][:, :2] = [1.0, 0.0]  # lstm right on example 0, wrong on 1, in every seed;
+  per_example['probe'] = per_example['lstm'].copy()
+  per_example['probe'][:, :2] = [0.0, 1.0]  # the probe the other way round: level on every seed.
+  for arm in ('lstm', 'probe'):
+    summary['test'][arm] = list(per_example[arm].mean(1))
+  seeds_only = analysis.analyse(summary, num_resamples=500)['diagnosis']['complementary']
+  both = analysis.analyse(summary, num_resamples=500, per_example=per_example)['diagnosis']
+  low, high = both['complementary']['equivalence_ci']
+  assert seeds_only['reading'].startswith('not complementary beyond ±0.01')
+  assert (low < -0.01 or high > 0.01) and both['complementary']['reading'].startswith(
+    'complementarity undetermined'
+  )
 
 
 def _control(name, designed, obtained):
@@ -292,6 +321,13 @@ def test_control_outcomes_and_the_gate():
   }
   assert rule.control_outcome('redundant', 'helps')['holds'] is False
   assert rule.control_outcome('helps', 'redundant (equivalent within ±0.01)')['holds'] is False
+  # A negative control that could not be assessed does not pass the gate.
+  assert rule.control_outcome(
+    'redundant', 'not assessed (needs the concat, cnn and lstm arms)'
+  ) == {
+    'as_designed': False,
+    'holds': False,
+  }
 
   positive = _control('controls/both', 'helps', 'helps, beyond ensembling')
   negative = _control('controls/xor', 'redundant', 'redundant (equivalent within ±0.01)')
@@ -338,3 +374,20 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
   assert 'No claim about the real datasets' in text and 'controls/xor' in text
   assert f'not claimed (the rule gives: {verdict})' in text
   assert '| **helps** | **no** |' in text
+
+
+def test_earlier_controls_count_only_the_same_build_under_the_current_rule(tmp_path):
+  summary, per_example = _summary(['cnn', 'lstm', 'concat'])  # concat + 0.05: helps.
+  summary['analysis'] = analysis.analyse(summary, num_resamples=200, per_example=per_example)
+  summary['analysis']['designed'] = ['helps', 'why']
+  assert summary['analysis']['verdict'].startswith('helps')
+  summary['analysis']['verdict'] = 'redundant (a rule since revised)'  # As an older file says.
+  for name, data in [('controls/both', 'controls/both'), ('controls/xor', 'controls/xor_tiny')]:
+    (tmp_path / name).mkdir(parents=True)
+    (tmp_path / name / 'summary.json').write_text(json.dumps({**summary, 'data': data}))
+  protocol = study_protocol.Protocol(str(tmp_path), str(tmp_path / 'results'), ['bbc_news'])
+
+  [both] = conduct.earlier_controls(protocol)  # The tiny xor build is not this study's.
+  assert both['data'] == 'controls/both' and both['analysis']['verdict'].startswith('helps')
+  protocol.builder_config = 'tiny'
+  assert [s['data'] for s in conduct.earlier_controls(protocol)] == ['controls/xor_tiny']

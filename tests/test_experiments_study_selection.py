@@ -26,11 +26,16 @@ def test_select_best_breaks_metric_ties_by_validation_loss():
     ((3e-4, 1e-3, 3e-3), (0.90, 0.95, 0.92), None, ()),
     ((1e-3, 2e-3, 4e-3), (0.90, 0.92, 0.95), 'largest', (8e-3,)),  # The grid's own ratio (2).
     ((1e-3,), (0.9,), 'only', (3e-4, 3e-3)),  # One rate: both neighbours, x / sqrt(10) and x.
+    # Snapped onto the 1-3 grid, the next rate would be one tried already: 2 s.f. instead.
+    ((3e-3, 3.3e-3), (0.95, 0.90), 'smallest', (2.7e-3,)),  # 2.73e-3, not 3e-3.
+    ((1e-2, 1.05e-2), (0.90, 0.95), 'largest', (1.1e-2,)),  # 1.1025e-2, not 1e-2.
+    ((3e-3, 3.01e-3), (0.95, 0.90), 'smallest', (3e-3 / (3.01e-3 / 3e-3),)),  # 2 s.f. is 3.0e-3.
   ],
 )
 def test_grid_edge_says_which_rate_to_add(lrs, means, edge, next_rates):
   result = selection.grid_edge(lrs, means)
-  assert result.edge == edge and result.next_rates == pytest.approx(next_rates)
+  assert result.edge == edge and result.next_rates == pytest.approx(next_rates, rel=1e-9)
+  assert not any(min(lrs) <= rate <= max(lrs) for rate in result.next_rates)  # Each one is new.
 
 
 def test_grid_edge_uses_the_loss_tie_break_and_lower_is_better():

@@ -197,7 +197,7 @@ def analyse(
     'rule': dataclasses.asdict(study_rule.RULE),
     'verdict': study_rule.verdict(rows, summary['margin'], study_rule.RULE),
     'revisions': study_rule.revisions(rows, summary['margin'], unit),
-    'diagnosis': diagnose(summary, best, rows, num_resamples, rng),
+    'diagnosis': diagnose(summary, best, rows, num_resamples, rng, per_example, blocks),
     'designed': summary.get('designed_verdict'),
   }
 
@@ -213,35 +213,55 @@ def diagnose(
   rows: Sequence[dict],
   num_resamples: int = study_stats.NUM_RESAMPLES,
   rng: Optional[np.random.Generator] = None,
+  per_example: Optional[dict] = None,
+  blocks: Optional[Sequence] = None,
 ) -> dict:
   """What the probe and the fix arms say about concat, each as one sentence.
 
   'complementary': are the branches' features complementary? probe - best single branch, paired
-    over seeds (its own exact sign-flip p, one declared diagnostic comparison): above 0 and
-    significant -> complementary; within +-margin, or significantly below -> not complementary.
+    over seeds (its own exact sign-flip p, one declared diagnostic comparison): significantly above
+    0 -> complementary; significantly below 0 -> not complementary; else, when its interval lies
+    within +-margin -> not complementary beyond the margin (the two-level interval over seeds and
+    test examples where per-example outputs exist, as for "redundant"; else the seeds' interval);
+    otherwise undetermined.
   'training': does joint training fail? A fix arm (FIX_ARMS) that beats concat with a secondary
-    Holm p < study_rule.ALPHA and a CI of concat - fix below 0.
+    Holm p < ALPHA (rule.py) and a CI of concat - fix below 0.
   """
-  test, margin = summary['test'], summary['margin']
+  test, margin, lower = summary['test'], summary['margin'], summary['lower_is_better']
+  per_example = per_example or {}
   out = {}
   if 'probe' in test and best in test:
     d = study_stats.paired_difference(
-      test['probe'], test[best], summary['lower_is_better'], num_resamples=num_resamples, rng=rng
+      test['probe'], test[best], lower, num_resamples=num_resamples, rng=rng
     )
     diff = f'{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p {d.p_value:.3f}'
-    if d.p_value < study_rule.ALPHA and d.low > 0:
-      reading = (
-        f'complementary: a head on the frozen cnn and lstm features beats the best single '
-        f'branch ({best}) by {diff}'
+    low, high, interval = d.low, d.high, 'over seeds'
+    if 'probe' in per_example and best in per_example:
+      _, low, high = study_stats.two_level_paired_ci(
+        per_example['probe'], per_example[best], blocks, lower, num_resamples=num_resamples, rng=rng
       )
-    elif (d.p_value < study_rule.ALPHA and d.high < 0) or (-margin <= d.low and d.high <= margin):
+      interval = 'over seeds and test examples'
+    within = f'{interval} [{low:+.4f}, {high:+.4f}]'
+    probe = 'a head on the frozen cnn and lstm features'
+    if d.p_value < study_rule.ALPHA and d.low > 0:
+      reading = f'complementary: {probe} beats the best single branch ({best}) by {diff}'
+    elif d.p_value < study_rule.ALPHA and d.high < 0:
+      reading = f'not complementary: {probe} is below the best single branch ({best}): {diff}'
+    elif -margin <= low and high <= margin:
       reading = (
-        f'not complementary: a head on the frozen cnn and lstm features does no better than the '
-        f'best single branch ({best}): {diff}'
+        f'not complementary beyond ±{margin:g}: {probe} is within ±{margin:g} of the best single '
+        f'branch ({best}): {diff}; {within}'
       )
     else:
-      reading = f'complementarity undetermined: probe - best single branch ({best}) {diff} (CI beyond ±{margin:g})'
-    out['complementary'] = {**dataclasses.asdict(d), 'reading': reading}
+      reading = (
+        f'complementarity undetermined: probe - best single branch ({best}) {diff}; {within} '
+        f'reaches beyond ±{margin:g}'
+      )
+    out['complementary'] = {
+      **dataclasses.asdict(d),
+      'equivalence_ci': [float(low), float(high)],
+      'reading': reading,
+    }
   by_arm = {r['arm']: r for r in rows}
   ran = [a for a in FIX_ARMS if a in by_arm]
   if ran:

@@ -19,6 +19,7 @@ from experiments.study import outputs as study_outputs
 from experiments.study import populations as study_populations
 from experiments.study import protocol as study_protocol
 from experiments.study import report as study_report
+from experiments.study import rule as study_rule
 from experiments.study import runs as study_runs
 from experiments.study import selection as study_selection
 from experiments.study import stats as study_stats
@@ -271,13 +272,28 @@ def run_study(protocol: study_protocol.Protocol) -> list[dict]:
 
 def earlier_controls(protocol: study_protocol.Protocol) -> list[dict]:
   """The controls an earlier invocation finished in the same study_dir (their summary.json), so
-  that a study of some datasets (or of your files) is judged against the instrument's test."""
+  that a study of some datasets (or of your files) is judged against the instrument's test.
+
+  Only controls of the same build (`--builder_config`) count, and each one's verdict is decided
+  again under the current rule from its recorded comparisons (the file may predate a revision).
+  """
   out = []
   for name in study_grids.DATASETS:
     path = os.path.join(protocol.study_dir, name, 'summary.json')
-    if shipped.designed_verdict(name) and name not in protocol.datasets and os.path.exists(path):
-      with open(path) as f:
-        summary = json.load(f)
-      if summary.get('analysis', {}).get('designed'):
-        out.append(summary)
+    if not shipped.designed_verdict(name) or name in protocol.datasets or not os.path.exists(path):
+      continue
+    with open(path) as f:
+      summary = json.load(f)
+    analysis = summary.get('analysis', {})
+    built = shipped.build_name(name, protocol.builder_config) if protocol.builder_config else name
+    if not analysis.get('designed') or summary.get('data') != built:
+      continue
+    try:
+      analysis['verdict'] = study_rule.verdict(analysis['comparisons'], summary['margin'])
+    except KeyError as e:
+      raise ConfigError(
+        f'{path} lacks {e} (written by an older study): run the controls again '
+        f'(--datasets={name}), or use another --study_dir.'
+      ) from None
+    out.append(summary)
   return out

@@ -234,6 +234,13 @@ def _standardised(train_NF: np.ndarray, *others: np.ndarray) -> list[np.ndarray]
   return [(x - mean) / std for x in (train_NF, *others)]
 
 
+def _member_id(run: str, step: int) -> dict:
+  """What identifies a probe member: its run ('<arm>/<lr..._seed...>'), fingerprint and kept step."""
+  result = study_runs.read_json(os.path.join(run, 'result.json')) or {}
+  name = os.path.join(os.path.basename(os.path.dirname(run)), os.path.basename(run))
+  return {'run': name, 'fingerprint': result.get('fingerprint'), 'step': step}
+
+
 def probe_run(
   members: Sequence[tuple[datasets.Source, str, int]],
   workdir: str,
@@ -248,13 +255,20 @@ def probe_run(
   splits; the head (the concat model's: one Dense layer on the concatenated, standardised
   features) is trained full-batch with Adam at each rate of `lrs` for `num_steps` steps, the rate and
   step chosen on validation (ties: validation loss), then tested once. Writes test.json and
-  test_outputs.npz in `workdir` (reused when present). It separates "the branches' features are not
-  complementary" (probe <= best single branch) from "joint training fails to use them"
-  (probe > concat).
+  test_outputs.npz in `workdir`, reused only when made from the same member runs (arm, rate, seed,
+  fingerprint and kept step), splits and search: a study whose chosen rates moved re-makes it. It
+  separates "the branches' features are not complementary" (probe <= best single branch) from
+  "joint training fails to use them" (probe > concat).
   """
   path = os.path.join(workdir, 'test.json')
+  made_from = {
+    'members': [_member_id(run, step) for _, run, step in members],
+    'splits': list(splits),
+    'lrs': [float(lr) for lr in lrs],
+    'num_steps': num_steps,
+  }
   done = study_runs.read_json(path)
-  if done is not None and done.get('split') == splits[2]:
+  if done is not None and done.get('made_from') == made_from:
     return done
   per_split = [
     [predict_split(source, run, step, split, with_features=True) for split in splits]
@@ -316,6 +330,7 @@ def probe_run(
   os.makedirs(workdir, exist_ok=True)
   np.savez(os.path.join(workdir, 'test_outputs.npz'), **test_outputs)
   record = {
+    'made_from': made_from,
     'split': splits[2],
     'lr': lr,
     'step': step,

@@ -164,7 +164,8 @@ def _arms_section(summary: dict) -> list[str]:
     params = summary['params'].get(arm)
     flag = ''
     if params and spec.matched and abs(params - target) > study_arms.MATCH_TOLERANCE * target:
-      flag = ' (not matched: smallest size exceeds concat)'
+      way = 'more' if params > target else 'fewer'
+      flag = f' (not matched: {abs(params - target) / target:.0%} {way} than concat\'s {target:,})'
     lr = summary['chosen_lr'].get(arm)
     val = summary['val_means'].get(f'{arm}@{lr:g}') if lr else None
     cells = [

@@ -22,12 +22,14 @@ Holm correction and do not enter the verdict. delta is the dataset's equivalence
 metric's units).
 - **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond ensembling* (*capacity*)
   when, in addition, concat - late ensemble (concat - widened B) has Holm p < 0.05 and a CI above
-  0; a control that does as well is named, and a control that was not run is said to be not run.
+  0; a control that does at least as well is named, and a control that was not run is said to be
+  not run.
 - **hurts**: Holm p < 0.05 and the CI lies below 0.
-- **redundant**: not significant, and the two-level 95% CI of d (over seeds and test examples, or
+- **redundant**: not significant (neither of the two above), and the two-level 95% CI of d (over seeds and test examples, or
   blocks of examples where neighbours overlap: the interval a new test set would also fall in)
   lies within [-delta, +delta].
-- **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta).
+- **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta, or there is no
+  two-level CI: fewer than 2 seeds, or no per-example test outputs).
 With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons in
 the family significance needs m * 2 / 2^n < 0.05 (the report prints this floor)."""
 
@@ -151,7 +153,7 @@ def verdict(rows: Sequence[dict], margin: float, rule: Rule = RULE) -> str:
     low, high = main.get('two_level_low'), main.get('two_level_high')
     if low is None:
       if -margin <= main['low'] and main['high'] <= margin:
-        return 'inconclusive (no two-level CI: per-example test outputs missing)'
+        return 'inconclusive (no two-level CI: fewer than 2 seeds or no per-example outputs)'
       low, high = main['low'], main['high']
   if -margin <= low and high <= margin:
     return f'redundant (equivalent within ±{margin:g})'
@@ -163,11 +165,12 @@ def control_outcome(designed: str, obtained: str) -> dict:
 
   'as_designed': the verdict's first word is the designed one ('helps', 'redundant', ...).
   'holds': what the summary's gate needs: a positive control (designed 'helps') says helps, a
-    negative one does not.
+    negative one does not; a control whose verdict could not be assessed never holds.
   """
   word = obtained.split()[0].strip(',') if obtained else ''
   positive = designed == 'helps'
-  return {'as_designed': word == designed, 'holds': (word == 'helps') == positive}
+  assessed = bool(word) and not obtained.startswith('not assessed')
+  return {'as_designed': word == designed, 'holds': assessed and (word == 'helps') == positive}
 
 
 def controls_gate(summaries: Sequence[dict]) -> tuple[bool, str]:

@@ -2,8 +2,10 @@
 
   result = train_run(config, workdir)          # result.json: validation curve, best step, seconds
 
-A run's identity is its config's fingerprint; its time counts every sitting (`clock`); after it
-only its best checkpoint is kept (keep='best'). Its test phase: outputs.py.
+A run's identity is its config's fingerprint (in result.json once finished, in fingerprint.json
+from its first sitting on): a run dir of another config, finished or interrupted, is refused. Its
+time counts every sitting (`clock`); after it only its best checkpoint is kept (keep='best'). Its
+test phase: outputs.py.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from absl import logging
 
 from experiments.study import arms as study_arms
 from hybrid_jax import checkpoints
+from hybrid_jax import config_validation
 from hybrid_jax import fileio
 from hybrid_jax import input_kinds
 from hybrid_jax import population
@@ -108,6 +111,53 @@ def clock(workdir: str) -> Iterator[Callable[[], float]]:
     record()  # A sitting that ends in an error keeps all of its time too.
 
 
+# The fingerprint of the run a run dir holds, written before each sitting trains: train resumes
+# under some changed fields (config_validation.MAY_CHANGE_ON_RESUME: the run length, the eval
+# cadence, the validation split, ...), which the study counts as another run.
+FINGERPRINT_FILE = 'fingerprint.json'
+
+
+def check_interrupted_run(config, workdir: str) -> None:
+  """Refuses, in one line, a run dir holding an interrupted run of another config.
+
+  An interrupted run: train accepted it (config.json is written), it has no result.json yet. A run
+  begun by code older than fingerprint.json has none: its config.json (the resolved config that
+  train ran; the study's configs are resolved too, so a run of the same config matches it) is
+  compared on the fields both hold instead, so that a run of the same config still resumes and one
+  whose run length, eval cadence or validation split changed is refused.
+  """
+  saved_config = read_json(os.path.join(workdir, 'config.json'))
+  if saved_config is None:
+    return  # Nothing accepted yet (or a refused sitting's record only): train starts afresh.
+  recorded = (read_json(os.path.join(workdir, FINGERPRINT_FILE)) or {}).get('fingerprint')
+  if recorded is not None:
+    if recorded == fingerprint(config):
+      return
+    differences = f'fingerprint {recorded} != {fingerprint(config)}'
+  else:
+    saved = config_validation.flatten(saved_config)
+    current = config_validation.flatten(json.loads(config.to_json_best_effort()))
+    changed = [
+      f'{name}: {saved[name]!r} -> {current[name]!r}'
+      for name in sorted(saved.keys() & current.keys())
+      if saved[name] != current[name]
+    ]
+    if not changed:
+      return
+    differences = ', '.join(changed)
+  raise ConfigError(
+    f'{workdir} holds an interrupted run of another config ({differences}): delete it or use '
+    'another --study_dir.'
+  )
+
+
+def record_fingerprint(config, workdir: str) -> None:
+  """Writes the run dir (made if new) and its fingerprint.json before a sitting trains."""
+  train.check_workdir(workdir)
+  train.make_workdir(workdir)
+  fileio.write_json(os.path.join(workdir, FINGERPRINT_FILE), {'fingerprint': fingerprint(config)})
+
+
 def run_checkpoints(workdir: str, config, read_only: bool):
   """The run's checkpoint manager (1 kept by recency; the best by the config's best_metric)."""
   return checkpoints.create_manager(workdir, 1, config.best_metric, read_only=read_only)
@@ -131,6 +181,8 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
       )
     _prune(config, workdir, result, keep)
     return result
+  check_interrupted_run(config, workdir)
+  record_fingerprint(config, workdir)
   diverged = None
   with clock(workdir) as seconds:
     try:
@@ -140,6 +192,7 @@ def train_run(config, workdir: str, keep: str = 'best') -> dict:
         logging.warning('Restarting %s from scratch: %s', workdir, e)
         with CLOCK_WRITES:  # The time so far stays with the clock; its next record rewrites it.
           shutil.rmtree(workdir)
+          record_fingerprint(config, workdir)
         train.train_and_evaluate(config, workdir)
     except FloatingPointError as e:
       diverged = str(e)

@@ -53,14 +53,17 @@ class GridEdge:
   next_rates: tuple[float, ...]
 
 
-def _nice(x: float) -> float:
-  """Snaps a rate to the 1-3 half-decade grid (1e-3, 3e-3, 1e-2, ...) when within 20%, else 2 s.f."""
+def _nice(x: float, low: float, high: float) -> float:
+  """The rate `x` beyond the tried range [low, high], snapped to the 1-3 half-decade grid (1e-3,
+  3e-3, 1e-2, ...) when within 20%, else to 2 s.f.; either only where it stays outside the range
+  (a rate tried already would extend nothing), else `x` as it is."""
   exponent = math.floor(math.log10(x))
-  for mantissa in (1.0, 3.0, 10.0):
-    candidate = mantissa * 10.0**exponent
-    if abs(math.log(x / candidate)) < math.log(1.2):
-      return float(f'{candidate:.1g}')
-  return float(f'{x:.2g}')
+  snapped = [
+    float(f'{mantissa * 10.0**exponent:.1g}')
+    for mantissa in (1.0, 3.0, 10.0)
+    if abs(math.log(x / (mantissa * 10.0**exponent))) < math.log(1.2)
+  ]
+  return next((r for r in (*snapped, float(f'{x:.2g}')) if not low <= r <= high), x)
 
 
 def grid_edge(
@@ -77,17 +80,19 @@ def grid_edge(
   Returns:
     GridEdge. The next rate goes one step outward by the grid's own geometric ratio
     ((max / min) ** (1 / (k - 1)); sqrt(10) for a one-rate grid, which gets both neighbours),
-    snapped to the 1-3 half-decade grid when close: 3e-4, 1e-3, 3e-3 -> 1e-2 above, 1e-4 below.
+    snapped to the 1-3 half-decade grid when close and still outside the rates tried: 3e-4, 1e-3,
+    3e-3 -> 1e-2 above, 1e-4 below; 3e-3, 3.3e-3 -> 2.7e-3 below (not 3e-3, tried already).
   """
   if len(lrs) != len(val_means) or not len(lrs):
     raise ValueError(f'One validation mean per rate: {len(val_means)} for {len(lrs)} rates.')
   chosen = float(lrs[select_best(val_means, val_losses, lower_is_better)])
   low, high = float(min(lrs)), float(max(lrs))
   if low == high:
-    return GridEdge(chosen, 'only', (_nice(low / math.sqrt(10)), _nice(low * math.sqrt(10))))
+    below, above = low / math.sqrt(10), low * math.sqrt(10)
+    return GridEdge(chosen, 'only', (_nice(below, low, high), _nice(above, low, high)))
   ratio = (high / low) ** (1.0 / (len(set(lrs)) - 1))
   if chosen == high:
-    return GridEdge(chosen, 'largest', (_nice(high * ratio),))
+    return GridEdge(chosen, 'largest', (_nice(high * ratio, low, high),))
   if chosen == low:
-    return GridEdge(chosen, 'smallest', (_nice(low / ratio),))
+    return GridEdge(chosen, 'smallest', (_nice(low / ratio, low, high),))
   return GridEdge(chosen, None, ())
