@@ -12,22 +12,22 @@ from typing import Sequence
 ALPHA = 0.05
 DECISION_RULE = """\
 Decision rule (declared before any study result was seen, then revised: each dataset's report
-lists the revisions, each with the verdict under the rule before and after it). Let B be the better single branch
-(cnn only or lstm only) by mean validation metric at its chosen learning rate (ties: lower
-validation loss), and d = concat - B on test, per seed (oriented so that d > 0 means concat is
-better), with its 95% bootstrap CI over seeds and its Holm-adjusted exact sign-flip p-value (over
-seeds). Holm runs over the declared family of primary comparisons (concat - B, concat - late
-ensemble, concat - widened B; those whose arm was run); the secondary comparisons get their own
-Holm correction and do not enter the verdict. delta is the dataset's equivalence margin (in the
-metric's units).
+lists the revisions, each with the verdict under the rule before and after it). Let B be the
+better single branch (cnn only or lstm only) by mean validation metric at its chosen learning rate
+(ties: lower validation loss), and d = concat - B on test, per seed (oriented so that d > 0 means
+concat is better), with its 95% bootstrap CI over seeds and its Holm-adjusted exact sign-flip
+p-value (over seeds). Holm runs over the declared family of primary comparisons (concat - B,
+concat - late ensemble, concat - widened B; those whose arm was run); the secondary comparisons
+get their own Holm correction and do not enter the verdict. delta is the dataset's equivalence
+margin (in the metric's units).
 - **helps**: Holm p < 0.05 and the CI lies above 0. It helps *beyond ensembling* (*capacity*)
   when, in addition, concat - late ensemble (concat - widened B) has Holm p < 0.05 and a CI above
   0; a control that does at least as well is named, and a control that was not run is said to be
   not run.
 - **hurts**: Holm p < 0.05 and the CI lies below 0.
-- **redundant**: not significant (neither of the two above), and the two-level 95% CI of d (over seeds and test examples, or
-  blocks of examples where neighbours overlap: the interval a new test set would also fall in)
-  lies within [-delta, +delta].
+- **redundant**: not significant (neither of the two above), and the two-level 95% CI of d (over
+  seeds and test examples, or blocks of examples where neighbours overlap: the interval a new test
+  set would also fall in) lies within [-delta, +delta].
 - **inconclusive**: otherwise (not significant, and the CI reaches beyond +-delta, or there is no
   two-level CI: fewer than 2 seeds, or no per-example test outputs).
 With n seeds the smallest two-sided exact sign-flip p-value is 2 / 2^n, so with m comparisons in
