@@ -21,6 +21,11 @@ import sys
 import tempfile
 import time
 
+from hybrid_jax import platforms
+
+platforms.choose_platform()  # Before JAX starts: the CPU, quietly, where CUDA has no driver.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -28,6 +33,7 @@ import tensorflow_datasets as tfds
 from hybrid_jax.data import datasets
 from hybrid_jax.data import shipped
 from hybrid_jax.errors import DataError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 SPLITS = ('train', 'validation', 'test')
 
