@@ -449,6 +449,22 @@ def test_populations_train_the_runs_that_one_after_another_trains(tiny_data_dir,
     np.testing.assert_allclose(on['test'][arm], off['test'][arm], rtol=1e-4)
 
 
+def test_a_population_refuses_a_run_dir_holding_an_interrupted_run_of_another_config(
+  tiny_data_dir, tmp_path
+):
+  from experiments.study import populations  # pylint: disable=g-import-not-at-top
+
+  base = study.base_config('weather_stations', tiny_protocol(study, tiny_data_dir, tmp_path))
+  workdir = tmp_path / 'runs' / 'lr0.001_seed0'
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(base.to_json_best_effort())  # Interrupted: no result.json.
+  (workdir / study_runs.FINGERPRINT_FILE).write_text(json.dumps({'fingerprint': 'another'}))
+  held = {p.name: p.read_bytes() for p in workdir.iterdir()}
+  with pytest.raises(ConfigError, match='holds an interrupted run of another config'):
+    populations.train_runs(base, {(1e-3, 0): str(workdir)}, 'best', 2**30)
+  assert {p.name: p.read_bytes() for p in workdir.iterdir()} == held  # Nothing removed.
+
+
 def test_a_population_plan_covers_the_pending_runs_within_the_budget():
   from experiments.study import populations  # pylint: disable=g-import-not-at-top
 
