@@ -89,7 +89,7 @@ def train_runs(
       pending[lr, seed] = workdir
   if not pending:
     return results
-  # A pending run dir may hold an interrupted single run: a population replaces it, if of its config.
+  # A pending dir may hold an interrupted single run: a population replaces it, if of its config.
   for (lr, seed), workdir in pending.items():
     study_runs.check_interrupted_run(_member_config(config, lr, seed), workdir)
   max_members = max(1, budget_bytes // _member_bytes(config))
