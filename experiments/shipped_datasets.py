@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hybrid_jax import fileio
 from hybrid_jax.data import datasets
 from hybrid_jax.data import shipped
 from hybrid_jax.errors import DataError
@@ -149,8 +150,7 @@ def main(argv: list[str] | None = None) -> str:
   text = '\n'.join([*lines, '', CONTROLS_NOTE]) + '\n'
   print(text)
   if args.out:
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(text)
+    fileio.write_text(args.out, text)
   return text
 
 

@@ -222,7 +222,12 @@ def fingerprint_diff(stored: Mapping[str, Any], config: Mapping[str, Any]) -> li
 
   A field present on one side only (a config from an older version) is not compared.
   """
-  current = fingerprint(config)
+  return field_diff(stored, fingerprint(config))
+
+
+def field_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """['name: old -> new', ...] for the flat fields both hold that differ (a field on one side only
+  is not compared; a stored tuple is compared as a list)."""
   diffs = []
   for name in sorted(set(stored) & set(current)):
     old, new = stored[name], current[name]

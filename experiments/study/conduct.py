@@ -6,7 +6,6 @@ What is run, and how it is configured, is protocol.py's; one run is runs.py's.
 
 import copy
 import dataclasses
-import json
 import os
 
 import ml_collections
@@ -282,10 +281,8 @@ def earlier_controls(protocol: study_protocol.Protocol) -> list[dict]:
     path = os.path.join(protocol.study_dir, name, 'summary.json')
     if not shipped.designed_verdict(name) or name in protocol.datasets or not os.path.exists(path):
       continue
-    with open(path) as f:
-      summary = json.load(f)
-    analysis = summary.get('analysis', {})
-    built = shipped.build_name(name, protocol.builder_config) if protocol.builder_config else name
+    summary = study_runs.read_json(path)
+    analysis, built = summary.get('analysis', {}), study_protocol.shipped_build(name, protocol)
     if not analysis.get('designed') or summary.get('data') != built:
       continue
     try:

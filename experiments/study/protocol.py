@@ -156,6 +156,14 @@ def task_config(
   return config
 
 
+def shipped_build(dataset: str, protocol: Protocol) -> str:
+  """The build of a shipped dataset the protocol reads: 'controls/both', or 'controls/both_tiny'
+  with --builder_config=tiny."""
+  if not protocol.builder_config:
+    return dataset
+  return shipped.build_name(dataset, protocol.builder_config)
+
+
 def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
   """The dataset's task config with the protocol's splits, run length and eval cadence, resolved.
 
@@ -164,9 +172,7 @@ def base_config(dataset: str, protocol: Protocol) -> ml_collections.ConfigDict:
   """
   spec = dataset_spec(dataset, protocol)
   config = task_config(dataset, protocol.config_variant, protocol)
-  name = config.dataset.name
-  if protocol.builder_config and not protocol.files:
-    name = shipped.build_name(name, protocol.builder_config)
+  name = config.dataset.name if protocol.files else shipped_build(config.dataset.name, protocol)
   steps = run_length(dataset, protocol, config)
   every = max(1, steps // max(1, protocol.evals_per_run or spec.evals_per_run))
   config.dataset.update(

@@ -135,13 +135,10 @@ def check_interrupted_run(config, workdir: str) -> None:
       return
     differences = f'fingerprint {recorded} != {fingerprint(config)}'
   else:
-    saved = config_validation.flatten(saved_config)
-    current = config_validation.flatten(json.loads(config.to_json_best_effort()))
-    changed = [
-      f'{name}: {saved[name]!r} -> {current[name]!r}'
-      for name in sorted(saved.keys() & current.keys())
-      if saved[name] != current[name]
-    ]
+    changed = config_validation.field_diff(
+      config_validation.flatten(saved_config),
+      config_validation.flatten(json.loads(config.to_json_best_effort())),
+    )
     if not changed:
       return
     differences = ', '.join(changed)
