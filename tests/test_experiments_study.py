@@ -184,6 +184,57 @@ def test_study_end_to_end_then_resumes_without_training(tiny_data_dir, tmp_path,
   assert third['test'] == summary['test']
 
 
+def _committed_records():
+  """What `git add` takes of a study dir under experiments/results/study_runs/.gitignore."""
+  ignore = study.ROOT + '/experiments/results/study_runs/.gitignore'
+  with open(ignore, encoding='utf-8') as f:
+    kept = {line[1:].strip() for line in f if line.startswith('!') and '/' not in line}
+  return kept - {'.gitignore'}
+
+
+def test_a_study_tested_when_trained_resumes_from_its_committed_records(
+  tiny_data_dir, tmp_path, monkeypatch
+):
+  # A study longer than one machine's stay: the session ends after every run trained but before
+  # the test phase, and the next machine has only the records committed (no checkpoint).
+  protocol = tiny_protocol(
+    study, tiny_data_dir, tmp_path, selection_seeds=1, test_when_trained=True
+  )
+
+  def session_ends(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(conduct, '_test_phase', session_ends)
+  with pytest.raises(KeyboardInterrupt):
+    conduct.run_study(protocol)
+  monkeypatch.undo()
+  runs = tmp_path / 'runs' / 'weather_stations'
+  tested = sorted(p.parent.relative_to(runs) for p in runs.rglob('test.json'))
+  trained = sorted(p.parent.relative_to(runs) for p in runs.rglob('result.json'))
+  assert tested == trained and len(trained) == 9  # 3 arms x (2 rates on seed 0 + seed 1).
+  kept = _committed_records()
+  for path in sorted(runs.rglob('*'), reverse=True):
+    if path.is_file() and path.name not in kept:
+      path.unlink()
+    elif path.is_dir() and not any(path.iterdir()):
+      path.rmdir()
+  assert not list(runs.rglob('checkpoints'))
+
+  def no_training(*args, **kwargs):
+    raise AssertionError('a finished run was trained again')
+
+  monkeypatch.setattr(study_runs.train, 'train_and_evaluate', no_training)
+  [summary] = conduct.run_study(protocol)
+  monkeypatch.undo()
+  # The same selection and test metrics as a study that tests only the chosen rate's runs.
+  reference = tiny_protocol(study, tiny_data_dir, tmp_path / 'reference', selection_seeds=1)
+  [expected] = conduct.run_study(reference)
+  assert summary['chosen_lr'] == expected['chosen_lr'] and summary['test'] == expected['test']
+  assert summary['test_when_trained'] and not expected['test_when_trained']
+  report = (tmp_path / 'results' / 'study_weather_stations.md').read_text()
+  assert 'every run tested once, when trained' in report
+
+
 def test_a_runs_clock_records_each_sitting_and_adds_them_up(tmp_path, monkeypatch):
   monkeypatch.setattr(study_runs, 'CLOCK_RECORD_S', 0.02)
   record = tmp_path / study_runs.CLOCK_FILE
@@ -352,6 +403,9 @@ def test_flags_map_onto_the_protocol():
   values(['study.py', '--population=on', '--population_memory_gb=0.5'])
   protocol = study_main.protocol_from_flags(values, ['study.py'])
   assert (protocol.population, protocol.population_memory_gb) == ('on', 0.5)
+  assert protocol.test_when_trained is None  # Each dataset's own default.
+  values(['study.py', '--notest_when_trained'])
+  assert study_main.protocol_from_flags(values, ['study.py']).test_when_trained is False
   values(['study.py', '--steps=bbc_news'])
   with pytest.raises(ConfigError, match='dataset=N'):
     study_main.protocol_from_flags(values, ['study.py'])

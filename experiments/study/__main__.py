@@ -109,6 +109,15 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     **f,
   )
   flags.DEFINE_enum('keep', 'best', ['best', 'all'], 'Checkpoints kept after a run.', **f)
+  flags.DEFINE_bool(
+    'test_when_trained',
+    None,
+    'Test each run as soon as it is trained (its test outputs are read only for the chosen rate, '
+    'after selection), so that a finished run needs no checkpoint: a study longer than one '
+    "machine's stay resumes from its committed records (default: each dataset's own, "
+    'experiments/study/grids.py).',
+    **f,
+  )
   flags.DEFINE_enum(
     'population',
     'auto',
@@ -178,6 +187,7 @@ def protocol_from_flags(args, argv: Sequence[str]) -> protocol.Protocol:
     extend_grid=args.extend_grid,
     population=args.population,
     population_memory_gb=args.population_memory_gb,
+    test_when_trained=args.test_when_trained,
   )
   if study.files:
     study.datasets = [protocol.files_dataset(study)]

@@ -40,6 +40,8 @@ class _Runs:
   dataset: str
   protocol: study_protocol.Protocol
   configs: dict[str, ml_collections.ConfigDict]  # By trained arm.
+  # Each run tested as soon as it is trained (grids.DatasetSpec.test_when_trained).
+  test_when_trained: bool = False
   results: dict[tuple[str, float, int], dict] = dataclasses.field(default_factory=dict)
 
   def config(self, arm: str, lr: float, seed: int) -> ml_collections.ConfigDict:
@@ -52,13 +54,15 @@ class _Runs:
 
   def train(self, wanted: list[tuple[str, float, int]]) -> None:
     """Trains (or reuses) the runs (arm, lr, seed): one after another in the given order, or each
-    arm's as populations."""
+    arm's as populations; with test_when_trained, each one is tested once trained."""
     if not study_populations.use_populations(self.protocol.population):
       for arm, lr, seed in wanted:
         print(f'[study] {self.dataset} {arm} lr={lr:g} seed={seed}', flush=True)
         self.results[arm, lr, seed] = study_runs.train_run(
           self.config(arm, lr, seed), self.workdir(arm, lr, seed), self.protocol.keep
         )
+        if self.test_when_trained and self.results[arm, lr, seed]['best_step'] is not None:
+          self.test(arm, lr, seed)
       return
     budget = int(self.protocol.population_memory_gb * 2**30)
     for arm in dict.fromkeys(a for a, _, _ in wanted):
@@ -66,6 +70,26 @@ class _Runs:
       dirs = {(lr, s): self.workdir(a, lr, s) for a, lr, s in wanted if a == arm}
       done = study_populations.train_runs(self.configs[arm], dirs, self.protocol.keep, budget)
       self.results.update({(arm, lr, s): r for (lr, s), r in done.items()})
+      for lr, seed in done:
+        if self.test_when_trained and done[lr, seed]['best_step'] is not None:
+          self.test(arm, lr, seed)
+
+  def test(self, arm: str, lr: float, seed: int) -> dict:
+    """The run's kept checkpoint on the test split, once (test.json + test_outputs.npz, reused)."""
+    result = self.results[arm, lr, seed]
+    if result['best_step'] is None:
+      raise ConfigError(
+        f'{self.dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning rate; drop '
+        'that rate from --lrs.'
+      )
+    return study_outputs.test_run(
+      self.config(arm, lr, seed),
+      self.workdir(arm, lr, seed),
+      result,
+      arm == 'concat',
+      self.protocol.test_split,
+      self.protocol.cka_max_examples,
+    )
 
   def selection_means(self, arm: str, key: str, worst: float, seeds: list[int]) -> dict:
     """{lr: mean over `seeds` of result[key]} for every rate the arm ran at on those seeds."""
@@ -115,25 +139,7 @@ def _test_phase(
   protocol = runs.protocol
   tests: dict[str, list[dict]] = {}
   for arm in trained:
-    lr = chosen[arm]
-    tests[arm] = []
-    for seed in seeds:
-      result = runs.results[arm, lr, seed]
-      if result['best_step'] is None:
-        raise ConfigError(
-          f'{runs.dataset} {arm} lr={lr:g} seed={seed} diverged at the chosen learning '
-          'rate; drop that rate from --lrs.'
-        )
-      tests[arm].append(
-        study_outputs.test_run(
-          runs.config(arm, lr, seed),
-          runs.workdir(arm, lr, seed),
-          result,
-          arm == 'concat',
-          protocol.test_split,
-          protocol.cka_max_examples,
-        )
-      )
+    tests[arm] = [runs.test(arm, chosen[arm], seed) for seed in seeds]
   outputs = {
     a: [study_outputs.load_outputs(runs.workdir(a, chosen[a], s)) for s in seeds] for a in trained
   }
@@ -187,7 +193,15 @@ def study_dataset(dataset: str, protocol: study_protocol.Protocol) -> dict:
   lrs = [float(lr) for lr in (protocol.lrs or spec.lrs)]
   num_select = protocol.selection_seeds or spec.selection_seeds
   select_seeds = seeds[: min(len(seeds), num_select)] if num_select else seeds
-  runs = _Runs(dataset, protocol, {a: study_arms.ARMS[a].configure(base, sizes) for a in trained})
+  test_when_trained = (
+    spec.test_when_trained if protocol.test_when_trained is None else protocol.test_when_trained
+  )
+  runs = _Runs(
+    dataset,
+    protocol,
+    {a: study_arms.ARMS[a].configure(base, sizes) for a in trained},
+    test_when_trained,
+  )
 
   # Seeds outermost: an interrupted study (one run after another) has balanced arms so far.
   runs.train([(arm, lr, seed) for seed in select_seeds for lr in lrs for arm in trained])
@@ -221,6 +235,7 @@ def study_dataset(dataset: str, protocol: study_protocol.Protocol) -> dict:
     'lrs': lrs,
     'arms': arms,
     'chosen_lr': chosen,
+    'test_when_trained': test_when_trained,
     'val_means': val_means,
     'val_loss_means': val_loss_means,
     'bootstrap_unit': 'example'

@@ -32,6 +32,11 @@ class DatasetSpec:
   early_stopping_patience: config.early_stopping_patience of every run (0: full-length runs).
   selection_seeds: choose the learning rate on the first K seeds only (None: all); the other seeds
     then run only at the chosen rate (a budget lever for slow datasets).
+  test_when_trained: test each run as soon as it is trained, not only the chosen rate's after
+    selection (its test outputs wait, unread, until selection on validation is done), so that a
+    finished run needs no checkpoint any more: a study longer than one machine's stay resumes
+    from its committed records (docs/study.md#a-study-that-spans-machines). Not for the probe
+    arm, which reads its members' checkpoints.
   """
 
   seeds: int = 10
@@ -42,6 +47,7 @@ class DatasetSpec:
   note: str = ''
   lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
   early_stopping_patience: int = 0
+  test_when_trained: bool = False
 
 
 # The grids that differ from DatasetSpec's defaults, by shipped dataset.
@@ -50,7 +56,8 @@ _GRIDS: dict[str, DatasetSpec] = {
   # (early stopping, patience 3 evaluations of 100 steps) within a 1,500-step cap; rates chosen on
   # 2 seeds; 8 seeds (with 3 primary comparisons the exact sign-flip test needs at least 7 to
   # pass Holm at 0.05). Arms: cnn, lstm, concat, concat_norm and the late ensemble; the widened
-  # branches, copies and learned fusions are left out (budget). Hours of CPU: resumable.
+  # branches, copies and learned fusions are left out (budget). Hours of CPU, more than one
+  # session: each run is tested when trained, so its committed records resume it elsewhere.
   'moving_digits': DatasetSpec(
     seeds=8,
     arms=VIDEO_ARMS,
@@ -58,6 +65,7 @@ _GRIDS: dict[str, DatasetSpec] = {
     selection_seeds=2,
     steps=1_500,
     early_stopping_patience=3,
+    test_when_trained=True,
     note=(
       'Video grid: arms cnn, lstm, concat, concat_norm and the late ensemble; 8 seeds; rates '
       'chosen on seeds 0-1; runs until the validation accuracy stops improving (3 evaluations '

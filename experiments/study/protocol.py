@@ -35,7 +35,9 @@ targets' std of MAE for a regression).
 Resumable: each run writes result.json (validation) and, once selected, test.json when it is done;
 a finished run is reused, an interrupted one resumes from its own checkpoint (or restarts from
 scratch if that checkpoint cannot be restored). A run dir holding a different config stops the study
-with one line. After a run, only its best checkpoint is kept (--keep=best) to bound disk use.
+with one line. After a run, only its best checkpoint is kept (--keep=best) to bound disk use. With
+--test_when_trained (video's default) every run is tested once trained, so that its records resume
+the study on another machine without checkpoints (docs/study.md#a-study-that-spans-machines).
 
 Every shipped dataset has train / validation / test splits, used by default;
 `--validation_from_train` carves validation from train instead (train[:90%] / train[90%:]), and
@@ -112,6 +114,9 @@ class Protocol:
   # memory one population may take.
   population: str = 'auto'
   population_memory_gb: float = 4.0
+  # Test each run as soon as it is trained (grids.DatasetSpec.test_when_trained); None: the
+  # dataset's own default.
+  test_when_trained: Optional[bool] = None
 
 
 def files_dataset(protocol: 'Protocol') -> str:

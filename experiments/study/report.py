@@ -107,8 +107,14 @@ def write_dataset_report(summary: dict, results_dir: str, provenance: dict) -> s
       f'examples). {summary["steps"]} steps per run; learning rate per arm chosen from '
       f'{", ".join(f"{x:g}" for x in summary["lrs"])}{_extended(summary)} by mean '
       f'best-validation {metric}; the kept '
-      f'checkpoint of each run is the best on validation; test evaluated once per selected run. '
-      f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order)'
+      f'checkpoint of each run is the best on validation; '
+      + (
+        'every run tested once, when trained (only the selected runs\' test outputs are read, '
+        'after selection). '
+        if summary.get('test_when_trained')
+        else 'test evaluated once per selected run. '
+      )
+      + f'Seeds {", ".join(map(str, summary["seeds"]))} (paired: same seed, same data order)'
       + (
         ''
         if summary['selection_seeds'] == summary['seeds']
