@@ -376,7 +376,7 @@ def test_summary_claims_the_real_verdicts_only_when_the_controls_hold(tmp_path):
   assert '| **helps** | **no** |' in text
 
 
-def test_earlier_controls_count_only_the_same_build_under_the_current_rule(tmp_path):
+def test_earlier_summaries_count_only_the_same_build_under_the_current_rule(tmp_path):
   summary, per_example = _summary(['cnn', 'lstm', 'concat'])  # concat + 0.05: helps.
   summary['analysis'] = analysis.analyse(summary, num_resamples=200, per_example=per_example)
   summary['analysis']['designed'] = ['helps', 'why']
@@ -384,10 +384,38 @@ def test_earlier_controls_count_only_the_same_build_under_the_current_rule(tmp_p
   summary['analysis']['verdict'] = 'redundant (a rule since revised)'  # As an older file says.
   for name, data in [('controls/both', 'controls/both'), ('controls/xor', 'controls/xor_tiny')]:
     (tmp_path / name).mkdir(parents=True)
-    (tmp_path / name / 'summary.json').write_text(json.dumps({**summary, 'data': data}))
+    (tmp_path / name / 'summary.json').write_text(
+      json.dumps({**summary, 'dataset': name, 'data': data})
+    )
   protocol = study_protocol.Protocol(str(tmp_path), str(tmp_path / 'results'), ['bbc_news'])
 
-  [both] = conduct.earlier_controls(protocol)  # The tiny xor build is not this study's.
+  [both] = conduct.earlier_summaries(protocol)  # The tiny xor build is not this study's.
   assert both['data'] == 'controls/both' and both['analysis']['verdict'].startswith('helps')
   protocol.builder_config = 'tiny'
-  assert [s['data'] for s in conduct.earlier_controls(protocol)] == ['controls/xor_tiny']
+  assert [s['data'] for s in conduct.earlier_summaries(protocol)] == ['controls/xor_tiny']
+
+  # A real dataset studied in an earlier sitting is summarised with the one studied now.
+  real = {**summary, 'dataset': 'weather_stations', 'data': 'weather_stations'}
+  real['analysis'] = {k: v for k, v in summary['analysis'].items() if k != 'designed'}
+  (tmp_path / 'weather_stations').mkdir()
+  (tmp_path / 'weather_stations' / 'summary.json').write_text(json.dumps(real))
+  protocol.builder_config = ''
+  earlier = conduct.earlier_summaries(protocol)
+  assert [s['dataset'] for s in earlier] == ['controls/both', 'weather_stations']
+  now = {**real, 'dataset': 'bbc_news', 'data': 'bbc_news'}
+  with open(
+    summary_report.write_summary([now], str(tmp_path / 'results'), PROVENANCE, earlier)
+  ) as f:
+    text = f.read()
+  assert (
+    'an earlier invocation in the same study dir (each report names its own command): '
+    'controls/both, weather_stations.' in text
+  )
+  rows = [line for line in text.splitlines() if line.startswith('| [')]
+  assert [r.split(']')[0] for r in rows] == [
+    '| [controls/both',
+    '| [bbc_news',  # In the study's order of datasets (grids.DATASETS).
+    '| [weather_stations',
+  ]
+  protocol.datasets = ['weather_stations']  # Studied now: its own summary, not the file's.
+  assert [s['dataset'] for s in conduct.earlier_summaries(protocol)] == ['controls/both']

@@ -275,36 +275,43 @@ def study_dataset(dataset: str, protocol: study_protocol.Protocol) -> dict:
 
 
 def run_study(protocol: study_protocol.Protocol) -> list[dict]:
-  """Every dataset of the protocol, then the summary across datasets."""
+  """Every dataset of the protocol, then the summary across datasets (with those an earlier
+  invocation studied in the same study_dir)."""
   os.makedirs(protocol.study_dir, exist_ok=True)
   summaries = [study_dataset(d, protocol) for d in protocol.datasets]
   study_summary_report.write_summary(
-    summaries, protocol.results_dir, study_protocol.provenance(protocol), earlier_controls(protocol)
+    summaries,
+    protocol.results_dir,
+    study_protocol.provenance(protocol),
+    earlier_summaries(protocol),
   )
   return summaries
 
 
-def earlier_controls(protocol: study_protocol.Protocol) -> list[dict]:
-  """The controls an earlier invocation finished in the same study_dir (their summary.json), so
-  that a study of some datasets (or of your files) is judged against the instrument's test.
+def earlier_summaries(protocol: study_protocol.Protocol) -> list[dict]:
+  """The shipped datasets an earlier invocation finished in the same study_dir (their
+  summary.json), so that a study of some datasets (or of your files) is summarised with the rest
+  and judged against the controls' test (e.g. each dataset studied in its own sitting or on its own
+  machine, docs/study.md#a-study-that-spans-machines).
 
-  Only controls of the same build (`--builder_config`) count, and each one's verdict is decided
+  Only datasets of the same build (`--builder_config`) count, and each one's verdict is decided
   again under the current rule from its recorded comparisons (the file may predate a revision).
   """
   out = []
   for name in study_grids.DATASETS:
     path = os.path.join(protocol.study_dir, name, 'summary.json')
-    if not shipped.designed_verdict(name) or name in protocol.datasets or not os.path.exists(path):
+    if name in protocol.datasets or not os.path.exists(path):
       continue
     summary = study_runs.read_json(path)
-    analysis, built = summary.get('analysis', {}), study_protocol.shipped_build(name, protocol)
-    if not analysis.get('designed') or summary.get('data') != built:
+    if summary.get('data') != study_protocol.shipped_build(name, protocol):
       continue
     try:
-      analysis['verdict'] = study_rule.verdict(analysis['comparisons'], summary['margin'])
+      summary['analysis']['verdict'] = study_rule.verdict(
+        summary['analysis']['comparisons'], summary['margin']
+      )
     except KeyError as e:
       raise ConfigError(
-        f'{path} lacks {e} (written by an older study): run the controls again '
+        f'{path} lacks {e} (written by an older study): run that dataset again '
         f'(--datasets={name}), or use another --study_dir.'
       ) from None
     out.append(summary)

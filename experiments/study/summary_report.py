@@ -1,12 +1,13 @@
 """The study's summary across datasets (study_summary.md): the controls' designed and obtained
 verdicts, one row per real dataset, and what the whole study cost.
 
-write_summary(summaries, results_dir, provenance)        # study_summary.md + its forest plot
+write_summary(summaries, results_dir, provenance, earlier)  # study_summary.md + its forest plot
 """
 
 import os
 from typing import Optional, Sequence
 
+from experiments.study import grids as study_grids
 from experiments.study import plots as study_plots
 from experiments.study import report as study_report
 from experiments.study import rule as study_rule
@@ -104,21 +105,25 @@ def _datasets_table(summaries: Sequence[dict], claimed: bool) -> list[str]:
 
 
 def write_summary(
-  summaries: Sequence[dict], results_dir: str, provenance: dict, controls: Sequence[dict] = ()
+  summaries: Sequence[dict], results_dir: str, provenance: dict, earlier: Sequence[dict] = ()
 ) -> str:
   """study_summary.md: the controls first (designed and obtained verdicts), then one row per real
   dataset, whose verdicts are claimed only when the controls held (`rule.controls_gate`).
   A study of the controls alone (the instrument's test) writes study_controls_summary.md instead,
   leaving the datasets' summary in place.
 
-  controls: summaries of controls run by an earlier invocation (their summary.json), counted
-    with any control among `summaries`.
+  earlier: summaries of datasets an earlier invocation studied (their summary.json), summarised
+    with `summaries` (which win for a dataset in both), in the study's order of datasets.
   """
   os.makedirs(results_dir, exist_ok=True)
-  ran = [s for s in summaries if s['analysis'].get('designed')]
-  ran_names = {s['dataset'] for s in ran}
-  controls = ran + [c for c in controls if c['dataset'] not in ran_names]
-  real = [s for s in summaries if not s['analysis'].get('designed')]
+  studied = {s['dataset'] for s in summaries}
+  from_earlier = [s for s in earlier if s['dataset'] not in studied]
+  order = {name: i for i, name in enumerate(study_grids.DATASETS)}
+  everything = sorted(
+    [*summaries, *from_earlier], key=lambda s: order.get(s['dataset'], len(order))
+  )
+  controls = [s for s in everything if s['analysis'].get('designed')]
+  real = [s for s in everything if not s['analysis'].get('designed')]
   claimed, why = study_rule.controls_gate(controls)
   lines = ['# Is concatenating CNN and LSTM outputs meaningful? Study summary', '']
   lines += study_report.header(provenance)
@@ -127,6 +132,12 @@ def write_summary(
     f'{why}.',
     '',
   ]
+  if from_earlier:
+    lines += [
+      'Studied by an earlier invocation in the same study dir (each report names its own '
+      f'command): {", ".join(s["dataset"] for s in from_earlier)}.',
+      '',
+    ]
   if controls:
     lines += ['## The controls (known verdicts)', ''] + _controls_table(controls)
   if real:
