@@ -24,3 +24,25 @@ def tiny_data_dir(tmp_path_factory) -> str:
   for name in TINY_DATASETS:
     datasets.prepare_shipped(name, data_dir)
   return data_dir
+
+
+@pytest.fixture
+def own_catalog_vocab(monkeypatch):
+  """A catalog text dataset's vocabulary saved where only this test reads it.
+
+  Under `tfds.testing.mock_data` every builder's data_dir is one fake path
+  (/tmp/non-existing/tfds/data_dir/...) shared by every test, worker and earlier run: the vocabulary
+  the catalog saves there on first use would be read by the next test, built from another mock
+  (its size then depends on which test ran first). Yields the file's name in the builder's dir.
+  """
+  import uuid  # pylint: disable=g-import-not-at-top
+  from hybrid_jax.data import catalog  # pylint: disable=g-import-not-at-top
+
+  name = f'hybrid_jax_vocab_{uuid.uuid4().hex}.json'
+  monkeypatch.setattr(catalog, 'VOCAB_FILE', name)
+  yield name
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
+  for path in glob.glob(f'/tmp/non-existing/tfds/data_dir/**/{name}', recursive=True):
+    os.remove(path)

@@ -13,7 +13,7 @@ from configs import text
 from configs import video
 
 
-def test_imdb_reviews_maps_to_text_batches(tmp_path):
+def test_imdb_reviews_maps_to_text_batches(tmp_path, own_catalog_vocab):
   config = text.get_config('smoke')
   config.dataset.name, config.dataset.data_dir = 'imdb_reviews', str(tmp_path)
   config.model.num_classes, config.model.vocab_size = None, None
@@ -27,7 +27,7 @@ def test_imdb_reviews_maps_to_text_batches(tmp_path):
   assert batch['tokens'].shape == (8, 50) and batch['tokens'].dtype == np.int32
   assert batch['tokens'].max() < config.model.vocab_size and set(batch['label']) <= {0, 1}
   assert sum(int(b['mask'].sum()) for b in eval_batches) == 20
-  assert os.path.exists(os.path.join(vocab_dir, 'hybrid_jax_vocab.json'))  # Saved with the data.
+  assert os.path.exists(os.path.join(vocab_dir, own_catalog_vocab))  # Saved with the data.
 
 
 def test_ucf101_maps_to_video_batches(tmp_path):
@@ -43,7 +43,7 @@ def test_ucf101_maps_to_video_batches(tmp_path):
   assert batch['label'].dtype == np.int32 and batch['label'].max() < 101
 
 
-def test_catalog_class_count_is_checked(tmp_path):
+def test_catalog_class_count_is_checked(tmp_path, own_catalog_vocab):
   config = text.get_config('smoke')  # num_classes=5, imdb_reviews has 2.
   config.dataset.name, config.dataset.data_dir = 'imdb_reviews', str(tmp_path)
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):

@@ -372,7 +372,7 @@ def test_predict_cli(text_run, tmp_path):
 
 
 @pytest.mark.parametrize('task', ['text', 'video'])
-def test_catalog_runs_describe_their_inputs(task, tmp_path):
+def test_catalog_runs_describe_their_inputs(task, tmp_path, own_catalog_vocab):
   """imdb_reviews / ucf101 (mock data): the spec turns raw catalog inputs into the eval inputs."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from hybrid_jax.data import catalog  # pylint: disable=g-import-not-at-top
@@ -389,7 +389,8 @@ def test_catalog_runs_describe_their_inputs(task, tmp_path):
       (16, 16, 1),
       3,
     )
-  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+  # 20 mock texts hold more than 30 distinct words: the spec's vocabulary is cut to vocab_size.
+  with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     source = datasets.resolve(config)
     config = source.config
     spec = inference.build_spec(source)
