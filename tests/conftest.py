@@ -1,8 +1,13 @@
 """Shared fixtures: the tiny builds of the shipped datasets, prepared once per test process (each
 pytest-xdist worker)."""
 
+import glob
+import os
+import uuid
+
 import pytest
 
+from hybrid_jax.data import catalog
 from hybrid_jax.data import shipped
 
 # The tiny build of every shipped dataset (the one table of them: hybrid_jax/data/shipped.py).
@@ -35,14 +40,8 @@ def own_catalog_vocab(monkeypatch):
   the catalog saves there on first use would be read by the next test, built from another mock
   (its size then depends on which test ran first). Yields the file's name in the builder's dir.
   """
-  import uuid  # pylint: disable=g-import-not-at-top
-  from hybrid_jax.data import catalog  # pylint: disable=g-import-not-at-top
-
   name = f'hybrid_jax_vocab_{uuid.uuid4().hex}.json'
   monkeypatch.setattr(catalog, 'VOCAB_FILE', name)
   yield name
-  import glob  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-
   for path in glob.glob(f'/tmp/non-existing/tfds/data_dir/**/{name}', recursive=True):
     os.remove(path)

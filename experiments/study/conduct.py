@@ -58,21 +58,28 @@ class _Runs:
     if not study_populations.use_populations(self.protocol.population):
       for arm, lr, seed in wanted:
         print(f'[study] {self.dataset} {arm} lr={lr:g} seed={seed}', flush=True)
-        self.results[arm, lr, seed] = study_runs.train_run(
-          self.config(arm, lr, seed), self.workdir(arm, lr, seed), self.protocol.keep
+        self._record(
+          arm,
+          lr,
+          seed,
+          study_runs.train_run(
+            self.config(arm, lr, seed), self.workdir(arm, lr, seed), self.protocol.keep
+          ),
         )
-        if self.test_when_trained and self.results[arm, lr, seed]['best_step'] is not None:
-          self.test(arm, lr, seed)
       return
     budget = int(self.protocol.population_memory_gb * 2**30)
     for arm in dict.fromkeys(a for a, _, _ in wanted):
       print(f'[study] {self.dataset} {arm}', flush=True)
       dirs = {(lr, s): self.workdir(a, lr, s) for a, lr, s in wanted if a == arm}
       done = study_populations.train_runs(self.configs[arm], dirs, self.protocol.keep, budget)
-      self.results.update({(arm, lr, s): r for (lr, s), r in done.items()})
-      for lr, seed in done:
-        if self.test_when_trained and done[lr, seed]['best_step'] is not None:
-          self.test(arm, lr, seed)
+      for (lr, seed), result in done.items():
+        self._record(arm, lr, seed, result)
+
+  def _record(self, arm: str, lr: float, seed: int, result: dict) -> None:
+    """Keeps a trained (or reused) run's result; with test_when_trained, tests it at once."""
+    self.results[arm, lr, seed] = result
+    if self.test_when_trained and result['best_step'] is not None:
+      self.test(arm, lr, seed)
 
   def test(self, arm: str, lr: float, seed: int) -> dict:
     """The run's kept checkpoint on the test split, once (test.json + test_outputs.npz, reused)."""

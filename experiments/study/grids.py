@@ -35,8 +35,8 @@ class DatasetSpec:
   test_when_trained: test each run as soon as it is trained, not only the chosen rate's after
     selection (its test outputs wait, unread, until selection on validation is done), so that a
     finished run needs no checkpoint any more: a study longer than one machine's stay resumes
-    from its committed records (docs/study.md#a-study-that-spans-machines). Not for the probe
-    arm, which reads its members' checkpoints.
+    from its committed records (docs/study.md#a-study-that-spans-machines). The probe arm still
+    reads its members' checkpoints in the test phase.
   """
 
   seeds: int = 10
