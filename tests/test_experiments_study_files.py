@@ -29,6 +29,7 @@ def test_study_on_a_files_dataset_end_to_end(tmp_path):
     '--lrs=1e-3',
     '--steps=2',
     '--evals_per_run=1',
+    '--noextend_grid',  # One rate, tried alone (extension: test_experiments_study.py).
     f'--data_dir={tmp_path / "data"}',
     f'--study_dir={tmp_path / "runs"}',
     f'--results_dir={tmp_path / "results"}',
