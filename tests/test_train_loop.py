@@ -18,6 +18,7 @@ from configs import sensor
 from configs import text
 from hybrid_jax import checkpoints
 from hybrid_jax import train
+import adam_rounding
 
 
 def _config(data_dir, module=text, name='bbc_news/tiny', **overrides):
@@ -100,8 +101,9 @@ def test_pmap_four_devices_equals_one_device(tiny_data_dir, tmp_path):
   )
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), p4, start))
   assert max(moved) > 1e-4  # The steps did update the parameters ...
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), p4, p1)
-  assert four['loss'] == pytest.approx(one['loss'], rel=1e-5)  # ... identically on 1 and 4 devices.
+  # ... equally on 1 and 4 devices, up to rounding (the batch is summed in another order).
+  adam_rounding.assert_close(p4, p1, config.learning_rate)
+  assert four['loss'] == pytest.approx(one['loss'], rel=1e-5)
 
 
 def test_resume_equals_uninterrupted_and_is_deterministic(tiny_data_dir, tmp_path, monkeypatch):
