@@ -9,8 +9,9 @@ learning rate per step whatever its gradient's size, so where a gradient is a ne
 a rounding-level change of it can move that parameter by a sizeable fraction of the rate. Measured
 on tests/test_population.py's members (3 steps, rate 1e-2, concat_norm + dropout): CI's machine, two
 devices, jax 0.12: 1 of a recurrent kernel's 4,096 parameters at 2.7% of the rate; this machine, the
-same steps on one device: jax 0.12, 12 of 6,241 parameters beyond 2% of the rate, the largest 4.8%;
-jax 0.10, 1 at 2.5%. The check therefore bounds how many parameters may move that far and how far:
+same test with `devices = jax.devices()[:1]`: jax 0.12, 12 of 6,241 parameters beyond 2% of the
+rate, the largest 4.8%; jax 0.10, 1 at 2.5%. The check therefore bounds how many parameters may
+move that far and how far:
 
 - at least 99% of the parameters within rtol 1e-4, atol 2% of the rate;
 - every parameter within half the rate.
